@@ -1,0 +1,195 @@
+"""The only shared NATS code: call an endpoint, and serve one on a micro service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.micro import add_service
+from nats.micro.request import ERROR_HEADER, Request
+from nats.micro.service import Service
+
+from contracts.messages import Failure, FailureCode, Message
+from contracts.subjects import Endpoint, ServiceSpec
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class CallError(Exception):
+    """A call to a service endpoint did not produce a reply."""
+
+    def __init__(self, endpoint: Endpoint, detail: str) -> None:
+        super().__init__(detail)
+        self.endpoint = endpoint
+        self.detail = detail
+
+
+class ServiceNotRunning(CallError):
+    """No replica of the service is subscribed (NATS answered 'no responders')."""
+
+
+class ServiceTimedOut(CallError):
+    """The service took longer than the caller was willing to wait."""
+
+
+class RemoteFailure(Exception):
+    """A service answered with a Failure; raised by callers that cannot go on."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
+def _label(endpoint: Endpoint) -> str:
+    return endpoint.service.name.removeprefix("imgstory-") + " service"
+
+
+async def call(nc: Client, endpoint: Endpoint, request: Message, *, timeout: float) -> Any:
+    """Send ``request`` to ``endpoint`` and return its decoded reply (result or Failure).
+
+    Raises ServiceNotRunning when no replica listens and ServiceTimedOut after ``timeout``.
+    """
+    if not isinstance(request, endpoint.request_type):
+        raise TypeError(f"{endpoint.subject} takes {endpoint.request_type.__name__}")
+    try:
+        msg = await nc.request(endpoint.subject, _encoder.encode(request), timeout=timeout)
+    except NoRespondersError as err:
+        raise ServiceNotRunning(endpoint, f"the {_label(endpoint)} is not running") from err
+    except (NatsTimeoutError, asyncio.TimeoutError) as err:
+        raise ServiceTimedOut(
+            endpoint, f"the {_label(endpoint)} did not answer within {timeout:g} s"
+        ) from err
+    if not msg.data and msg.headers and ERROR_HEADER in msg.headers:
+        # An error micro produced itself (not one of ours): keep its text out of replies.
+        log.error("%s answered a bare micro error: %s", endpoint.subject, msg.headers)
+        return Failure(code=FailureCode.INTERNAL, detail=f"the {_label(endpoint)} failed")
+    return _decoder(endpoint.reply_type).decode(msg.data)
+
+
+_decoders: dict[Any, msgspec.msgpack.Decoder] = {}
+
+
+def _decoder(type_: Any) -> msgspec.msgpack.Decoder:
+    if type_ not in _decoders:
+        _decoders[type_] = msgspec.msgpack.Decoder(type_)
+    return _decoders[type_]
+
+
+Handler = Callable[[Any], Awaitable[Message]]
+
+
+class Server:
+    """A micro service whose endpoints decode contracts, run a handler and reply.
+
+    Each endpoint runs up to ``max_in_flight`` requests at once; further requests wait
+    in this replica's subscription while other replicas in the queue group take theirs.
+    """
+
+    def __init__(self, nc: Client, service: Service) -> None:
+        self.nc = nc
+        self.service = service
+        self._tasks: set[asyncio.Task] = set()
+
+    @classmethod
+    async def start(cls, nc: Client, spec: ServiceSpec) -> Server:
+        service = await add_service(
+            nc,
+            name=spec.name,
+            version=spec.version,
+            description=spec.description,
+            queue_group=spec.queue_group,
+        )
+        return cls(nc, service)
+
+    async def add(
+        self,
+        endpoint: Endpoint,
+        handler: Handler,
+        *,
+        errors: Mapping[type[Exception], FailureCode] | None = None,
+        max_in_flight: int = 1,
+    ) -> None:
+        """Serve ``endpoint`` with ``handler``; exceptions in ``errors`` become Failures."""
+        decoder = _decoder(endpoint.request_type)
+        error_codes = dict(errors or {})
+        slots = asyncio.Semaphore(max_in_flight)
+
+        async def respond(req: Request) -> None:
+            try:
+                reply = await handler(decoder.decode(req.data))
+            except (msgspec.DecodeError, msgspec.ValidationError) as err:
+                failure = Failure(
+                    code=FailureCode.INTERNAL, detail=f"malformed {endpoint.name} request: {err}"
+                )
+            except tuple(error_codes) as err:
+                failure = _failure_for(err, error_codes)
+            except Exception:  # noqa: BLE001 - the task boundary: micro cannot see this task
+                log.exception("%s failed", endpoint.subject)
+                failure = Failure(
+                    code=FailureCode.INTERNAL, detail=f"the {_label(endpoint)} failed unexpectedly"
+                )
+            else:
+                await req.respond(_encoder.encode(reply))
+                return
+            await req.respond_error(
+                str(failure.code.status), failure.detail, data=_encoder.encode(failure)
+            )
+
+        async def on_request(req: Request) -> None:
+            # Waiting here (not in the task) keeps surplus requests queued in NATS.
+            await slots.acquire()
+            task = asyncio.create_task(respond(req))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t: (self._tasks.discard(t), slots.release()))
+
+        await self.service.add_endpoint(
+            name=endpoint.name,
+            subject=endpoint.subject,
+            queue_group=endpoint.service.queue_group,
+            handler=on_request,
+        )
+        # Once add() returns, the server knows the subscription: requests will reach it.
+        await self.nc.flush()
+
+    async def stop(self) -> None:
+        """Stop taking requests, then let those in flight finish."""
+        await self.service.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _failure_for(err: Exception, codes: Mapping[type[Exception], FailureCode]) -> Failure:
+    code = next(codes[t] for t in type(err).__mro__ if t in codes)
+    retry_after = getattr(err, "retry_after", None)
+    return Failure(code=code, detail=str(err) or code.value, retry_after=retry_after)
+
+
+async def run_until_signalled(
+    nats_url: str, client_name: str, start: Callable[[Client], Awaitable[Server]]
+) -> None:
+    """Connect, start a service, wait for SIGINT/SIGTERM, then stop it and drain."""
+    import signal
+
+    import nats
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    nc = await nats.connect(nats_url, name=client_name, max_reconnect_attempts=-1)
+    try:
+        server = await start(nc)
+        log.info("%s listening on %s", client_name, nats_url)
+        await stop.wait()
+        log.info("%s stopping", client_name)
+        await server.stop()
+    finally:
+        await nc.drain()

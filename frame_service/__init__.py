@@ -1,0 +1,1 @@
+"""Turns uploaded photos and videos into model-ready frames."""

@@ -1,0 +1,1 @@
+"""HTTP front door: uploads, web page, docs and POST /analyze/."""

@@ -1,0 +1,60 @@
+"""The Litestar application: create_app() wires settings, NATS and the routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+
+from contracts import blobs
+from gateway import config
+from gateway.analysis import Analyzer
+from gateway.errors import EXCEPTION_HANDLERS
+from gateway.routes import ROUTES, STATIC
+
+log = logging.getLogger(__name__)
+
+_FORM_OVERHEAD = 1024 * 1024  # multipart boundaries, headers and the prompt
+
+
+def create_app(settings: config.Settings | None = None) -> Litestar:
+    """Build the app; NATS is connected in the lifespan, never at import."""
+    settings = settings or config.load()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        nc = await nats.connect(
+            settings.nats_url, name="imgstory-gateway", max_reconnect_attempts=-1
+        )
+        try:
+            store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
+            app.state.nc = nc
+            app.state.analyzer = Analyzer(nc, store, settings)
+            yield
+        finally:
+            await nc.drain()
+
+    limits = settings.limits
+    largest_body = max(limits.max_images * limits.max_image_bytes, limits.max_video_bytes)
+    return Litestar(
+        route_handlers=[*ROUTES, create_static_files_router("/static", [STATIC])],
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        # Early 400 from Content-Length; per-file limits are enforced while streaming.
+        request_max_body_size=largest_body + _FORM_OVERHEAD,
+        openapi_config=OpenAPIConfig(
+            title="ImgStory API",
+            version="1.0.0",
+            description="Photos or a video in; a short story in English and Thai out.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+    )

@@ -1,0 +1,54 @@
+"""The JSON bodies the gateway answers with (and documents in OpenAPI)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.messages import Usage
+
+
+class TokenUsage(msgspec.Struct, kw_only=True):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, usage: Usage) -> TokenUsage:
+        return cls(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+        )
+
+
+class StageUsage(msgspec.Struct, kw_only=True):
+    story: TokenUsage
+    translation: TokenUsage
+
+
+class Models(msgspec.Struct, kw_only=True):
+    story: str
+    translation: str
+
+
+class AnalyzeResponse(msgspec.Struct, kw_only=True):
+    """The seed contract (english, thai, token_usage) plus additive detail."""
+
+    english: str
+    thai: str
+    token_usage: TokenUsage  # story + translation, summed
+    usage_by_stage: StageUsage
+    models: Models
+    media: str  # "image" or "video"
+    frames_used: int
+    request_id: str
+
+
+class ErrorResponse(msgspec.Struct, kw_only=True):
+    detail: str
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+    nats: bool = True
+    services: dict[str, bool] = msgspec.field(default_factory=dict)

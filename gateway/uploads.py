@@ -1,0 +1,253 @@
+"""Streams a multipart upload to temp files, typing each file by its magic bytes.
+
+Limits are enforced while the body streams in, so no more than the limit of any one
+file is ever written, and nothing but small form fields is held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from contracts.messages import MediaKind
+from gateway.config import Limits
+
+log = logging.getLogger(__name__)
+
+FILES_FIELD = "files"
+PROMPT_FIELD = "prompt"
+_SNIFF_BYTES = 16
+_MAX_OTHER_FIELD_BYTES = 8 * 1024
+_ISOBMFF_IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevm", b"hevs",
+                         b"mif1", b"msf1", b"avif", b"avis"}  # fmt: skip
+SUPPORTED = "JPG or PNG images, or one MP4 video"
+
+
+class UploadError(Exception):
+    """The upload breaks a rule; the message is safe to show the client (HTTP 400)."""
+
+
+def sniff(head: bytes) -> MediaKind | None:
+    """The media kind the first bytes of a file announce, or None if unsupported."""
+    if head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return MediaKind.IMAGE
+    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] not in _ISOBMFF_IMAGE_BRANDS:
+        return MediaKind.VIDEO
+    return None
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MB"
+
+
+@dataclass
+class ReceivedFile:
+    path: Path
+    filename: str
+    kind: MediaKind | None = None
+    size: int = 0
+
+
+@dataclass
+class ReceivedForm:
+    """The files (on disk) and prompt of one upload. ``discard()`` removes the files."""
+
+    files: list[ReceivedFile] = field(default_factory=list)
+    prompt: str | None = None
+
+    @property
+    def kind(self) -> MediaKind:
+        return self.files[0].kind  # type: ignore[return-value]
+
+    def discard(self) -> None:
+        for f in self.files:
+            f.path.unlink(missing_ok=True)
+
+
+class _FormSink:
+    """Parser callbacks: routes each part to a temp file or a small in-memory buffer."""
+
+    def __init__(self, limits: Limits, directory: str | None) -> None:
+        self.limits = limits
+        self.directory = directory
+        self.form = ReceivedForm()
+        self._prompt = bytearray()
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[bytes, bytes] = {}
+        self._name: str | None = None
+        self._file: ReceivedFile | None = None
+        self._handle = None
+        self._head = bytearray()
+        self._other = 0
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._header_data(self._header_field, d[s:e]),
+            "on_header_value": lambda d, s, e: self._header_data(self._header_value, d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers.clear()
+        self._name = None
+
+    def _header_data(self, buffer: bytearray, data: bytes) -> None:
+        buffer.extend(data)
+        if len(buffer) > _MAX_OTHER_FIELD_BYTES:
+            raise UploadError("a multipart part header is too long")
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._header_field).lower()] = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name != FILES_FIELD:
+            return
+        images = sum(1 for f in self.form.files if f.kind is MediaKind.IMAGE)
+        if images >= self.limits.max_images:
+            raise UploadError(f"too many files: at most {self.limits.max_images} images per request")
+        filename = options.get(b"filename", b"").decode("utf-8", "replace") or "upload"
+        fd, path = tempfile.mkstemp(prefix="imgstory-upload-", dir=self.directory)
+        self._file = ReceivedFile(path=Path(path), filename=filename)
+        self.form.files.append(self._file)
+        self._handle = os.fdopen(fd, "wb")
+        self._head.clear()
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._file is not None:
+            self._file_data(chunk)
+        elif self._name == PROMPT_FIELD:
+            self._prompt.extend(chunk)
+            # UTF-8 takes at most 4 bytes a character: stop reading well before memory matters.
+            if len(self._prompt) > 4 * self.limits.max_prompt_chars:
+                raise UploadError(self._prompt_too_long())
+        else:
+            self._other += len(chunk)
+            if self._other > _MAX_OTHER_FIELD_BYTES:
+                raise UploadError("unexpected form fields: send only 'files' and 'prompt'")
+
+    def _file_data(self, chunk: bytes) -> None:
+        f = self._file
+        assert f is not None and self._handle is not None
+        if f.kind is None:
+            self._head.extend(chunk)
+            if len(self._head) < _SNIFF_BYTES:
+                return
+            self._classify(bytes(self._head))
+            chunk, self._head = bytes(self._head), bytearray()
+        self._write(chunk)
+
+    def _classify(self, head: bytes) -> None:
+        f = self._file
+        assert f is not None
+        kind = sniff(head)
+        if kind is None:
+            raise UploadError(f"unsupported file type for '{f.filename}': send {SUPPORTED}")
+        f.kind = kind
+        kinds = {other.kind for other in self.form.files if other.kind is not None}
+        videos = sum(1 for other in self.form.files if other.kind is MediaKind.VIDEO)
+        if len(kinds) > 1 or videos > 1:
+            raise UploadError(f"send either images or a single video, not both: {SUPPORTED}")
+
+    def _write(self, chunk: bytes) -> None:
+        f = self._file
+        assert f is not None and self._handle is not None
+        limit = (
+            self.limits.max_video_bytes
+            if f.kind is MediaKind.VIDEO
+            else self.limits.max_image_bytes
+        )
+        if f.size + len(chunk) > limit:
+            raise UploadError(
+                f"'{f.filename}' is too large: the limit is {_megabytes(limit)} "
+                f"for {'a video' if f.kind is MediaKind.VIDEO else 'each image'}"
+            )
+        # Page-cache writes of one network chunk are short; no thread hop per chunk.
+        self._handle.write(chunk)
+        f.size += len(chunk)
+
+    def _part_end(self) -> None:
+        if self._file is None:
+            return
+        f = self._file
+        if self._head:  # a file shorter than the sniff window
+            self._classify(bytes(self._head))
+            self._write(bytes(self._head))
+            self._head.clear()
+        self._close_file()
+        if f.size == 0:
+            raise UploadError(f"'{f.filename}' is empty")
+
+    def _close_file(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = None
+        self._file = None
+
+    def _prompt_too_long(self) -> str:
+        return f"prompt is too long: at most {self.limits.max_prompt_chars} characters"
+
+    def finish(self) -> ReceivedForm:
+        if self._file is not None:
+            raise UploadError("the upload ended in the middle of a file")
+        if not self.form.files:
+            raise UploadError("no files uploaded: send one or more 'files' fields")
+        if self._prompt:
+            try:
+                prompt = self._prompt.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise UploadError("prompt is not valid UTF-8 text") from err
+            if len(prompt) > self.limits.max_prompt_chars:
+                raise UploadError(self._prompt_too_long())
+            self.form.prompt = prompt or None
+        return self.form
+
+    def abort(self) -> None:
+        self._close_file()
+        self.form.discard()
+
+
+async def receive_form(
+    content_type: str | None,
+    body: AsyncIterator[bytes],
+    limits: Limits,
+    directory: str | None = None,
+) -> ReceivedForm:
+    """Read a multipart/form-data body into temp files and a prompt.
+
+    Raises UploadError (and leaves no temp file behind) on any rule the body breaks.
+    """
+    mime, options = parse_options_header(content_type or "")
+    boundary = options.get(b"boundary")
+    if mime != b"multipart/form-data" or not boundary:
+        raise UploadError("send the request as multipart/form-data with a 'files' field")
+    sink = _FormSink(limits, directory)
+    parser = MultipartParser(boundary, sink.callbacks())
+    try:
+        async for chunk in body:
+            parser.write(chunk)
+        parser.finalize()
+        return sink.finish()
+    except MultipartParseError as err:
+        sink.abort()
+        raise UploadError("the multipart body is malformed") from err
+    except BaseException:
+        # Client disconnects and cancellations must not leave temp files behind either.
+        sink.abort()
+        raise

@@ -1,0 +1,16 @@
+"""Chat model backends behind one small, backend-neutral protocol."""
+
+from llm.chat import ChatModel, Completion
+from llm.errors import ModelError, ModelRejected, ModelUnavailable, RateLimited
+from llm.openai_chat import OpenAIChat, build_openai_client
+
+__all__ = [
+    "ChatModel",
+    "Completion",
+    "ModelError",
+    "ModelRejected",
+    "ModelUnavailable",
+    "OpenAIChat",
+    "RateLimited",
+    "build_openai_client",
+]

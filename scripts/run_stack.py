@@ -1,0 +1,94 @@
+"""`make run`: NATS (if none answers at NATS_URL), the three services and the gateway.
+
+Every process runs until Ctrl-C (or SIGTERM); if one dies, the rest are stopped too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ["frame_service", "story_service", "translation_service", "gateway"]
+
+log = logging.getLogger("imgstory.run")
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def start_nats(url: str) -> subprocess.Popen | None:
+    """Start a local nats-server with JetStream unless one already answers at ``url``."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+    if answers(host, port):
+        log.info("using the NATS server at %s", url)
+        return None
+    binary = shutil.which("nats-server")
+    if binary is None:
+        sys.exit("no NATS server answers at %s and nats-server is not installed" % url)
+    store = ROOT / ".cache" / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    log.info("starting nats-server on %s:%d (store %s)", host, port, store)
+    process = subprocess.Popen([binary, "-js", "-a", host, "-p", str(port), "-sd", str(store)])
+    deadline = time.monotonic() + 15
+    while not answers(host, port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            sys.exit("nats-server did not start")
+        time.sleep(0.1)
+    return process
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = os.environ.setdefault("NATS_URL", "nats://127.0.0.1:4222")
+    processes: list[subprocess.Popen] = []
+    nats_process = start_nats(url)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for module in SERVICES:
+        processes.append(subprocess.Popen([sys.executable, "-m", module], cwd=ROOT))
+    port = os.environ.get("IMGSTORY_PORT", "8000")
+    log.info("ImgStory is starting on http://localhost:%s (Ctrl-C stops everything)", port)
+    code = 0
+    while not stopping:
+        for module, process in zip(SERVICES, processes):
+            if process.poll() is not None:
+                log.error("%s exited with code %s; stopping the rest", module, process.returncode)
+                stopping, code = True, 1
+        time.sleep(0.5)
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    if nats_process is not None:
+        nats_process.terminate()
+        nats_process.wait(10)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Writes the English story from frames."""

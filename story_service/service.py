@@ -1,0 +1,61 @@
+"""The story endpoint: fetch the frames, ask the model for a story, reply with its usage."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client
+from nats.js.errors import ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from contracts import blobs
+from contracts.messages import FailureCode, StoryWritten, Usage, WriteStory
+from contracts.rpc import Server
+from contracts.subjects import STORY, WRITE_STORY
+from llm.chat import ChatModel
+from llm.errors import ModelRejected, ModelUnavailable, RateLimited
+from llm.provider import build_chat
+from story_service.config import Settings
+from story_service.story import StoryFrame, VideoFacts, write_story
+
+ERRORS = {
+    RateLimited: FailureCode.RATE_LIMITED,
+    ModelUnavailable: FailureCode.UPSTREAM_UNAVAILABLE,
+    ModelRejected: FailureCode.UNPROCESSABLE,
+    ValueError: FailureCode.UNPROCESSABLE,
+    ObjectNotFoundError: FailureCode.INTERNAL,
+}
+
+
+class StoryWriter:
+    def __init__(self, chat: ChatModel, store: ObjectStore, settings: Settings) -> None:
+        self.chat = chat
+        self.store = store
+        self.settings = settings
+
+    async def write(self, request: WriteStory) -> StoryWritten:
+        images = await asyncio.gather(*(blobs.fetch_bytes(self.store, f.object) for f in request.frames))
+        frames = [StoryFrame(jpeg=jpeg, timestamp=f.timestamp) for jpeg, f in zip(images, request.frames)]
+        video = None
+        if request.video is not None:
+            video = VideoFacts(duration=request.video.duration, has_audio=request.video.has_audio)
+        story = await write_story(
+            self.chat,
+            frames,
+            request.prompt,
+            video,
+            detail=self.settings.image_detail,
+            max_tokens=self.settings.max_tokens,
+            temperature=self.settings.temperature,
+        )
+        usage = Usage(input_tokens=story.input_tokens, output_tokens=story.output_tokens)
+        return StoryWritten(text=story.text, usage=usage, model=story.model)
+
+
+async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
+    """Start the story micro service on ``nc``; ``chat`` defaults to the configured model."""
+    store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
+    writer = StoryWriter(chat or build_chat(settings.model), store, settings)
+    server = await Server.start(nc, STORY)
+    await server.add(WRITE_STORY, writer.write, errors=ERRORS, max_in_flight=settings.max_in_flight)
+    return server

@@ -1,0 +1,408 @@
+"""A scriptable fake OpenAI-compatible HTTP server on loopback, for driving the real `openai` SDK in tests."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Tokens the fake charges for each image part, whatever its size (OpenAI's "low" detail price).
+IMAGE_TOKENS = 85
+
+THAI_ANSWER = (
+    "แสงสุดท้ายของวัน\n\n"
+    "ยามเย็นที่ริมแม่น้ำ แสงสีทองค่อย ๆ ลับขอบฟ้า เด็กหญิงคนหนึ่งนั่งมองเรือลำเล็กแล่นผ่านไปอย่างช้า ๆ "
+    "เธอยิ้มให้กับลมเย็นที่พัดมาเบา ๆ และรู้สึกว่าโลกทั้งใบกำลังหยุดนิ่งเพื่อเธอ\n\n"
+    "เมื่อดวงดาวดวงแรกปรากฏขึ้น เธอกระซิบความฝันของตัวเองให้สายน้ำฟัง แล้วเดินกลับบ้านพร้อมหัวใจที่อบอุ่น"
+)
+
+_STATUS_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "The request was invalid."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Permission denied."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist."),
+    422: ("invalid_request_error", None, "Unprocessable entity."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached, please try again later."),
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer with `text` (None sends a null content). Token counts default to the fake's counting rule."""
+
+    text: str | None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str = "stop"
+    usage: bool = True
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    """Answer with an HTTP error. `body` None sends an OpenAI-style {"error": {...}} body."""
+
+    code: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Answer with exactly these bytes (str is UTF-8 encoded), for malformed or unusual servers."""
+
+    body: str | bytes
+    status: int = 200
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Wait `seconds` before answering with `then` (None: the default responder)."""
+
+    seconds: float
+    then: Reply | Status | Raw | None = None
+
+
+Step = Reply | Status | Raw | Delay
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake received. Indexing it (`req["messages"]`) reads the JSON body."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+    def __getitem__(self, key: str) -> Any:
+        return self.body[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.body.get(key, default) if isinstance(self.body, dict) else default
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.get("messages") or [])
+
+    @property
+    def image_urls(self) -> list[str]:
+        """The image URLs of every image part, in order."""
+        return [part["image_url"]["url"] for part in _parts(self.messages) if part.get("type") == "image_url"]
+
+    @property
+    def text(self) -> str:
+        """All text of all messages, joined by newlines."""
+        return "\n".join(_texts(self.messages))
+
+
+def _parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append({"type": "text", "text": content})
+        elif isinstance(content, list):
+            parts.extend(part for part in content if isinstance(part, dict))
+    return parts
+
+
+def _texts(messages: list[dict[str, Any]]) -> list[str]:
+    return [str(part.get("text", "")) for part in _parts(messages) if part.get("type") == "text"]
+
+
+def _system_text(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(_texts([m for m in messages if m.get("role") in ("system", "developer")]))
+
+
+def wants_thai(messages: list[dict[str, Any]]) -> bool:
+    """The default responder's rule: a system message that mentions both "Thai" and translating."""
+    system = _system_text(messages).lower()
+    return "thai" in system and "translat" in system
+
+
+def default_answer(messages: list[dict[str, Any]]) -> str:
+    """What the fake says when no step is scripted: Thai for translations, else an English story."""
+    if wants_thai(messages):
+        return THAI_ANSWER
+    images = sum(1 for part in _parts(messages) if part.get("type") == "image_url")
+    noun = "picture" if images == 1 else "pictures"
+    return (
+        "The Quiet Harbour\n\n"
+        f"This is a story about {images} {noun}. Morning light spilled over the harbour as "
+        "Mara tied the last rope, and the gulls argued over the fishing boats.\n\n"
+        "By evening the sea had turned to copper, and she walked home smiling."
+    )
+
+
+def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """The fake's token rule for input: whitespace-separated words of all text, plus IMAGE_TOKENS per image."""
+    words = sum(len(text.split()) for text in _texts(messages))
+    images = sum(1 for part in _parts(messages) if part.get("type") == "image_url")
+    return words + IMAGE_TOKENS * images
+
+
+def count_completion_tokens(text: str | None) -> int:
+    """The fake's token rule for output: whitespace-separated words of the answer."""
+    return len((text or "").split())
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # stop() must not wait for a handler stuck in a Delay or on a dead client.
+    block_on_close = False
+
+    def __init__(self, fake: FakeOpenAI) -> None:
+        self.fake = fake
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("fake OpenAI server: error while handling a request", exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    # HTTP/1.0 closes each connection after its answer, so no keep-alive
+    # connection can outlive stop() and reach a stopped fake.
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("fake OpenAI server: " + format, *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        fake = self.server.fake
+        fake._record(RecordedRequest("GET", self.path, self._headers(), None))
+        if self.path.rstrip("/") == "/v1/models":
+            self._send_json(
+                200,
+                {"object": "list", "data": [{"id": fake.model, "object": "model", "created": 0, "owned_by": "fake"}]},
+            )
+        else:
+            self._send_error_json(404, {}, None)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        fake = self.server.fake
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        request = RecordedRequest("POST", self.path, self._headers(), body)
+        fake._record(request)
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._send_error_json(404, {}, None)
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            self._send_error_json(400, {}, None)
+            return
+        step = fake._next_step()
+        try:
+            self._answer(step, request)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (e.g. it timed out during a Delay); nothing left to do.
+            log.debug("fake OpenAI server: client went away before the answer")
+
+    def _answer(self, step: Step | None, request: RecordedRequest) -> None:
+        fake = self.server.fake
+        if isinstance(step, Delay):
+            if fake._stopping.wait(step.seconds):
+                return
+            step = step.then
+        if step is None:
+            step = Reply(default_answer(request.messages))
+        if isinstance(step, Status):
+            self._send_error_json(step.code, step.headers, step.body, request)
+        elif isinstance(step, Raw):
+            data = step.body.encode("utf-8") if isinstance(step.body, str) else step.body
+            self._send(step.status, data, step.content_type, step.headers)
+        else:
+            self._send_json(200, fake._completion_json(step, request))
+
+    def _headers(self) -> dict[str, str]:
+        return {key.lower(): value for key, value in self.headers.items()}
+
+    def _send_error_json(
+        self, code: int, headers: Mapping[str, str], body: Any, request: RecordedRequest | None = None
+    ) -> None:
+        if body is None:
+            kind, error_code, message = _STATUS_DEFAULTS.get(code, ("server_error", None, "The server had an error."))
+            if code == 401 and request is not None:
+                # Like a careless provider, echo the key so tests can prove we never pass it on.
+                key = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                message = f"Incorrect API key provided: {key}. You can find your API key in your account."
+            body = {"error": {"message": message, "type": kind, "param": None, "code": error_code}}
+        data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        self._send(code, data, "application/json", headers)
+
+    def _send_json(self, code: int, payload: Any) -> None:
+        self._send(code, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json", {})
+
+    def _send(self, code: int, data: bytes, content_type: str, headers: Mapping[str, str]) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class FakeOpenAI:
+    """A real HTTP server on 127.0.0.1 that speaks enough of the OpenAI API for the SDK.
+
+    Use as a context manager, or call start()/stop(). Point any OpenAI client
+    (in this process or another) at `base_url`. Queue answers with
+    `script(Reply(...), Status(429, {"retry-after": "7"}), Delay(2.0), ...)`;
+    each chat request consumes one step, and with no step left the default
+    responder answers (see `default_answer`). `requests` records every request.
+    """
+
+    def __init__(self, model: str = "fake-gpt") -> None:
+        self.model = model
+        self._lock = threading.Lock()
+        self._steps: deque[Step] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FakeOpenAI:
+        """Start serving on a free loopback port; returns self. Raises RuntimeError if already started."""
+        if self._server is not None:
+            raise RuntimeError("the fake OpenAI server is already running")
+        self._stopping.clear()
+        self._server = _Server(self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and free the port; pending Delays end without answering. Safe to call twice."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the fake OpenAI server is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """The URL to give the SDK as base_url, e.g. "http://127.0.0.1:PORT/v1"."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *steps: Step) -> None:
+        """Queue steps; each chat completion request consumes the next one."""
+        with self._lock:
+            self._steps.extend(steps)
+
+    @property
+    def pending(self) -> int:
+        """How many scripted steps have not been used yet."""
+        with self._lock:
+            return len(self._steps)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Chat completion requests received so far (a copy), oldest first."""
+        with self._lock:
+            return [r for r in self._requests if r.path.rstrip("/").endswith("/chat/completions")]
+
+    @property
+    def all_requests(self) -> list[RecordedRequest]:
+        """Every request received so far, any path (a copy), oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def reset(self) -> None:
+        """Forget recorded requests and unused steps."""
+        with self._lock:
+            self._steps.clear()
+            self._requests.clear()
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _next_step(self) -> Step | None:
+        with self._lock:
+            return self._steps.popleft() if self._steps else None
+
+    def _completion_json(self, reply: Reply, request: RecordedRequest) -> dict[str, Any]:
+        prompt_tokens = (
+            reply.prompt_tokens if reply.prompt_tokens is not None else count_prompt_tokens(request.messages)
+        )
+        completion_tokens = (
+            reply.completion_tokens if reply.completion_tokens is not None else count_completion_tokens(reply.text)
+        )
+        payload: dict[str, Any] = {
+            "id": f"chatcmpl-fake-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(request.get("model") or self.model),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text, "refusal": reply.refusal},
+                    "logprobs": None,
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+        }
+        if reply.usage:
+            payload["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+        return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the default responder until interrupted; writes the base URL as the first stdout line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="fake-gpt")
+    args = parser.parse_args(argv)
+    with FakeOpenAI(model=args.model) as fake:
+        sys.stdout.write(fake.base_url + "\n")
+        sys.stdout.flush()
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,280 @@
+"""POST /analyze/ end to end: real gateway, real services, real NATS, fake OpenAI over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.fake_openai import (
+    THAI_ANSWER,
+    Delay,
+    Reply,
+    Status,
+    count_completion_tokens,
+    count_prompt_tokens,
+    default_answer,
+)
+from tests.conftest import gateway_client
+from tests.media import sample_photo, sample_video, write_audio_only_mp4, write_jpeg
+from translation_service.translate import thai_share
+
+pytestmark = pytest.mark.usefixtures("blob_store")
+
+
+def files_of(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
+
+
+def usage_of(fake, index: int, answer: str | None = None) -> tuple[int, int]:
+    """(prompt, completion) tokens the fake charged for its index-th request."""
+    request = fake.requests[index]
+    text = default_answer(request.messages) if answer is None else answer
+    return count_prompt_tokens(request.messages), count_completion_tokens(text)
+
+
+async def test_one_photo_gives_english_and_thai_with_summed_usage(gateway, openai, upload_dir):
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(sample_photo("chelsea.png")))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "1 picture" in body["english"]
+    assert thai_share(body["thai"]) >= 0.95
+    story, translation = openai.requests
+    assert len(story.image_urls) == 1 and not translation.image_urls
+    (sp, sc), (tp, tc) = usage_of(openai, 0), usage_of(openai, 1)
+    assert body["token_usage"] == {
+        "input_tokens": sp + tp,
+        "output_tokens": sc + tc,
+        "total_tokens": sp + sc + tp + tc,
+    }
+    assert body["usage_by_stage"]["story"]["input_tokens"] == sp
+    assert body["media"] == "image" and body["frames_used"] == 1
+    assert list(upload_dir.iterdir()) == []
+
+
+async def test_several_photos_all_reach_the_story_model(gateway, openai):
+    photos = [sample_photo(n) for n in ("astronaut.png", "coffee.png", "rocket.jpg")]
+    async with gateway() as client:
+        response = await client.post(
+            "/analyze", files=files_of(*photos), data={"prompt": "as a haiku sequence"}
+        )
+    assert response.status_code == 200, response.text
+    assert "3 pictures" in response.json()["english"]
+    story = openai.requests[0]
+    assert len(story.image_urls) == 3
+    assert "as a haiku sequence" in story.text
+    assert "Photo 3 of 3" in story.text
+
+
+async def test_real_mp4_sends_timestamped_frames(gateway, openai):
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(sample_video("bigbuckbunny.mp4")))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["media"] == "video"
+    assert 2 <= body["frames_used"] <= 8
+    story = openai.requests[0]
+    assert len(story.image_urls) == body["frames_used"]
+    assert "Frame 1 at 0:0" in story.text
+
+
+async def test_photo_bytes_sent_upstream_carry_no_gps(gateway, openai, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    photo = write_jpeg(tmp_path / "trip.jpg", size=(640, 480), gps=True)
+    assert b"GPS" in photo.read_bytes() or Image.open(photo).getexif().get_ifd(0x8825)
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(photo))
+    assert response.status_code == 200, response.text
+    data_url = openai.requests[0].image_urls[0]
+    jpeg = base64.b64decode(data_url.split(",", 1)[1])
+    sent = Image.open(io.BytesIO(jpeg))
+    assert not sent.getexif() and "exif" not in sent.info
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: _write(d / "notes.jpg", b"just some text, not a picture"), "unsupported file type"),
+        (lambda d: _write(d / "empty.png", b""), "empty"),
+        (lambda d: _write(d / "fake.gif", b"GIF89a" + b"\0" * 64), "unsupported file type"),
+        (lambda d: _write(d / "broken.jpg", b"\xff\xd8\xff\xe0" + b"\x13" * 500), "image"),
+        (lambda d: _write(d / "broken.mp4", b"\0\0\0\x18ftypmp42" + b"\x07" * 500), "video"),
+    ],
+    ids=["text-as-jpg", "empty", "gif", "corrupt-jpeg", "corrupt-mp4"],
+)
+async def test_bad_files_are_400_with_detail(gateway, openai, upload_dir, tmp_path, make, message):
+    bad = make(tmp_path)
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(bad))
+        assert response.status_code == 400, response.text
+        assert message in response.json()["detail"]
+        assert set(response.json()) == {"detail"}
+        # The server keeps serving after bad input.
+        good = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+        assert good.status_code == 200
+    assert list(upload_dir.iterdir()) == []
+
+
+def _noisy_jpeg(path: Path) -> Path:
+    """A photo whose random pixels do not compress: a few hundred KB."""
+    import os
+
+    from PIL import Image
+
+    Image.frombytes("RGB", (800, 600), os.urandom(800 * 600 * 3)).save(path, quality=95)
+    return path
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+async def test_video_mixed_with_images_is_400(gateway, openai):
+    async with gateway() as client:
+        response = await client.post(
+            "/analyze/", files=files_of(sample_photo("coffee.png"), sample_video("bikes.mp4"))
+        )
+    assert response.status_code == 400
+    assert "not both" in response.json()["detail"]
+    assert openai.requests == []
+
+
+async def test_two_videos_are_400(gateway, openai):
+    video = sample_video("bikes.mp4")
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(video, video))
+    assert response.status_code == 400
+
+
+async def test_no_files_is_400(gateway, openai):
+    async with gateway() as client:
+        response = await client.post("/analyze/", data={"prompt": "a story"}, files={"x": ("a", b"b")})
+        assert response.status_code == 400
+        assert "no files" in response.json()["detail"]
+        response = await client.post("/analyze/", json={"files": []})
+        assert response.status_code == 400
+        assert "multipart/form-data" in response.json()["detail"]
+
+
+async def test_image_over_the_limit_is_400_and_nothing_is_kept(
+    gateway, gateway_settings, openai, upload_dir, tmp_path
+):
+    limits = replace(gateway_settings.limits, max_image_bytes=50_000)
+    big = _noisy_jpeg(tmp_path / "big.jpg")
+    assert big.stat().st_size > 50_000
+    async with gateway(replace(gateway_settings, limits=limits)) as client:
+        response = await client.post("/analyze/", files=files_of(big))
+    assert response.status_code == 400
+    assert "too large" in response.json()["detail"]
+    assert list(upload_dir.iterdir()) == []
+    assert openai.requests == []
+
+
+async def test_too_many_images_and_too_long_prompt_are_400(gateway, gateway_settings, openai):
+    limits = replace(gateway_settings.limits, max_images=2, max_prompt_chars=20)
+    photo = sample_photo("coffee.png")
+    async with gateway(replace(gateway_settings, limits=limits)) as client:
+        many = await client.post("/analyze/", files=files_of(photo, photo, photo))
+        long = await client.post("/analyze/", files=files_of(photo), data={"prompt": "x" * 21})
+    assert many.status_code == 400 and "too many" in many.json()["detail"]
+    assert long.status_code == 400 and "prompt is too long" in long.json()["detail"]
+
+
+async def test_mp4_without_a_video_stream_is_422(gateway, openai, tmp_path):
+    audio_only = write_audio_only_mp4(tmp_path / "voice.mp4")
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(audio_only))
+    assert response.status_code == 422, response.text
+    assert "video stream" in response.json()["detail"]
+
+
+async def test_upstream_rate_limit_is_429_with_retry_after(gateway, openai):
+    # Both attempts (the SDK retries once) are refused.
+    openai.script(*[Status(429, headers={"retry-after": "1"})] * 2)
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    assert response.status_code == 429, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "words"),
+    [
+        ([Status(500), Status(502)], "unavailable"),
+        ([Status(401)], "API key"),
+        ([Delay(4, Reply("late")), Delay(4, Reply("late"))], "timed out"),
+    ],
+    ids=["5xx", "bad-key", "timeout"],
+)
+async def test_upstream_failures_are_503(gateway, openai, steps, words):
+    openai.script(*steps)
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    assert response.status_code == 503, response.text
+    detail = response.json()["detail"]
+    assert words in detail
+    assert "sk-test" not in detail
+
+
+async def test_translation_that_is_not_thai_twice_is_503(gateway, openai):
+    openai.script(Reply("A story."), Reply("Still English."), Reply("Nope, English again."))
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    assert response.status_code == 503
+    assert "Thai" in response.json()["detail"]
+
+
+async def test_translation_retried_once_when_not_thai(gateway, openai):
+    openai.script(Reply("A story."), Reply("In English, oops."), Reply(THAI_ANSWER))
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["thai"] == THAI_ANSWER.strip()
+    answers = ["A story.", "In English, oops.", THAI_ANSWER]
+    charged = [usage_of(openai, i, a) for i, a in enumerate(answers)]
+    assert body["token_usage"]["input_tokens"] == sum(p for p, _ in charged)
+    assert body["token_usage"]["output_tokens"] == sum(c for _, c in charged)
+
+
+async def test_service_not_running_is_fast_503(empty_nats_url, gateway_settings, services):
+    settings = replace(gateway_settings, nats_url=empty_nats_url)
+    async with gateway_client(settings) as client:
+        started = asyncio.get_running_loop().time()
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+        elapsed = asyncio.get_running_loop().time() - started
+        ready = await client.get("/readyz")
+    assert response.status_code == 503
+    assert "frames service is not running" in response.json()["detail"]
+    # Not a timing target: a hang would take the full frames timeout (120 s).
+    assert elapsed < settings.frames_timeout / 4
+    assert ready.status_code == 503
+    assert ready.json()["services"] == {
+        "imgstory-frames": False,
+        "imgstory-story": False,
+        "imgstory-translation": False,
+    }
+
+
+async def test_health_and_readiness(gateway):
+    async with gateway() as client:
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert all(ready.json()["services"].values())
+
+
+async def test_unknown_route_is_404_detail(gateway):
+    async with gateway() as client:
+        response = await client.get("/nope")
+    assert response.status_code == 404
+    assert set(response.json()) == {"detail"}

@@ -1,0 +1,1 @@
+"""Translates the English story into Thai."""

@@ -1,0 +1,52 @@
+"""The translation endpoint: English story in, Thai story and its usage out."""
+
+from __future__ import annotations
+
+from nats.aio.client import Client
+
+from contracts.messages import FailureCode, Translate, Translated, Usage
+from contracts.rpc import Server
+from contracts.subjects import TRANSLATE, TRANSLATION
+from llm.chat import ChatModel
+from llm.errors import ModelRejected, ModelUnavailable, RateLimited
+from llm.provider import build_chat
+from translation_service.config import Settings
+from translation_service.translate import NotThai, translate_to_thai
+
+ERRORS = {
+    RateLimited: FailureCode.RATE_LIMITED,
+    ModelUnavailable: FailureCode.UPSTREAM_UNAVAILABLE,
+    # The model failed to write Thai even when told twice: its failure, not the user's.
+    NotThai: FailureCode.UPSTREAM_UNAVAILABLE,
+    ModelRejected: FailureCode.UNPROCESSABLE,
+    ValueError: FailureCode.UNPROCESSABLE,
+}
+
+
+class Translator:
+    def __init__(self, chat: ChatModel, settings: Settings) -> None:
+        self.chat = chat
+        self.settings = settings
+
+    async def translate(self, request: Translate) -> Translated:
+        if request.target_language != "th":
+            raise ValueError(f"cannot translate into {request.target_language!r}: only 'th'")
+        thai = await translate_to_thai(
+            self.chat,
+            request.text,
+            min_share=self.settings.min_thai_share,
+            max_tokens=self.settings.max_tokens,
+            temperature=self.settings.temperature,
+        )
+        usage = Usage(input_tokens=thai.input_tokens, output_tokens=thai.output_tokens)
+        return Translated(text=thai.text, usage=usage, model=thai.model)
+
+
+async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
+    """Start the translation micro service on ``nc``; ``chat`` defaults to the configured model."""
+    translator = Translator(chat or build_chat(settings.model), settings)
+    server = await Server.start(nc, TRANSLATION)
+    await server.add(
+        TRANSLATE, translator.translate, errors=ERRORS, max_in_flight=settings.max_in_flight
+    )
+    return server
