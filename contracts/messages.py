@@ -78,6 +78,30 @@ class MediaKind(StrEnum):
     VIDEO = "video"
 
 
+class Label(Part):
+    name: str
+    confidence: float
+
+
+class SceneFacts(Part):
+    """What perception measured in one picture, each fact with its uncertainty.
+
+    Text-only models write from these; ``place`` comes from GPS and never leaves the
+    machine (remote models are not told it).
+    """
+
+    labels: list[Label] = []  # ImageNet top-k, most confident first
+    faces: int | None = None  # None: not measured
+    people: bool = False
+    colors: list[str] = []
+    brightness: float | None = None  # 0..1
+    light: str | None = None
+    text: str | None = None  # OCR, when an engine is installed and found text
+    taken_at: str | None = None  # EXIF capture time, ISO 8601
+    place: str | None = None  # nearest town to the EXIF GPS position
+    camera: str | None = None
+
+
 class Frame(Part):
     """One model-ready JPEG in the blob store."""
 
@@ -85,6 +109,7 @@ class Frame(Part):
     width: int
     height: int
     timestamp: float | None = None  # seconds into the video; None for photos
+    facts: SceneFacts | None = None
 
 
 class VideoInfo(Part):
@@ -93,6 +118,8 @@ class VideoInfo(Part):
     height: int
     fps: float
     has_audio: bool
+    transcript: str | None = None  # what is said, when transcription is on and found speech
+    transcript_language: str | None = None
 
 
 class ExtractFrames(Message):
@@ -102,6 +129,7 @@ class ExtractFrames(Message):
     upload: str  # object name in the blob store
     kind: MediaKind
     max_frames: int = 8
+    progress: str | None = None  # subject for Progress events, if the caller listens
 
 
 class FramesExtracted(Message):
@@ -120,6 +148,7 @@ class WriteStory(Message):
     frames: list[Frame]
     prompt: str | None = None
     video: VideoInfo | None = None
+    progress: str | None = None  # subject for Progress events (story text as it is written)
 
 
 class StoryWritten(Message):
@@ -147,3 +176,23 @@ class Translated(Message):
 
 
 TranslateReply = Translated | Failure
+
+
+# --- progress (published, not requested) ---------------------------------------------
+
+
+class Stage(StrEnum):
+    UPLOADING = "uploading"
+    EXTRACTING_FRAMES = "extracting_frames"
+    TRANSCRIBING = "transcribing"
+    WRITING_STORY = "writing_story"
+    TRANSLATING = "translating"
+
+
+class Progress(Message):
+    """A service's news about a request: a stage it entered, or new story text."""
+
+    request_id: str
+    stage: Stage
+    detail: str = ""
+    text: str | None = None  # a piece of the story, in order

@@ -15,7 +15,7 @@ from nats.micro import add_service
 from nats.micro.request import ERROR_HEADER, Request
 from nats.micro.service import Service
 
-from contracts.messages import Failure, FailureCode, Message
+from contracts.messages import Failure, FailureCode, Message, Progress, Stage
 from contracts.subjects import Endpoint, ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,30 @@ def _failure_for(err: Exception, codes: Mapping[type[Exception], FailureCode]) -
     code = next(codes[t] for t in type(err).__mro__ if t in codes)
     retry_after = getattr(err, "retry_after", None)
     return Failure(code=code, detail=str(err) or code.value, retry_after=retry_after)
+
+
+class Reporter:
+    """Publishes Progress for one request; does nothing when the caller is not listening."""
+
+    def __init__(self, nc: Client, subject: str | None, request_id: str) -> None:
+        self.nc = nc
+        self.subject = subject
+        self.request_id = request_id
+        self._loop = asyncio.get_running_loop()
+
+    async def stage(self, stage: Stage, detail: str = "") -> None:
+        await self._publish(Progress(request_id=self.request_id, stage=stage, detail=detail))
+
+    def text_from_thread(self, stage: Stage, piece: str) -> None:
+        """Publish a piece of generated text; safe to call from a worker thread."""
+        if self.subject is None or not piece:
+            return
+        progress = Progress(request_id=self.request_id, stage=stage, text=piece)
+        asyncio.run_coroutine_threadsafe(self._publish(progress), self._loop)
+
+    async def _publish(self, progress: Progress) -> None:
+        if self.subject is not None:
+            await self.nc.publish(self.subject, _encoder.encode(progress))
 
 
 async def run_until_signalled(

@@ -52,6 +52,11 @@ TRANSLATE = Endpoint(
 BLOB_BUCKET = "imgstory-blobs"
 
 
+def progress_subject(request_id: str) -> str:
+    """Where services publish Progress for one request (plain pub/sub, no reply)."""
+    return f"imgstory.v1.progress.{request_id}"
+
+
 def ping_subject(service: ServiceSpec) -> str:
     """The micro discovery subject that any replica of ``service`` answers."""
     return f"$SRV.PING.{service.name}"

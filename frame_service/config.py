@@ -16,6 +16,9 @@ class Settings:
     max_in_flight: int = 2  # decoding is CPU-bound: about one per core
     blob_ttl: float = 900.0
     work_dir: str | None = None  # where uploads are fetched to; None means the system's temp
+    perception: bool = True  # scene facts (labels, faces, colours, OCR, EXIF) for text-only models
+    ocr: bool = True  # read text in pictures when tesseract is installed
+    transcribe: bool = True  # transcribe what is said in videos (faster-whisper)
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
@@ -33,4 +36,11 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         max_in_flight=int(env.get("IMGSTORY_FRAMES_IN_FLIGHT", Settings.max_in_flight)),
         blob_ttl=float(env.get("IMGSTORY_BLOB_TTL", Settings.blob_ttl)),
         work_dir=env.get("IMGSTORY_WORK_DIR") or None,
+        perception=_flag(env.get("IMGSTORY_PERCEPTION", "1")),
+        ocr=_flag(env.get("IMGSTORY_OCR", "1")),
+        transcribe=_flag(env.get("IMGSTORY_TRANSCRIBE", "1")),
     )
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in {"0", "false", "no", "off", ""}

@@ -1,15 +1,18 @@
-"""The frames endpoint: fetch an upload from the blob store, decode it, store its frames."""
+"""The frames endpoint: fetch an upload, decode it, measure it, store its frames."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import tempfile
+import threading
 from pathlib import Path
 
 from nats.aio.client import Client
 from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
+from PIL import Image
 
 from contracts import blobs
 from contracts.messages import (
@@ -17,13 +20,25 @@ from contracts.messages import (
     FailureCode,
     Frame,
     FramesExtracted,
+    Label,
     MediaKind,
+    SceneFacts,
+    Stage,
     VideoInfo,
 )
-from contracts.rpc import Server
+from contracts.rpc import Reporter, Server
 from contracts.subjects import EXTRACT_FRAMES, FRAMES
 from frame_service.config import Settings
-from frame_service.frames import MediaError, Picture, UnprocessableMedia, extract_video, prepare_image
+from frame_service.frames import (
+    MediaError,
+    Picture,
+    UnprocessableMedia,
+    VideoMeta,
+    extract_video,
+    prepare_image,
+)
+from frame_service.perception import Capture, Facts, Perceiver, read_capture
+from frame_service.transcribe import Transcriber, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +50,26 @@ ERRORS = {
 
 
 class FrameExtractor:
-    def __init__(self, store: ObjectStore, settings: Settings) -> None:
+    """Turns uploads into frames; perception and transcription are optional extras."""
+
+    def __init__(
+        self,
+        nc: Client,
+        store: ObjectStore,
+        settings: Settings,
+        perceiver: Perceiver | None = None,
+        transcriber: Transcriber | None = None,
+    ) -> None:
+        self.nc = nc
         self.store = store
         self.settings = settings
+        self.perceiver = perceiver
+        self.transcriber = transcriber
+        # Whisper runs one clip at a time per process; frames keep flowing meanwhile.
+        self._transcribing = threading.Lock()
 
     async def extract(self, request: ExtractFrames) -> FramesExtracted:
-        video = None
+        reporter = Reporter(self.nc, request.progress, request.request_id)
         with tempfile.TemporaryDirectory(prefix="imgstory-frames-", dir=self.settings.work_dir) as tmp:
             path = Path(tmp) / "upload"
             await blobs.fetch_to_file(self.store, request.upload, path)
@@ -48,23 +77,42 @@ class FrameExtractor:
                 meta, pictures = await asyncio.to_thread(
                     extract_video, path, request.max_frames, self.settings.bounds
                 )
-                video = VideoInfo(
-                    duration=meta.duration,
-                    width=meta.width,
-                    height=meta.height,
-                    fps=meta.fps,
-                    has_audio=meta.has_audio,
-                )
+                facts = await asyncio.to_thread(self._describe, pictures, None)
+                transcript = None
+                if meta.has_audio and self.transcriber is not None:
+                    await reporter.stage(Stage.TRANSCRIBING, "Listening to what is said")
+                    transcript = await asyncio.to_thread(self._transcribe, path)
+                video = _video_info(meta, transcript)
             else:
-                pictures = [await asyncio.to_thread(prepare_image, path, self.settings.bounds)]
-        frames = await self._store(request.upload, pictures)
+                picture = await asyncio.to_thread(prepare_image, path, self.settings.bounds)
+                capture = await asyncio.to_thread(read_capture, path)
+                pictures = [picture]
+                facts = await asyncio.to_thread(self._describe, pictures, capture)
+                video = None
+        frames = await self._store(request.upload, pictures, facts)
         log.info("request %s: %s -> %d frame(s)", request.request_id, request.kind, len(frames))
         return FramesExtracted(frames=frames, video=video)
 
-    async def _store(self, upload: str, pictures: list[Picture]) -> list[Frame]:
+    def _describe(self, pictures: list[Picture], capture: Capture | None) -> list[SceneFacts | None]:
+        if self.perceiver is None:
+            return [None] * len(pictures)
+        described = []
+        for picture in pictures:
+            with Image.open(io.BytesIO(picture.jpeg)) as image:
+                described.append(_scene_facts(self.perceiver.describe(image.convert("RGB")), capture))
+        return described
+
+    def _transcribe(self, path: Path) -> Transcript | None:
+        assert self.transcriber is not None
+        with self._transcribing:
+            return self.transcriber.transcribe(path)
+
+    async def _store(
+        self, upload: str, pictures: list[Picture], facts: list[SceneFacts | None]
+    ) -> list[Frame]:
         frames: list[Frame] = []
         try:
-            for index, picture in enumerate(pictures):
+            for index, (picture, picture_facts) in enumerate(zip(pictures, facts)):
                 name = blobs.frame_name(upload, index)
                 await blobs.put_bytes(self.store, name, picture.jpeg)
                 frames.append(
@@ -73,6 +121,7 @@ class FrameExtractor:
                         width=picture.width,
                         height=picture.height,
                         timestamp=picture.timestamp,
+                        facts=picture_facts,
                     )
                 )
         except BaseException:
@@ -82,10 +131,46 @@ class FrameExtractor:
         return frames
 
 
-async def start_service(nc: Client, settings: Settings) -> Server:
-    """Start the frames micro service on ``nc``; the caller stops it."""
+def _scene_facts(facts: Facts, capture: Capture | None) -> SceneFacts:
+    return SceneFacts(
+        labels=[Label(name=label.name, confidence=label.confidence) for label in facts.labels],
+        faces=facts.faces,
+        people=facts.people_hint,
+        colors=list(facts.colors),
+        brightness=facts.brightness,
+        light=facts.light,
+        text=facts.text,
+        taken_at=capture.taken_at if capture else None,
+        place=capture.place if capture else None,
+        camera=capture.camera if capture else None,
+    )
+
+
+def _video_info(meta: VideoMeta, transcript: Transcript | None) -> VideoInfo:
+    return VideoInfo(
+        duration=meta.duration,
+        width=meta.width,
+        height=meta.height,
+        fps=meta.fps,
+        has_audio=meta.has_audio,
+        transcript=transcript.text if transcript else None,
+        transcript_language=transcript.language if transcript else None,
+    )
+
+
+async def start_service(
+    nc: Client,
+    settings: Settings,
+    perceiver: Perceiver | None = None,
+    transcriber: Transcriber | None = None,
+) -> Server:
+    """Start the frames micro service on ``nc``; models load here, once, unless given."""
+    if perceiver is None and settings.perception:
+        perceiver = await asyncio.to_thread(Perceiver, ocr=settings.ocr)
+    if transcriber is None and settings.transcribe:
+        transcriber = await asyncio.to_thread(Transcriber)
     store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
-    extractor = FrameExtractor(store, settings)
+    extractor = FrameExtractor(nc, store, settings, perceiver, transcriber)
     server = await Server.start(nc, FRAMES)
     await server.add(
         EXTRACT_FRAMES, extractor.extract, errors=ERRORS, max_in_flight=settings.max_in_flight

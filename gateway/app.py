@@ -17,7 +17,7 @@ from contracts import blobs
 from gateway import config
 from gateway.analysis import Analyzer
 from gateway.errors import EXCEPTION_HANDLERS
-from gateway.routes import ROUTES, STATIC
+from gateway.routes import ROUTES, STATIC, render_index
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[*ROUTES, create_static_files_router("/static", [STATIC])],
         lifespan=[lifespan],
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "index_html": render_index(settings.limits)}),
         exception_handlers=EXCEPTION_HANDLERS,
         # Early 400 from Content-Length; per-file limits are enforced while streaming.
         request_max_body_size=largest_body + _FORM_OVERHEAD,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,13 +11,15 @@ from litestar import MediaType, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.response import File, Response
+from litestar.response import File, Response, ServerSentEvent
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from contracts.subjects import SERVICES, ServiceSpec, ping_subject
+from gateway.config import MIB, Limits
 from gateway.schemas import AnalyzeResponse, ErrorResponse, Health
+from gateway.streaming import stream_analysis
 from gateway.uploads import FILES_FIELD, PROMPT_FIELD, SUPPORTED, receive_form
 
 STATIC = Path(__file__).parent / "static"
@@ -61,9 +64,23 @@ class AnalyzeOperation(Operation):
         )
 
 
+def render_index(limits: Limits) -> str:
+    """The page, with the browser-side checks set to this server's limits."""
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    values = {
+        "max-image-mb": f"{limits.max_image_bytes / MIB:g}",
+        "max-video-mb": f"{limits.max_video_bytes / MIB:g}",
+        "max-images": str(limits.max_images),
+        "max-prompt": str(limits.max_prompt_chars),
+    }
+    for name, value in values.items():
+        page = re.sub(rf'data-{name}="[^"]*"', f'data-{name}="{value}"', page)
+    return re.sub(r'maxlength="\d+"', f'maxlength="{limits.max_prompt_chars}"', page)
+
+
 @get("/", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
-def index() -> File:
-    return File(STATIC / "index.html", content_disposition_type="inline")
+def index(state: State) -> str:
+    return state.index_html
 
 
 @get("/api/docs", media_type=MediaType.HTML, summary="API documentation page", sync_to_thread=False)
@@ -91,6 +108,32 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
         return await state.analyzer.analyze(form)
     finally:
         form.discard()
+
+
+@post(
+    "/analyze/stream",
+    summary="The same analysis, streamed as Server-Sent Events",
+    description=(
+        "Events: `stage` {stage, detail} as the work moves on (uploading, extracting_frames, "
+        "transcribing, writing_story, translating); `story` {text} with each new piece of the "
+        "English story; then `result` (the POST /analyze/ body) or `error` {status, detail}. "
+        "Upload errors are answered before streaming, as JSON with status 400."
+    ),
+    operation_class=AnalyzeOperation,
+    status_code=200,
+    media_type="text/event-stream",
+    responses={
+        status: ResponseSpec(data_container=ErrorResponse, description=text, generate_examples=False)
+        for status, text in _ERRORS.items()
+        if status == 400
+    },
+)
+async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
+    settings = state.settings
+    form = await receive_form(
+        request.headers.get("content-type"), request.stream(), settings.limits, settings.upload_dir
+    )
+    return ServerSentEvent(stream_analysis(state.analyzer, form, request.url.path))
 
 
 @get("/healthz", summary="The gateway process is up", sync_to_thread=False)
@@ -124,4 +167,4 @@ async def _ping(nc: Client, spec: ServiceSpec, timeout: float) -> bool:
     return True
 
 
-ROUTES = [index, api_docs, analyze, healthz, readyz]
+ROUTES = [index, api_docs, analyze, analyze_stream, healthz, readyz]

@@ -31,6 +31,15 @@ class Models(msgspec.Struct, kw_only=True):
     translation: str
 
 
+class Timings(msgspec.Struct, kw_only=True):
+    """Wall-clock milliseconds each stage took, as the gateway saw it."""
+
+    frames: float
+    story: float
+    translation: float
+    total: float
+
+
 class AnalyzeResponse(msgspec.Struct, kw_only=True):
     """The seed contract (english, thai, token_usage) plus additive detail."""
 
@@ -42,6 +51,7 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
     media: str  # "image" or "video"
     frames_used: int
     request_id: str
+    timings_ms: Timings | None = None
 
 
 class ErrorResponse(msgspec.Struct, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,9 +26,24 @@ class ChatModel(Protocol):
     """
 
     name: str
+    # True when image_url parts reach the model; otherwise callers must describe pictures in text.
+    sees_images: bool
 
     async def complete(
-        self, messages: list[dict[str, Any]], *, max_tokens: int, temperature: float
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        script: str | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
-        """Return the model's answer; raise a `llm.errors.ModelError` subclass on failure."""
+        """Return the model's answer; raise a `llm.errors.ModelError` subclass on failure.
+
+        `script="thai"` asks the backend to keep the answer in Thai script where it can
+        enforce that (a local model constrains its sampling; a remote API relies on the
+        prompt). `on_text`, if given, may be called with each new piece of the answer
+        while it is generated, possibly from another thread; backends that cannot
+        stream may never call it. The returned Completion always holds the whole text.
+        """
         ...

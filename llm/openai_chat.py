@@ -8,11 +8,12 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import openai
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
 
 from llm.chat import Completion
 from llm.errors import ModelError, ModelRejected, ModelUnavailable, RateLimited
@@ -106,24 +107,37 @@ class OpenAIChat:
         self.model = model
         self.name = name or model
         self._max_tokens_field = max_tokens_field
+        self.sees_images = True  # Chat Completions models take image_url parts
 
     async def complete(
-        self, messages: list[dict[str, Any]], *, max_tokens: int, temperature: float
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        script: str | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         """Send `messages` and return the first answer with its token usage.
 
+        `script` is accepted for the ChatModel protocol and ignored: the prompt asks for
+        the script. With `on_text` the answer is streamed and each piece passed to it
+        as it arrives (on the event loop); usage then comes from the stream's last chunk.
         Raises RateLimited (429, with the server's retry hint), ModelUnavailable
         (server errors, network failures, timeouts, rejected key, unknown model,
         empty answer) or ModelRejected (the provider refused the content we sent).
         """
         limit: dict[str, Any] = {self._max_tokens_field: max_tokens}
         try:
-            response = await self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,  # type: ignore[arg-type]  # plain dicts in the documented shape
-                temperature=temperature,
-                **limit,
-            )
+            if on_text is None:
+                response = await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,  # type: ignore[arg-type]  # plain dicts in the documented shape
+                    temperature=temperature,
+                    **limit,
+                )
+            else:
+                response = await self._streamed(messages, temperature, limit, on_text)
         except openai.RateLimitError as err:
             raise self._rate_limited(err) from err
         except openai.AuthenticationError as err:
@@ -157,6 +171,50 @@ class OpenAIChat:
             # The SDK lets a broken JSON body of a 200 answer escape unwrapped.
             raise ModelUnavailable("the model server sent malformed JSON (check the base URL)") from err
         return self._completion(response, max_tokens)
+
+    async def _streamed(
+        self,
+        messages: list[dict[str, Any]],
+        temperature: float,
+        limit: dict[str, Any],
+        on_text: Callable[[str], None],
+    ) -> ChatCompletion:
+        """Stream the answer to `on_text`, then return it as one ChatCompletion."""
+        stream = await self._client.chat.completions.create(
+            model=self.model,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},
+            **limit,
+        )
+        pieces: list[str] = []
+        refusal: list[str] = []
+        finish_reason = None
+        usage = None
+        model = None
+        async for chunk in stream:
+            model = getattr(chunk, "model", None) or model
+            usage = getattr(chunk, "usage", None) or usage
+            for choice in getattr(chunk, "choices", None) or []:
+                if getattr(choice, "index", 0) != 0:
+                    continue
+                delta = getattr(choice, "delta", None)
+                text = getattr(delta, "content", None)
+                if text:
+                    pieces.append(text)
+                    on_text(text)
+                if getattr(delta, "refusal", None):
+                    refusal.append(delta.refusal)  # type: ignore[union-attr]
+                finish_reason = getattr(choice, "finish_reason", None) or finish_reason
+        message = ChatCompletionMessage.model_construct(
+            role="assistant", content="".join(pieces) or None, refusal="".join(refusal) or None
+        )
+        choice = Choice.model_construct(index=0, message=message, finish_reason=finish_reason)
+        return ChatCompletion.model_construct(
+            id="stream", object="chat.completion", created=0, model=model or self.model,
+            choices=[choice], usage=usage,
+        )  # fmt: skip
 
     def _completion(self, response: object, max_tokens: int) -> Completion:
         if not isinstance(response, ChatCompletion):

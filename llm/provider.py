@@ -1,61 +1,84 @@
-"""Which model backend a service talks to, read from settings, built at start-up."""
+"""Which model backend a service talks to, read from settings, built at start-up.
+
+``openai``: OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp server).
+``local``: the embedded offline default, llama.cpp in process, no key and no network.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from llm.chat import ChatModel
-from llm.errors import ModelUnavailable
 from llm.openai_chat import OpenAIChat, build_openai_client
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+PROVIDERS = ("openai", "local")
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    model: str = DEFAULT_OPENAI_MODEL
+    provider: str = "local"
+    model: str = DEFAULT_OPENAI_MODEL  # the OpenAI model name
     api_key: str | None = None
     base_url: str | None = None  # any OpenAI-compatible server: vLLM, Ollama, llama.cpp
     timeout: float = 60.0  # seconds per attempt
     max_retries: int = 2
+    local_model: str | None = None  # a GGUF path; None: the bundled Qwen2.5 1.5B Instruct
+    local_mmproj: str | None = None  # a vision projector GGUF for local_model
+    local_context: int = 4096
+    local_threads: int | None = None  # None: one per core
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.api_key or self.base_url)
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"IMGSTORY_PROVIDER must be one of {PROVIDERS}, not {self.provider!r}")
+        if self.local_mmproj and not self.local_model:
+            raise ValueError("IMGSTORY_LOCAL_MMPROJ needs IMGSTORY_LOCAL_MODEL (the matching GGUF)")
 
 
 def model_settings(env: Mapping[str, str], model_variable: str) -> ModelSettings:
-    """ModelSettings from an environment mapping; ``model_variable`` names the model."""
+    """ModelSettings from an environment mapping; ``model_variable`` names the OpenAI model.
+
+    The provider defaults to ``openai`` when a key or a base URL is set, else ``local``.
+    """
+    api_key = env.get("OPENAI_API_KEY") or None
+    base_url = env.get("OPENAI_BASE_URL") or None
+    default_provider = "openai" if api_key or base_url else "local"
+    threads = env.get("IMGSTORY_LOCAL_THREADS")
     return ModelSettings(
+        provider=(env.get("IMGSTORY_PROVIDER") or default_provider).strip().lower(),
         model=env.get(model_variable) or DEFAULT_OPENAI_MODEL,
-        api_key=env.get("OPENAI_API_KEY") or None,
-        base_url=env.get("OPENAI_BASE_URL") or None,
+        api_key=api_key,
+        base_url=base_url,
         timeout=float(env.get("IMGSTORY_OPENAI_TIMEOUT", ModelSettings.timeout)),
         max_retries=int(env.get("IMGSTORY_OPENAI_MAX_RETRIES", ModelSettings.max_retries)),
+        local_model=env.get("IMGSTORY_LOCAL_MODEL") or None,
+        local_mmproj=env.get("IMGSTORY_LOCAL_MMPROJ") or None,
+        local_context=int(env.get("IMGSTORY_LOCAL_CONTEXT", ModelSettings.local_context)),
+        local_threads=int(threads) if threads else None,
     )
-
-
-class NoModel:
-    """Answers every call with a clear 'not configured' error instead of failing at start."""
-
-    name = "none"
-
-    async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float):
-        raise ModelUnavailable(
-            "no model provider is configured: set OPENAI_API_KEY (and optionally "
-            "OPENAI_BASE_URL for an OpenAI-compatible server)"
-        )
 
 
 def build_chat(settings: ModelSettings) -> ChatModel:
-    """The chat model the settings describe."""
-    if not settings.configured:
-        return NoModel()
-    client = build_openai_client(
-        api_key=settings.api_key,
-        base_url=settings.base_url,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
+    """The chat model the settings describe. Local models load here (seconds): call it
+    from a thread when an event loop is running. Raises llm.errors.ModelUnavailable."""
+    if settings.provider == "openai":
+        client = build_openai_client(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+        )
+        return OpenAIChat(client, settings.model)
+    # Imported here: the OpenAI path must not pay for llama.cpp.
+    from llm.llama_chat import LlamaChat
+    from llm.local_model import default_model_path
+
+    path = Path(settings.local_model) if settings.local_model else default_model_path()
+    return LlamaChat(
+        path,
+        n_ctx=settings.local_context,
+        n_threads=settings.local_threads,
+        mmproj_path=settings.local_mmproj,
     )
-    return OpenAIChat(client, settings.model)

@@ -9,13 +9,14 @@ from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from contracts import blobs
-from contracts.messages import FailureCode, StoryWritten, Usage, WriteStory
-from contracts.rpc import Server
+from contracts.messages import FailureCode, SceneFacts, Stage, StoryWritten, Usage, WriteStory
+from contracts.rpc import Reporter, Server
 from contracts.subjects import STORY, WRITE_STORY
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
 from llm.provider import build_chat
 from story_service.config import Settings
+from story_service.scene import PictureFacts
 from story_service.story import StoryFrame, VideoFacts, write_story
 
 ERRORS = {
@@ -28,17 +29,33 @@ ERRORS = {
 
 
 class StoryWriter:
-    def __init__(self, chat: ChatModel, store: ObjectStore, settings: Settings) -> None:
+    def __init__(
+        self, nc: Client, chat: ChatModel, store: ObjectStore, settings: Settings
+    ) -> None:
+        self.nc = nc
         self.chat = chat
         self.store = store
         self.settings = settings
 
-    async def write(self, request: WriteStory) -> StoryWritten:
+    async def frames_of(self, request: WriteStory) -> list[StoryFrame]:
+        """The request's frames fetched from the blob store, with their facts."""
         images = await asyncio.gather(*(blobs.fetch_bytes(self.store, f.object) for f in request.frames))
-        frames = [StoryFrame(jpeg=jpeg, timestamp=f.timestamp) for jpeg, f in zip(images, request.frames)]
+        return [
+            StoryFrame(jpeg=jpeg, timestamp=f.timestamp, facts=_facts(f.facts))
+            for jpeg, f in zip(images, request.frames)
+        ]
+
+    async def write(self, request: WriteStory) -> StoryWritten:
+        frames = await self.frames_of(request)
         video = None
         if request.video is not None:
-            video = VideoFacts(duration=request.video.duration, has_audio=request.video.has_audio)
+            video = VideoFacts(
+                duration=request.video.duration,
+                has_audio=request.video.has_audio,
+                transcript=request.video.transcript,
+                transcript_language=request.video.transcript_language,
+            )
+        reporter = Reporter(self.nc, request.progress, request.request_id)
         story = await write_story(
             self.chat,
             frames,
@@ -47,6 +64,13 @@ class StoryWriter:
             detail=self.settings.image_detail,
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
+            # Streaming only when someone listens: not every compatible server reports
+            # usage on streams.
+            on_text=(
+                (lambda piece: reporter.text_from_thread(Stage.WRITING_STORY, piece))
+                if request.progress
+                else None
+            ),
         )
         usage = Usage(input_tokens=story.input_tokens, output_tokens=story.output_tokens)
         return StoryWritten(text=story.text, usage=usage, model=story.model)
@@ -55,7 +79,23 @@ class StoryWriter:
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
     """Start the story micro service on ``nc``; ``chat`` defaults to the configured model."""
     store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
-    writer = StoryWriter(chat or build_chat(settings.model), store, settings)
+    writer = StoryWriter(nc, chat or await asyncio.to_thread(build_chat, settings.model), store, settings)
     server = await Server.start(nc, STORY)
     await server.add(WRITE_STORY, writer.write, errors=ERRORS, max_in_flight=settings.max_in_flight)
     return server
+
+
+def _facts(facts: SceneFacts | None) -> PictureFacts | None:
+    if facts is None:
+        return None
+    return PictureFacts(
+        labels=tuple((label.name, label.confidence) for label in facts.labels),
+        faces=facts.faces,
+        people=facts.people,
+        colors=tuple(facts.colors),
+        light=facts.light,
+        text=facts.text,
+        taken_at=facts.taken_at,
+        place=facts.place,
+        camera=facts.camera,
+    )

@@ -115,7 +115,7 @@ def openai(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
 def fake_model_settings(fake: FakeOpenAI, model: str) -> ModelSettings:
     # One retry keeps the SDK's retry path honest while keeping tests quick.
     return ModelSettings(
-        model=model, api_key="sk-test-not-a-real-key", base_url=fake.base_url, timeout=1.5, max_retries=1
+        provider="openai", model=model, api_key="sk-test-not-a-real-key", base_url=fake.base_url, timeout=1.5, max_retries=1
     )
 
 

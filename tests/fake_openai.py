@@ -6,6 +6,7 @@ import argparse
 import itertools
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -229,8 +230,29 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(step, Raw):
             data = step.body.encode("utf-8") if isinstance(step.body, str) else step.body
             self._send(step.status, data, step.content_type, step.headers)
+        elif request.get("stream"):
+            self._send_stream(fake._completion_json(step, request), request)
         else:
             self._send_json(200, fake._completion_json(step, request))
+
+    def _send_stream(self, completion: dict[str, Any], request: RecordedRequest) -> None:
+        """Answer as the real API streams: one chunk per word, then usage if asked, then [DONE]."""
+        choice = completion["choices"][0]
+        text = choice["message"]["content"] or ""
+        base = {k: completion[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        pieces = re.findall(r"\S+\s*|\s+", text)
+        chunks = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
+        events = [base | {"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in chunks]
+        events.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+        if (request.get("stream_options") or {}).get("include_usage") and "usage" in completion:
+            events.append(base | {"choices": [], "usage": completion["usage"]})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(b"data: " + json.dumps(event, ensure_ascii=False).encode("utf-8") + b"\n\n")
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
 
     def _headers(self) -> dict[str, str]:
         return {key.lower(): value for key, value in self.headers.items()}

@@ -4,7 +4,11 @@ import importlib.util
 import io
 import os
 import random
+import shutil
 import struct
+import subprocess
+import tempfile
+import wave
 import zlib
 from collections.abc import Sequence
 from fractions import Fraction
@@ -307,3 +311,158 @@ def open_jpeg(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data), formats=("JPEG",))
     img.load()
     return img
+
+
+def write_speech_video(
+    path: str | os.PathLike[str],
+    sentence: str,
+    *,
+    photo: Path | None = None,
+    voice: str = "en",
+    seconds_padding: float = 0.5,
+) -> Path:
+    """Write an MP4 of a still photo (H.264) while espeak-ng says sentence (mono 16 kHz AAC).
+
+    The speech starts after seconds_padding of silence and is followed by as much again.
+    photo defaults to scikit-image's astronaut.png; voice is an espeak-ng voice ("en",
+    "en-us", "th", ...). Settings are fixed so the same inputs give the same file.
+    Raises FileNotFoundError if espeak-ng or ffmpeg is not installed (Debian packages
+    espeak-ng and ffmpeg); subprocess.CalledProcessError if either fails.
+    """
+    espeak, ffmpeg = _tool("espeak-ng"), _tool("ffmpeg")
+    photo = photo if photo is not None else sample_photo("astronaut.png")
+    with tempfile.TemporaryDirectory() as scratch:
+        speech = Path(scratch) / "speech.wav"
+        subprocess.run(
+            [espeak, "-v", voice, "-w", os.fspath(speech), "--stdin"],
+            input=sentence.encode(),
+            check=True,
+            capture_output=True,
+        )
+        with wave.open(os.fspath(speech)) as wav:
+            spoken = wav.getnframes() / wav.getframerate()
+        # An explicit length: with a looped picture, -shortest never ends once a
+        # filter graph is involved.
+        total = spoken + 2 * seconds_padding
+        delay = round(seconds_padding * 1000)
+        graph = (
+            "[0:v]scale=320:-2,format=yuv420p[v];"
+            f"[1:a]adelay=delays={delay}:all=1,apad[a]"
+        )
+        subprocess.run(
+            [
+                ffmpeg, "-nostdin", "-y", "-loglevel", "error",
+                "-loop", "1", "-framerate", "5", "-i", os.fspath(photo),
+                "-i", os.fspath(speech),
+                "-filter_complex", graph, "-map", "[v]", "-map", "[a]",
+                "-t", f"{total:.3f}",
+                "-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage",
+                "-c:a", "aac", "-b:a", "64k", "-ar", "16000", "-ac", "1",
+                "-fflags", "+bitexact", "-flags", "+bitexact", "-map_metadata", "-1",
+                os.fspath(path),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return Path(path)
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed (Debian package {name})")
+    return found
+
+
+# --- perception: fonts for drawn text and photos with capture metadata -------------
+
+_FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
+
+
+def find_font(*names: str) -> Path | None:
+    """Return the first installed font file named one of names ("DejaVuSans-Bold.ttf"), or None."""
+    for name in names:
+        for folder in _FONT_DIRS:
+            matches = sorted(folder.rglob(name)) if folder.is_dir() else []
+            if matches:
+                return matches[0]
+    return None
+
+
+def text_image(
+    lines: Sequence[str],
+    font_path: str | os.PathLike[str],
+    size: tuple[int, int] = (640, 360),
+    font_size: int = 56,
+    background: RGB = (245, 240, 230),
+    ink: RGB = (20, 20, 20),
+) -> Image.Image:
+    """Return an RGB picture with lines of text drawn in a TrueType font, one under another."""
+    from PIL import ImageDraw, ImageFont
+
+    img = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype(os.fspath(font_path), font_size)
+    for index, line in enumerate(lines):
+        draw.text((40, 60 + index * int(font_size * 1.8)), line, font=font, fill=ink)
+    return img
+
+
+def gps_tags(latitude: float, longitude: float) -> dict[int, object]:
+    """Return EXIF GPS tags (hemisphere letters, degrees/minutes/seconds) for a signed position."""
+
+    def dms(value: float) -> tuple[float, float, float]:
+        value = abs(value)
+        degrees = int(value)
+        minutes = int((value - degrees) * 60)
+        seconds = round(((value - degrees) * 60 - minutes) * 60, 4)
+        return (float(degrees), float(minutes), seconds)
+
+    return {
+        ExifTags.GPS.GPSLatitudeRef: "N" if latitude >= 0 else "S",
+        ExifTags.GPS.GPSLatitude: dms(latitude),
+        ExifTags.GPS.GPSLongitudeRef: "E" if longitude >= 0 else "W",
+        ExifTags.GPS.GPSLongitude: dms(longitude),
+    }
+
+
+def write_exif_jpeg(
+    path: str | os.PathLike[str],
+    *,
+    taken_at: str | None = None,
+    offset: str | None = None,
+    make: str | None = None,
+    model: str | None = None,
+    gps: dict[int, object] | None = None,
+    size: tuple[int, int] = (64, 48),
+) -> Path:
+    """Write a small JPEG whose EXIF holds the given DateTimeOriginal ("2024:03:15 14:30:00"),
+    OffsetTimeOriginal ("+07:00"), camera make/model and GPS IFD tags (see gps_tags)."""
+    exif = Image.Exif()
+    if make is not None:
+        exif[ExifTags.Base.Make] = make
+    if model is not None:
+        exif[ExifTags.Base.Model] = model
+    if taken_at is not None or offset is not None:
+        details = exif.get_ifd(ExifTags.IFD.Exif)
+        if taken_at is not None:
+            details[ExifTags.Base.DateTimeOriginal] = taken_at
+        if offset is not None:
+            details[ExifTags.Base.OffsetTimeOriginal] = offset
+    if gps is not None:
+        exif.get_ifd(ExifTags.IFD.GPSInfo).update(gps)
+    Image.new("RGB", size, (90, 140, 60)).save(path, "JPEG", quality=90, exif=exif)
+    return Path(path)
+
+
+def write_dangling_gps_jpeg(path: str | os.PathLike[str], make: str = "TestCam") -> Path:
+    """Write a JPEG whose EXIF has a camera make and a GPSInfo pointer past the end of the block."""
+    text = make.encode("ascii") + b"\0"
+    entries = 2
+    data_offset = 8 + 2 + entries * 12 + 4
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", entries)
+    tiff += struct.pack("<HHII", 0x010F, 2, len(text), data_offset)  # Make, ASCII
+    tiff += struct.pack("<HHII", 0x8825, 4, 1, 0x7FFF0)  # GPSInfo, LONG, nowhere
+    tiff += struct.pack("<I", 0) + text
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(path, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    return Path(path)

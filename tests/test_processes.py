@@ -217,3 +217,11 @@ def test_compose_defines_nats_and_scalable_services():
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         result = subprocess.run([docker, "compose", "config", "--quiet"], cwd=ROOT, capture_output=True)
         assert result.returncode == 0, result.stderr
+
+
+async def test_page_checks_match_the_server_limits(gateway, gateway_settings):
+    limits = replace(gateway_settings.limits, max_images=3, max_prompt_chars=500)
+    async with gateway(replace(gateway_settings, limits=limits)) as client:
+        page = (await client.get("/")).text
+    assert 'data-max-images="3"' in page and 'data-max-prompt="500"' in page
+    assert 'maxlength="500"' in page and 'data-max-image-mb="10"' in page

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from nats.aio.client import Client
 
 from contracts.messages import FailureCode, Translate, Translated, Usage
@@ -44,7 +46,7 @@ class Translator:
 
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
     """Start the translation micro service on ``nc``; ``chat`` defaults to the configured model."""
-    translator = Translator(chat or build_chat(settings.model), settings)
+    translator = Translator(chat or await asyncio.to_thread(build_chat, settings.model), settings)
     server = await Server.start(nc, TRANSLATION)
     await server.add(
         TRANSLATE, translator.translate, errors=ERRORS, max_in_flight=settings.max_in_flight

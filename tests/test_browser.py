@@ -1,0 +1,528 @@
+"""The web page and the docs page in a real Chromium, against `python -m gateway` and the real services.
+
+Playwright's async API runs on the test event loop, next to the in-process services, so
+nothing here blocks the loop. Screenshots go to test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import re
+import shlex
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright, expect
+
+from tests.conftest import ROOT, free_port, service_env
+from tests.fake_openai import Delay, Status
+from tests.media import sample_photo, sample_video, write_garbage, write_other_image
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+STATIC = ROOT / "gateway" / "static"
+STAGE_ORDER = ["uploading", "extracting_frames", "transcribing", "writing_story", "translating"]
+THAI = re.compile(r"[\u0e00-\u0e7f]{10}")
+MIB = 1024 * 1024
+
+# Records, in the page, every stage that becomes the active one (with the text shown for it)
+# and whether the English story was on screen while the work was still going on.
+RECORDER = """
+window.__stages = [];
+window.__liveStory = "";
+document.addEventListener("DOMContentLoaded", () => {
+  const list = document.getElementById("stages");
+  const live = document.getElementById("live-text");
+  if (!list) return;
+  new MutationObserver((records) => {
+    for (const record of records) {
+      const item = record.target;
+      if (!item.classList || !item.classList.contains("stage")) continue;
+      const last = window.__stages[window.__stages.length - 1];
+      if (item.classList.contains("is-active") && (!last || last.stage !== item.dataset.stage)) {
+        window.__stages.push({stage: item.dataset.stage, text: item.innerText.replace(/\\s+/g, " ").trim()});
+      }
+    }
+  }).observe(list, {subtree: true, attributes: true, attributeFilter: ["class"]});
+  new MutationObserver(() => {
+    if (!document.getElementById("progress").hidden && live.textContent) window.__liveStory = live.innerText;
+  }).observe(live, {childList: true, characterData: true, subtree: true});
+});
+"""
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture(scope="module")
+async def site(nats_url, services, tmp_path_factory) -> AsyncIterator[str]:
+    """`python -m gateway` on a free port, over the session's NATS and services."""
+    port = free_port()
+    uploads = tmp_path_factory.mktemp("browser-uploads")
+    env = service_env(nats_url, IMGSTORY_PORT=str(port), IMGSTORY_UPLOAD_DIR=str(uploads))
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", cwd=ROOT, env=env)
+    for _ in range(150):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        except OSError:
+            if process.returncode is not None:
+                pytest.fail("python -m gateway exited at start-up")
+            await asyncio.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 20)
+
+
+@dataclass
+class Tab:
+    """A page plus what it sent and what went wrong in it."""
+
+    page: Page
+    base: str
+    requests: list[Request] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def analyze_requests(self) -> list[Request]:
+        return [r for r in self.requests if "/analyze" in r.url]
+
+    async def shot(self, name: str, full_page: bool = True) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        await self.page.screenshot(path=path, full_page=full_page)
+        return path
+
+    async def scroll_width(self) -> int:
+        return await self.page.evaluate("document.documentElement.scrollWidth")
+
+
+async def open_tab(browser: Browser, base: str, width: int = 1280, height: int = 900, path: str = "/") -> Tab:
+    context = await browser.new_context(
+        viewport={"width": width, "height": height}, accept_downloads=True, base_url=base
+    )
+    await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page = await context.new_page()
+    page.set_default_timeout(30_000)
+    tab = Tab(page, base)
+    page.on("request", lambda request: tab.requests.append(request))
+
+    def on_console(message: ConsoleMessage) -> None:
+        # A refused upload is logged by Chromium as a failed resource load; that is expected.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            tab.problems.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: tab.problems.append(str(error)))
+    await page.add_init_script(RECORDER)
+    await page.goto(path)
+    return tab
+
+
+@pytest.fixture
+async def tabs(browser, site) -> AsyncIterator[list[Tab]]:
+    """Open tabs; each must have made no request off the site and logged no script error."""
+    opened: list[Tab] = []
+    yield opened
+    for tab in opened:
+        outside = [r.url for r in tab.requests if not r.url.startswith((tab.base, "blob:", "data:"))]
+        assert outside == [], "the page fetched something from elsewhere"
+        assert tab.problems == []
+        await tab.page.context.close()
+
+
+@pytest.fixture
+def new_tab(browser, site, tabs):
+    async def make(width: int = 1280, height: int = 900, path: str = "/") -> Tab:
+        tab = await open_tab(browser, site, width, height, path)
+        tabs.append(tab)
+        return tab
+
+    return make
+
+
+def sse_events(body: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in re.split(r"\r?\n\r?\n", body):
+        name = re.search(r"^event: ?(.*)$", block, re.M)
+        data = "\n".join(line[5:].lstrip() for line in block.splitlines() if line.startswith("data:"))
+        if data:
+            events.append((name.group(1).strip() if name else "message", json.loads(data)))
+    return events
+
+
+async def stream_response_events(tab: Tab, action) -> list[tuple[str, dict]]:
+    """Run `action` (which submits the form) and return the events of the stream it opened."""
+    async with tab.page.expect_response(lambda r: "/analyze/stream" in r.url, timeout=60_000) as info:
+        await action()
+    response = await info.value
+    assert response.status == 200, await response.text()
+    return sse_events(await response.text())
+
+
+async def story_boxes(page: Page) -> list[dict]:
+    """Where the two stories are, measured in one go (the page may be scrolling)."""
+    return await page.evaluate(
+        """["english", "thai"].map(id => {
+             const r = document.getElementById(id).getBoundingClientRect();
+             return {left: r.left, right: r.right, top: r.top + scrollY, bottom: r.bottom + scrollY};
+           })"""
+    )
+
+
+async def test_photo_gives_english_and_thai_stories_with_usage(new_tab, openai, blob_store):
+    tab = await new_tab()
+    page = tab.page
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    await expect(page.locator("#previews img")).to_have_count(1)
+    await expect(page.locator("#selection-summary")).to_contain_text("1 photo selected")
+    await page.get_by_role("button", name="Travel show").click()
+    await expect(page.get_by_role("button", name="Travel show")).to_have_attribute("aria-pressed", "true")
+    await tab.shot("photo-1-ready")
+
+    events = await stream_response_events(tab, lambda: page.get_by_role("button", name="Write my story").click())
+    result = dict(events)["result"]
+    await expect(page.locator("#results")).to_be_visible()
+
+    english = page.locator("#english")
+    thai = page.locator("#thai")
+    await expect(english).to_contain_text("a story about 1 picture")
+    assert THAI.search(await thai.inner_text())
+    assert await thai.evaluate("el => el.closest('[lang]').lang") == "th"
+    assert "Sarabun" in await thai.evaluate("el => getComputedStyle(el).fontFamily")
+    thai_fonts = await page.evaluate(
+        """document.fonts.ready.then(() => [...document.fonts]
+             .filter(f => f.status === "loaded" && f.unicodeRange.includes("E01"))
+             .map(f => f.family))"""
+    )
+    assert "Sarabun" in [f.strip("\"'") for f in thai_fonts], thai_fonts
+    assert any("/static/fonts/sarabun-thai-" in r.url for r in tab.requests)
+
+    usage = result["token_usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    await expect(page.locator("#usage")).to_contain_text(f"{usage['total_tokens']:,} tokens in total")
+    await expect(page.locator("#usage-rows tr")).to_have_count(3)
+    # The preset's text reached the story model as the style prompt.
+    assert "travel TV show" in openai.requests[0].text
+    await tab.shot("photo-2-result")
+
+    await page.locator("[data-copy=thai]").click()
+    await expect(page.locator("[data-copy=thai]")).to_have_text("Copied ✓")
+    assert await page.evaluate("navigator.clipboard.readText()") == result["thai"]
+
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Download .md").click()
+    download = await info.value
+    assert download.suggested_filename.endswith(".md")
+    markdown = Path(await download.path()).read_text(encoding="utf-8")
+    assert "## English" in markdown and result["english"].strip() in markdown
+    assert result["thai"].strip() in markdown and f"{usage['total_tokens']} total" in markdown
+
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Download .txt").click()
+    download = await info.value
+    assert download.suggested_filename.endswith(".txt")
+    assert result["thai"].strip() in Path(await download.path()).read_text(encoding="utf-8")
+
+
+async def test_video_shows_a_preview_and_the_stages_advance_in_order(new_tab, openai, blob_store):
+    tab = await new_tab()
+    page = tab.page
+    # Slow model answers, so every stage stays on screen long enough to be seen.
+    openai.script(Delay(0.6), Delay(0.6))
+    await page.set_input_files("#files", sample_video("bigbuckbunny.mp4"))
+    video = page.locator("#previews video")
+    await expect(video).to_have_count(1)
+    await video.evaluate(
+        "v => v.readyState >= 1 || new Promise(ok => v.addEventListener('loadedmetadata', ok, {once: true}))"
+    )
+    assert await video.evaluate("v => v.duration") > 1
+    assert await video.evaluate("v => v.controls")
+    await tab.shot("video-1-ready")
+
+    async with page.expect_response(lambda r: "/analyze/stream" in r.url, timeout=60_000) as info:
+        await page.get_by_role("button", name="Write my story").click()
+        await expect(page.locator('.stage.is-active[data-stage="translating"]')).to_be_visible(timeout=60_000)
+        await tab.shot("video-2-progress")
+    events = sse_events(await (await info.value).text())
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+    await expect(page.locator("#progress")).to_be_hidden()
+
+    shown = await page.evaluate("window.__stages")
+    stages = [s["stage"] for s in shown]
+    assert stages[0] == "uploading", shown
+    assert {"extracting_frames", "writing_story", "translating"} <= set(stages), shown
+    positions = [STAGE_ORDER.index(s) for s in stages]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions), shown
+    # Every stage the server announced was shown, in its order, each with a readable line.
+    assert stages == [data["stage"] for name, data in events if name == "stage"], (shown, events)
+    assert all(s["text"] for s in shown), shown
+    # The English story was on screen while the Thai one was still being written.
+    assert any(name == "story" for name, _ in events), f"the stream carried no story text: {events}"
+    live = await page.evaluate("window.__liveStory")
+    assert live.strip(), "no English text was on screen while the story was being written"
+    assert live.strip()[:30] in await page.locator("#english").inner_text(), live
+    await expect(page.locator("#media-line")).to_contain_text("1 video")
+    await tab.shot("video-3-result")
+
+
+async def test_oversized_files_are_refused_without_a_request(new_tab, tmp_path):
+    tab = await new_tab()
+    page = tab.page
+    big_photo = tmp_path / "holiday.jpg"
+    with big_photo.open("wb") as f:
+        f.write(b"\xff\xd8\xff\xe0")
+        f.truncate(10 * MIB + 1)
+    big_video = tmp_path / "long.mp4"
+    with big_video.open("wb") as f:
+        f.truncate(50 * MIB + 1)
+
+    await page.set_input_files("#files", big_photo)
+    error = page.locator("#files-error")
+    await expect(error).to_be_visible()
+    await expect(error).to_contain_text("“holiday.jpg” is too large (10.1 MB): each photo can be at most 10 MB")
+    await expect(page.locator("#previews li")).to_have_count(0)
+    await tab.shot("oversized-photo")
+
+    await page.set_input_files("#files", big_video)
+    await expect(error).to_contain_text("“long.mp4” is too large (50.1 MB): a video can be at most 50 MB")
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(error).to_contain_text("Add at least one photo or a video first")
+    await page.wait_for_timeout(300)
+    assert tab.analyze_requests() == []
+
+
+async def test_wrong_type_mixed_media_and_too_many_photos_are_refused_in_the_browser(new_tab, tmp_path):
+    tab = await new_tab()
+    page = tab.page
+    error = page.locator("#files-error")
+
+    await page.set_input_files("#files", write_other_image(tmp_path / "cat.gif", "GIF"))
+    await expect(error).to_contain_text("“cat.gif” is not a JPG, PNG or MP4 file")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    await page.set_input_files("#files", notes)
+    await expect(error).to_contain_text("“notes.txt” is not a JPG, PNG or MP4 file")
+    await tab.shot("wrong-type")
+
+    # A photo, then a video: the video must be sent on its own.
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    await expect(error).to_be_hidden()
+    await page.set_input_files("#files", sample_video("bigbuckbunny.mp4"))
+    await expect(error).to_contain_text("a video is sent on its own")
+    await expect(page.locator("#previews li")).to_have_count(1)
+
+    # Eleven photos: the first ten are kept, the eleventh is refused.
+    copies = []
+    for i in range(11):
+        copy = tmp_path / f"photo-{i:02d}.png"
+        shutil.copyfile(sample_photo("coffee.png"), copy)
+        copies.append(copy)
+    await page.get_by_role("button", name="Remove rocket.jpg").click()
+    await expect(page.locator("#previews li")).to_have_count(0)
+    await page.set_input_files("#files", copies)
+    await expect(page.locator("#previews li")).to_have_count(10)
+    await expect(error).to_contain_text("“photo-10.png” was not added: at most 10 photos per story")
+    await tab.shot("too-many-photos")
+    assert tab.analyze_requests() == []
+
+
+async def test_server_detail_is_shown_when_the_server_refuses(new_tab, tmp_path, blob_store):
+    tab = await new_tab()
+    page = tab.page
+    # Named like a photo, so the browser lets it through; the server reads its bytes.
+    fake = write_garbage(tmp_path / "not-really.jpg", size=2048)
+    await page.set_input_files("#files", fake)
+    async with page.expect_response(lambda r: "/analyze/stream" in r.url) as info:
+        await page.get_by_role("button", name="Write my story").click()
+    response = await info.value
+    assert response.status == 400
+    detail = (await response.json())["detail"]
+    await expect(page.locator("#error")).to_be_visible()
+    await expect(page.locator("#error-title")).to_contain_text("HTTP 400")
+    await expect(page.locator("#error-detail")).to_have_text(detail)
+    await tab.shot("server-400")
+
+
+async def test_failure_after_the_stream_began_shows_its_status_and_detail(new_tab, openai, blob_store):
+    tab = await new_tab()
+    page = tab.page
+    openai.script(*[Status(500)] * 4)
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    events = await stream_response_events(tab, lambda: page.get_by_role("button", name="Write my story").click())
+    name, payload = events[-1]
+    assert name == "error", events
+    await expect(page.locator("#error")).to_be_visible()
+    await expect(page.locator("#error-title")).to_contain_text(f"HTTP {payload['status']}")
+    await expect(page.locator("#error-detail")).to_have_text(payload["detail"])
+    await expect(page.locator(".stage.is-failed")).to_have_count(1)
+    await expect(page.get_by_role("button", name="Write my story")).to_be_enabled()
+    await tab.shot("stream-error")
+
+
+async def test_page_fits_a_360px_phone_and_the_stories_stack(new_tab, tmp_path, openai, blob_store):
+    tab = await new_tab(width=360, height=740)
+    page = tab.page
+    assert await tab.scroll_width() <= 360
+    await tab.shot("phone-1-empty")
+    long_name = tmp_path / ("a-photo-with-a-remarkably-long-file-name-from-a-phone-camera-" + "x" * 40 + ".jpg")
+    shutil.copyfile(sample_photo("rocket.jpg"), long_name)
+    await page.set_input_files("#files", [long_name, sample_photo("coffee.png")])
+    await expect(page.locator("#previews li")).to_have_count(2)
+    assert await tab.scroll_width() <= 360
+    await tab.shot("phone-2-selected")
+
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+    assert await tab.scroll_width() <= 360
+    english, thai = await story_boxes(page)
+    assert thai["top"] >= english["bottom"], (english, thai)
+    await tab.shot("phone-3-result")
+
+    docs = await new_tab(width=360, height=740, path="/api/docs")
+    assert await docs.scroll_width() <= 360
+    await docs.shot("phone-docs-top", full_page=False)
+    await docs.page.locator("#post-analyze-stream").scroll_into_view_if_needed()
+    await docs.shot("phone-docs-stream", full_page=False)
+
+
+async def test_wide_screen_shows_the_stories_side_by_side(new_tab, openai, blob_store):
+    tab = await new_tab(width=1100)
+    page = tab.page
+    await page.set_input_files("#files", sample_photo("chelsea.png"))
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+    english, thai = await story_boxes(page)
+    assert thai["left"] >= english["right"] and abs(thai["top"] - english["top"]) < 5, (english, thai)
+
+
+async def test_keyboard_reaches_the_picker_presets_prompt_and_submit(new_tab, openai, blob_store):
+    tab = await new_tab()
+    page = tab.page
+    reached = []
+    for _ in range(12):
+        await page.keyboard.press("Tab")
+        reached.append(
+            await page.evaluate(
+                "(() => { const e = document.activeElement; return e.id || e.textContent.trim() || e.tagName; })()"
+            )
+        )
+    order = [reached.index(x) for x in ("files", "Travel show", "prompt", "submit")]
+    assert order == sorted(order), reached
+
+    # The hidden file input's label shows the focus ring while the input has focus.
+    await page.focus("#files")
+    outline = await page.locator(".dropzone__pick").evaluate("el => getComputedStyle(el).outlineStyle")
+    assert outline != "none"
+    await tab.shot("keyboard-focus-picker", full_page=False)
+
+    # Every control has a name a screen reader can read out.
+    await expect(page.get_by_label("Your own instructions")).to_be_visible()
+    await expect(page.get_by_label("Choose files")).to_have_count(1)
+
+    await page.set_input_files("#files", [sample_photo("rocket.jpg"), sample_photo("coffee.png")])
+    await page.get_by_role("button", name="Remove rocket.jpg").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#previews li")).to_have_count(1)
+    assert await page.evaluate("document.activeElement.getAttribute('aria-label')") == "Remove coffee.png"
+
+    await page.focus("#prompt")
+    await page.keyboard.type("A short tale about a cup of coffee.")
+    await expect(page.locator("#prompt-used")).to_have_text("35")
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#submit")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+    await expect(page.locator("#english-title")).to_be_focused()
+    assert "A short tale about a cup of coffee." in openai.requests[0].text
+
+
+def docs_pre_blocks() -> list[str]:
+    text = (STATIC / "docs.html").read_text()
+    return [html.unescape(block) for block in re.findall(r"<pre>(.*?)</pre>", text, re.S)]
+
+
+async def test_docs_page_links_the_openapi_ui_and_its_javascript_examples_run(new_tab, site, openai, blob_store):
+    tab = await new_tab(path="/api/docs")
+    page = tab.page
+    for href in ("/schema/swagger", "/schema/openapi.json", "/"):
+        await expect(page.locator(f'a[href="{href}"]').first).to_be_attached()
+    for path in ("/schema/swagger", "/schema/openapi.json", "/static/fonts/OFL.txt"):
+        response = await page.request.get(path)
+        assert response.status == 200, path
+    await expect(page.locator("#post-analyze-stream")).to_be_visible()
+    await tab.shot("docs")
+
+    # A file input to hand the examples a real File, as their comments say.
+    await page.evaluate("document.body.insertAdjacentHTML('beforeend', '<input type=file id=example-input>')")
+    blocks = docs_pre_blocks()
+    seed_js = next(b for b in blocks if "fetch('http://localhost:8000/analyze/'" in b)
+    stream_js = next(b for b in blocks if "fetch('http://localhost:8000/analyze/stream'" in b)
+
+    async def run_example(code: str, media: Path, variable: str) -> list:
+        await page.set_input_files("#example-input", media)
+        code = code.replace("http://localhost:8000", site)
+        # The example runs verbatim; only `console` is shadowed to collect what it prints.
+        return await page.evaluate(
+            f"""async () => {{
+                const logged = [];
+                const console = {{
+                    log: (...args) => logged.push(["log", ...args]),
+                    error: (...args) => logged.push(["error", ...args.map(String)]),
+                }};
+                const {variable} = document.getElementById("example-input").files[0];
+                await (async () => {{
+{code}
+                }})();
+                for (let i = 0; i < 600 && logged.length < 3; i++) await new Promise(r => setTimeout(r, 100));
+                return logged;
+            }}"""
+        )
+
+    logged = await run_example(seed_js, sample_photo("rocket.jpg"), "imageFile")
+    assert [entry[0] for entry in logged] == ["log", "log", "log"], logged
+    assert "a story about 1 picture" in logged[0][1] and THAI.search(logged[1][1])
+    assert set(logged[2][1]) == {"input_tokens", "output_tokens", "total_tokens"}
+
+    logged = await run_example(stream_js, sample_video("bigbuckbunny.mp4"), "videoFile")
+    stages = [entry[2] for entry in logged if entry[1] == "Stage:"]
+    assert stages and stages[0] == "uploading" and "translating" in stages, logged
+    final = logged[-1]
+    assert final[0] == "log" and THAI.search(final[2]) and "total_tokens" in final[3], logged
+
+
+async def test_docs_streaming_curl_example_runs_verbatim(site, openai, blob_store, tmp_path):
+    command = next(b for b in docs_pre_blocks() if b.startswith("curl -N"))
+    command = command.replace("/path/to/video.mp4", shlex.quote(str(sample_video("bigbuckbunny.mp4"))))
+    command = command.replace("http://localhost:8000", site)
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", command + " --silent --show-error", cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    events = sse_events(out.decode())
+    names = [name for name, _ in events]
+    assert names[0] == "stage" and names[-1] == "result", names
+    assert "travel show" in openai.requests[0].text.lower()

