@@ -21,31 +21,15 @@ import numpy.typing as npt
 
 from llm.chat import Completion
 from llm.errors import ModelRejected, ModelUnavailable
+from llm.script_mask import ThaiMask, thai_text_layout
 
 log = logging.getLogger(__name__)
 
 SCRIPTS = ("thai",)
 
-# Thai script only: the Thai block (letters, vowel and tone marks, Thai digits, ๆ, ฯ),
-# ASCII digits, spaces, line breaks and the punctuation Thai prose uses. Lines start with
-# a Thai letter, digit or opening quote, so the model cannot pad with blank space, and
-# at most one empty line separates paragraphs. Every point after the first character
-# accepts end-of-text, so the loop guard can always stop the model.
-THAI_GBNF = r"""
-root  ::= line (brk line)* "\n"? "\n"?
-brk   ::= "\n" "\n"?
-line  ::= lead body*
-lead  ::= thai | digit | open
-body  ::= thai | digit | open | close | " " | punct
-thai  ::= [\u0E01-\u0E3A\u0E3F-\u0E5B]
-digit ::= [0-9]
-open  ::= ["“‘(]
-close ::= ["”’)]
-punct ::= [.,!?:;…–—/%'-]
-"""
-
 # A generation that repeats the same run of tokens this many times in a row, over at
-# least this many tokens, is a loop: small models fall into them, especially under a grammar.
+# least this many tokens, is a loop: small models fall into them, especially when their
+# script is constrained.
 _LOOP_REPEATS = 3
 _LOOP_MIN_SPAN = 24
 _LOOP_MAX_PERIOD = 64
@@ -117,6 +101,16 @@ class LlamaChat:
             )
         except ValueError as err:
             raise ModelUnavailable(f"llama.cpp could not load the model {path.name}: {err}") from err
+        if handler is not None:
+            try:
+                # The handler opens the projector on the first request; open it now so
+                # one that does not fit the model fails at start-up instead.
+                handler._init_mtmd_context(self._llama)
+            except ValueError as err:
+                self._llama.close()
+                raise ModelUnavailable(
+                    f"the vision projector {Path(mmproj_path).name} does not fit the model {path.name}: {err}"
+                ) from err
         # Free the model at interpreter exit while stderr is still open: llama-cpp-python's
         # own __del__ fails then when a vision projector is loaded.
         self._release = weakref.finalize(self, self._llama.close)
@@ -128,7 +122,7 @@ class LlamaChat:
         self.n_ctx = self._llama.n_ctx()
         self._seed = seed
         self._repeat_penalty = repeat_penalty
-        self._grammars: dict[str, Any] = {}
+        self._thai_mask: ThaiMask | None = None
         # The asyncio lock queues callers fairly without tying up executor threads; the
         # thread lock still guards the model if a cancelled call's thread is finishing.
         self._queue = asyncio.Lock()
@@ -153,7 +147,7 @@ class LlamaChat:
     ) -> Completion:
         """Generate the answer to `messages` and return it with the real token counts.
 
-        `script="thai"` constrains sampling to Thai script (see THAI_GBNF). `on_text`
+        `script="thai"` constrains sampling to Thai script (see llm.script_mask). `on_text`
         is called from the worker thread with each new piece of text as it is
         generated; it must be quick and thread-safe (e.g. `loop.call_soon_threadsafe`).
         The pieces are a preview: the returned Completion is authoritative (a loop cut
@@ -207,10 +201,25 @@ class LlamaChat:
                 prepared.append(dict(message))
         return prepared
 
-    def _grammar(self, script: str) -> Any:
-        if script not in self._grammars:
-            self._grammars[script] = self._llama_cpp.LlamaGrammar.from_string(THAI_GBNF, verbose=False)
-        return self._grammars[script]
+    def _mask(self, script: str | None) -> ThaiMask | None:
+        if script is None:
+            return None
+        if self._thai_mask is None:
+            started = time.perf_counter()
+            llama_cpp = self._llama_cpp
+            vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
+            tokens = range(self._llama.n_vocab())
+            vocabulary = [self._llama.detokenize([token]) for token in tokens]
+            ends = [token for token in tokens if llama_cpp.llama_vocab_is_eog(vocab, token)]
+            self._thai_mask = ThaiMask(vocabulary, ends)
+            log.info(
+                "built the Thai script mask for %s in %.1f s (%d of %d tokens allowed)",
+                self.name,
+                time.perf_counter() - started,
+                self._thai_mask.allowed_tokens,
+                len(vocabulary),
+            )
+        return self._thai_mask
 
     def _generate(
         self,
@@ -224,7 +233,7 @@ class LlamaChat:
         with self._busy:
             if cancelled.is_set():
                 raise ModelUnavailable("the request was cancelled before the model started")
-            watcher = _Watcher(self._llama, on_text, cancelled)
+            watcher = _Watcher(self._llama, on_text, cancelled, self._mask(script))
             seed = self._seed if self._seed is not None else random.randrange(2**31)
             started = time.perf_counter()
             try:
@@ -234,7 +243,6 @@ class LlamaChat:
                     temperature=temperature,
                     repeat_penalty=self._repeat_penalty,
                     seed=seed,
-                    grammar=self._grammar(script) if script else None,
                     logits_processor=self._llama_cpp.LogitsProcessorList([watcher]),
                 )
             except ValueError as err:
@@ -268,6 +276,8 @@ class LlamaChat:
                 self.n_ctx - input_tokens,
                 max_tokens,
             )
+        if watcher.masked:
+            text = thai_text_layout(text)
         watcher.finish(text)
         if not text.strip():
             raise ModelUnavailable("the model returned an empty answer")
@@ -338,19 +348,28 @@ def _image_url(part: dict[str, Any]) -> str:
 
 
 class _Watcher:
-    """Runs before each sampled token: streams new text, stops on cancellation or a loop.
+    """Runs before each sampled token: keeps the script, streams new text, stops on cancel or a loop.
 
     llama-cpp-python calls logits processors with the tokens so far (prompt and
     answer) and the next token's logits; leaving only end-of-text makes it stop.
     """
 
-    def __init__(self, llama: Any, on_text: Callable[[str], None] | None, cancelled: threading.Event) -> None:
+    def __init__(
+        self,
+        llama: Any,
+        on_text: Callable[[str], None] | None,
+        cancelled: threading.Event,
+        mask: ThaiMask | None,
+    ) -> None:
         self._llama = llama
         self._on_text = on_text
         self._cancelled = cancelled
+        self._mask = mask
+        self.masked = mask is not None
         self._prompt_length: int | None = None
         self._answer: list[int] = []
-        self._streamed = 0
+        self._decoded = 0
+        # Tracks the answer's bytes; its buffered bytes are an unfinished character.
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         self._sent = ""
         self.loop_at: int | None = None
@@ -359,14 +378,15 @@ class _Watcher:
         if self._prompt_length is None:
             self._prompt_length = len(input_ids)
         self._answer = input_ids[self._prompt_length :].tolist()
-        if self._on_text is not None:
-            self._stream()
+        self._decode()
         if self._cancelled.is_set() or self.loop_at is not None:
             return self._only_end(scores)
         loop_at = _loop_start(self._answer)
         if loop_at is not None:
             self.loop_at = loop_at
             return self._only_end(scores)
+        if self._mask is not None:
+            return self._mask.apply(scores, self._decoder.getstate()[0], first=not self._answer)
         return scores
 
     def text_before_loop(self) -> str:
@@ -376,15 +396,15 @@ class _Watcher:
 
     def finish(self, text: str) -> None:
         """Send whatever the last callbacks did not (the final token is never seen before sampling)."""
-        if self._on_text is not None and text.startswith(self._sent) and len(text) > len(self._sent):
+        if text.startswith(self._sent) and len(text) > len(self._sent):
             self._emit(text[len(self._sent) :])
 
-    def _stream(self) -> None:
-        new = self._answer[self._streamed :]
+    def _decode(self) -> None:
+        new = self._answer[self._decoded :]
         if not new:
             return
-        piece = self._llama.detokenize(new, prev_tokens=self._answer[: self._streamed])
-        self._streamed = len(self._answer)
+        piece = self._llama.detokenize(new, prev_tokens=self._answer[: self._decoded])
+        self._decoded = len(self._answer)
         text = self._decoder.decode(piece)
         if text:
             self._emit(text)

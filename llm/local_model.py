@@ -16,7 +16,8 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,9 @@ def default_cache_dir() -> Path:
 def default_model_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Return the path of the default GGUF model, assembling it from its part packages if needed.
 
-    Safe to call from several processes at once: each writes its own temporary
-    file and moves it into place atomically, so no reader ever sees half a model.
+    Safe to call from several processes at once: one assembles while the others
+    wait on a lock file, and the model appears by an atomic rename, so no reader
+    ever sees half of it.
     Raises ModelUnavailable when a part package is missing, the assembled file
     has the wrong size or sha256, or the cache directory cannot be written.
     """
@@ -118,18 +120,39 @@ def assemble_model(parts: Sequence[ModelPart], target: Path, *, size: int, sha25
     sources = locate_parts(parts)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_file() and target.stat().st_size == size and _sha256_of(target) == sha256:
-            # Assembled earlier (or by another replica) but the stamp is missing.
+        # Services starting together wait for one copy instead of each writing 1 GB;
+        # the atomic rename still protects readers that do not take the lock.
+        with _exclusive(target.with_name(target.name + ".lock")):
+            if _is_verified(target, stamp, size=size, sha256=sha256):
+                return target  # another process finished it while we waited
+            if target.is_file() and target.stat().st_size == size and _sha256_of(target) == sha256:
+                # Assembled earlier but the stamp is missing.
+                _write_stamp(stamp, size=size, sha256=sha256)
+                return target
+            log.info("assembling the local model %s from %d parts", target, len(sources))
+            _concatenate(sources, target, size=size, sha256=sha256)
             _write_stamp(stamp, size=size, sha256=sha256)
-            return target
-        log.info("assembling the local model %s from %d parts", target, len(sources))
-        _concatenate(sources, target, size=size, sha256=sha256)
-        _write_stamp(stamp, size=size, sha256=sha256)
     except OSError as err:
         raise ModelUnavailable(
             f"could not write the local model to {target.parent}: {err.strerror or err}"
         ) from err
     return target
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_path` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _concatenate(sources: Sequence[Path], target: Path, *, size: int, sha256: str) -> None:

@@ -55,6 +55,8 @@ def start_nats(url: str) -> subprocess.Popen | None:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = os.environ.setdefault("NATS_URL", "nats://127.0.0.1:4222")
+    # llama.cpp's OpenMP threads spin while idle; two model processes share these cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     processes: list[subprocess.Popen] = []
     nats_process = start_nats(url)
     stopping = False

@@ -9,7 +9,15 @@ import pytest
 
 from llm import ModelUnavailable, OpenAIChat
 from tests.fake_openai import THAI_ANSWER, FakeOpenAI, Reply, Status, count_completion_tokens, count_prompt_tokens
-from translation_service.translate import NotThai, Translation, thai_share, translate_to_thai
+from llm.chat import Completion
+from translation_service.translate import (
+    NotThai,
+    Translation,
+    answer_budget,
+    drop_extra_lines,
+    thai_share,
+    translate_to_thai,
+)
 
 MODEL = "gpt-test-translate"
 ENGLISH = "The Quiet Harbour\n\nMara tied the last rope.\n\nBy evening the sea had turned to copper."
@@ -65,8 +73,8 @@ async def test_thai_answer_is_accepted_first_time(fake: FakeOpenAI, chat: OpenAI
         attempts=1,
         thai_share=1.0,
     )
-    assert request["max_completion_tokens"] == 1500
-    assert request["temperature"] == 0.3
+    assert request["max_completion_tokens"] == answer_budget(ENGLISH, 1500) < 1500
+    assert request["temperature"] == 0.0
     assert ENGLISH in request.text
 
 
@@ -79,7 +87,7 @@ async def test_request_is_text_only(fake: FakeOpenAI, chat: OpenAIChat) -> None:
     assert "image_url" not in str(request.body) and "data:image" not in str(request.body)
     system = request.messages[0]
     assert system["role"] == "system"
-    assert "Thai" in system["content"] and "only the translation" in system["content"]
+    assert "Thai" in system["content"] and "Output only the Thai translation" in system["content"]
 
 
 async def test_english_answer_is_retried_with_a_stricter_instruction(fake: FakeOpenAI, chat: OpenAIChat) -> None:
@@ -159,3 +167,63 @@ async def test_model_errors_propagate(fake: FakeOpenAI, chat: OpenAIChat) -> Non
     fake.script(Status(503))
     with pytest.raises(ModelUnavailable):
         await translate_to_thai(chat, ENGLISH)
+
+
+def test_answer_budget_follows_the_text_length_up_to_the_cap() -> None:
+    assert answer_budget("a" * 100, 1500) == 64 + 125
+    assert answer_budget("a" * 1000, 1500) == 64 + 1250
+    assert answer_budget("a" * 5000, 1500) == 1500
+
+
+@pytest.mark.parametrize(
+    ("thai", "english", "expected"),
+    [
+        (THAI, ENGLISH, THAI),
+        (THAI + "\n\nหมายเหตุ: ชื่อมาร่าแปลเป็นภาษาไทย", ENGLISH, THAI),
+        ("มาร่าผูกเชือก\n(สำหรับการแปลงชื่อ)", "Mara tied the rope.", "มาร่าผูกเชือก"),
+        ("  มาร่าผูกเชือก  \n", "Mara tied the rope.", "มาร่าผูกเชือก"),
+        ("บรรทัดเดียว", "One.\n\nTwo.", "บรรทัดเดียว"),  # fewer lines are kept as they are
+    ],
+)
+def test_lines_added_after_the_translation_are_dropped(thai: str, english: str, expected: str) -> None:
+    assert drop_extra_lines(thai, english) == expected
+
+
+async def test_a_note_after_the_translation_is_cut_when_trimming(fake: FakeOpenAI, chat: OpenAIChat) -> None:
+    fake.script(Reply(THAI + "\n\nหมายเหตุ: ชื่อในเรื่องแปลเป็นภาษาไทย"))
+
+    result = await translate_to_thai(chat, ENGLISH, trim_extra_lines=True)
+
+    assert (result.text, result.attempts) == (THAI, 1)
+
+
+async def test_extra_paragraphs_are_kept_by_default(fake: FakeOpenAI, chat: OpenAIChat) -> None:
+    # A capable model may split one English paragraph in two: nothing may be lost.
+    answer = THAI + "\n\nย่อหน้าที่สองของเรื่อง"
+    fake.script(Reply(answer))
+
+    result = await translate_to_thai(chat, ENGLISH)
+
+    assert result.text == answer
+
+
+class RecordingChat:
+    """A ChatModel that answers in Thai and records the keyword arguments of each call."""
+
+    name = "recording"
+    sees_images = False
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    async def complete(self, messages, **kwargs) -> Completion:
+        self.calls.append(kwargs)
+        return Completion(text=THAI, input_tokens=10, output_tokens=20, model=self.name)
+
+
+async def test_thai_script_is_asked_of_the_backend() -> None:
+    chat = RecordingChat()
+
+    await translate_to_thai(chat, ENGLISH, max_tokens=100, temperature=0.2)
+
+    assert chat.calls == [{"max_tokens": 100, "temperature": 0.2, "script": "thai"}]

@@ -15,7 +15,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     min_thai_share: float = 0.95  # share of letters that must be Thai script
     max_tokens: int = 1500
-    temperature: float = 0.3
+    temperature: float = 0.0  # greedy: the small local model adds notes when sampling
     max_in_flight: int = 8  # remote model calls are I/O-bound
 
 

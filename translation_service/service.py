@@ -39,6 +39,7 @@ class Translator:
             min_share=self.settings.min_thai_share,
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
+            trim_extra_lines=self.settings.model.provider == "local",
         )
         usage = Usage(input_tokens=thai.input_tokens, output_tokens=thai.output_tokens)
         return Translated(text=thai.text, usage=usage, model=thai.model)

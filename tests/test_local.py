@@ -1,0 +1,83 @@
+"""The embedded offline default, end to end: no key, no network, the real local model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import nats
+import pytest
+
+from frame_service import config as frame_config
+from frame_service.service import start_service as start_frames
+from story_service import config as story_config
+from story_service.service import start_service as start_story
+from tests.conftest import NatsServer, gateway_client
+from tests.media import sample_photo, write_speech_video
+from translation_service import config as translation_config
+from translation_service.service import start_service as start_translation
+from translation_service.translate import thai_share
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+async def local_stack(tmp_path_factory):
+    """NATS and the three services configured exactly as `make run` with no key."""
+    server = NatsServer(tmp_path_factory.mktemp("nats-local")).start()
+    env: dict[str, str] = {"NATS_URL": server.url}
+    connections, servers = [], []
+    for start, config in (
+        (start_frames, frame_config),
+        (start_story, story_config),
+        (start_translation, translation_config),
+    ):
+        settings = config.load(env)
+        assert getattr(settings, "model", None) is None or settings.model.provider == "local"
+        client = await nats.connect(server.url)
+        connections.append(client)
+        servers.append(await start(client, settings))
+    yield server.url
+    for service in servers:
+        await service.stop()
+    for client in connections:
+        await client.drain()
+    server.stop()
+
+
+async def test_photo_story_in_english_and_thai_with_no_key(local_stack, gateway_settings):
+    settings = replace(gateway_settings, nats_url=local_stack)
+    photo = sample_photo("chelsea.png")
+    async with gateway_client(settings) as client:
+        response = await client.post(
+            "/analyze/",
+            files=[("files", (photo.name, photo.read_bytes(), "image/png"))],
+            data={"prompt": "a short bedtime story"},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    english, thai = body["english"], body["thai"]
+    assert len(english.split()) >= 40
+    assert "cat" in english.lower()  # the classifier's "likely" fact reached the story
+    assert thai_share(thai) >= 0.95
+    usage = body["usage_by_stage"]
+    # Real llama.cpp counts: the prompt holds the scene sheet, the answer the story.
+    assert usage["story"]["input_tokens"] > 100 and usage["story"]["output_tokens"] > 40
+    assert usage["translation"]["output_tokens"] > 40
+    assert body["token_usage"]["total_tokens"] == sum(
+        stage["input_tokens"] + stage["output_tokens"] for stage in usage.values()
+    )
+
+
+async def test_video_story_uses_what_is_said(local_stack, gateway_settings, tmp_path):
+    sentence = "The red lighthouse keeper feeds seven orange cats every morning."
+    video = write_speech_video(tmp_path / "speech.mp4", sentence)
+    settings = replace(gateway_settings, nats_url=local_stack)
+    async with gateway_client(settings) as client:
+        response = await client.post(
+            "/analyze/", files=[("files", (video.name, video.read_bytes(), "video/mp4"))]
+        )
+    assert response.status_code == 200, response.text
+    english = response.json()["english"].lower()
+    heard = [word for word in ("lighthouse", "keeper", "seven", "orange", "cats", "morning") if word in english]
+    assert len(heard) >= 2, english
+    assert thai_share(response.json()["thai"]) >= 0.95
