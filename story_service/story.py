@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +158,23 @@ def build_story_messages(
     ]
 
 
+_TAG = re.compile(r"</?(story|transcript|style_guidance|title)>", re.IGNORECASE)
+_HEADING = re.compile(r"^#{1,6}\s*", re.MULTILINE)
+_STORY_BLOCK = re.compile(r"<story>(.*?)(?:</story>|$)", re.IGNORECASE | re.DOTALL)
+
+
+def tidy_story(text: str) -> str:
+    """The story without our prompt's tags, which small models like to echo.
+
+    If the model wrapped its story in <story> tags, only that block is kept (what
+    stands around it is usually an echo of the prompt).
+    """
+    block = _STORY_BLOCK.search(text)
+    if block and block.group(1).strip():
+        text = block.group(1)
+    return _HEADING.sub("", _TAG.sub("", text)).strip()
+
+
 def build_sheet_messages(
     frames: Sequence[StoryFrame], prompt: str | None, video: VideoFacts | None
 ) -> list[dict[str, Any]]:
@@ -216,7 +234,7 @@ async def write_story(
         completion.output_tokens,
     )
     return Story(
-        text=completion.text.strip(),
+        text=tidy_story(completion.text),
         input_tokens=completion.input_tokens,
         output_tokens=completion.output_tokens,
         model=completion.model,

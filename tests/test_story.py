@@ -210,3 +210,21 @@ async def test_write_story_propagates_model_errors(fake: FakeOpenAI, chat: OpenA
     with pytest.raises(RateLimited) as caught:
         await write_story(chat, PHOTOS[:1], None, None)
     assert caught.value.retry_after == 3.0
+
+
+def test_echoed_prompt_tags_are_removed_from_the_story():
+    from story_service.story import tidy_story
+
+    echoed = (
+        "<transcript>\nI'm standing here.\n</transcript>\n\n"
+        "<story>\nThe Cup\n\nSteam rose from the espresso.\n</story>"
+    )
+    assert tidy_story(echoed) == "The Cup\n\nSteam rose from the espresso."
+    assert tidy_story("Plain story.\n<style_guidance>") == "Plain story."
+    assert tidy_story("  Untouched story.  ") == "Untouched story."
+
+
+def test_markdown_heading_and_title_tags_are_plain_text():
+    from story_service.story import tidy_story
+
+    assert tidy_story("### <title>Haytime</title>\n\nA field.") == "Haytime\n\nA field."
