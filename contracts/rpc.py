@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
+import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -200,10 +202,6 @@ async def run_until_signalled(
     nats_url: str, client_name: str, start: Callable[[Client], Awaitable[Server]]
 ) -> None:
     """Connect, start a service, wait for SIGINT/SIGTERM, then stop it and drain."""
-    import signal
-
-    import nats
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

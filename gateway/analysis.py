@@ -214,8 +214,8 @@ class _News:
             )
 
     async def relay(self, msg: Msg) -> None:
-        if self.sink is None:
-            return
+        # Subscribed only when there is a sink to relay to.
+        assert self.sink is not None
         try:
             self.sink(_progress_decoder.decode(msg.data))
         except (msgspec.DecodeError, msgspec.ValidationError):

@@ -123,9 +123,9 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
     status_code=200,
     media_type="text/event-stream",
     responses={
-        status: ResponseSpec(data_container=ErrorResponse, description=text, generate_examples=False)
-        for status, text in _ERRORS.items()
-        if status == 400
+        400: ResponseSpec(
+            data_container=ErrorResponse, description=_ERRORS[400], generate_examples=False
+        )
     },
 )
 async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
