@@ -24,21 +24,21 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from contracts import blobs, rpc  # noqa: E402
-from contracts.messages import ExtractFrames, MediaKind, StoryWritten, WriteStory  # noqa: E402
-from contracts.subjects import EXTRACT_FRAMES, WRITE_STORY  # noqa: E402
-from frame_service import config as frame_config  # noqa: E402
-from frame_service.service import start_service as start_frames  # noqa: E402
-from gateway import config as gateway_config  # noqa: E402
-from llm.provider import build_chat  # noqa: E402
-from story_service import config as story_config  # noqa: E402
-from story_service.service import StoryWriter  # noqa: E402
-from story_service.service import start_service as start_story  # noqa: E402
-from story_service.story import build_sheet_messages  # noqa: E402
-from tests.conftest import NatsServer, gateway_client  # noqa: E402
-from tests.media import sample_photo, sample_video  # noqa: E402
-from translation_service import config as translation_config  # noqa: E402
-from translation_service.service import start_service as start_translation  # noqa: E402
+from contracts import blobs, rpc
+from contracts.messages import ExtractFrames, MediaKind, StoryWritten, WriteStory
+from contracts.subjects import EXTRACT_FRAMES, WRITE_STORY
+from frame_service import config as frame_config
+from frame_service.service import start_service as start_frames
+from gateway import config as gateway_config
+from llm.provider import build_chat
+from story_service import config as story_config
+from story_service.service import StoryWriter
+from story_service.service import start_service as start_story
+from story_service.story import build_sheet_messages
+from tests.conftest import NatsServer, gateway_client
+from tests.media import sample_photo, sample_video
+from translation_service import config as translation_config
+from translation_service.service import start_service as start_translation
 
 
 def median(values: list[float]) -> float:
@@ -51,7 +51,8 @@ async def stage_latency(url: str, path: Path, runs: int) -> dict[str, float]:
     async with gateway_client(settings) as client:
         for run in range(runs + 1):  # the first run warms caches and is not counted
             response = await client.post(
-                "/analyze/", files=[("files", (path.name, path.read_bytes(), "application/octet-stream"))]
+                "/analyze/",
+                files=[("files", (path.name, path.read_bytes(), "application/octet-stream"))],
             )
             response.raise_for_status()
             if run:
@@ -113,7 +114,9 @@ async def main(runs: int) -> None:
             ]
             store = await blobs.open_bucket(nc.jetstream(), 900)
             print(f"model: {chat.name}; {runs} warm run(s) each, medians\n")
-            print(f"{'input':<28}{'frames ms':>11}{'story ms':>11}{'translate ms':>14}{'total ms':>11}")
+            print(
+                f"{'input':<28}{'frames ms':>11}{'story ms':>11}{'translate ms':>14}{'total ms':>11}"
+            )
             for label, path in (
                 ("photo chelsea.png", sample_photo("chelsea.png")),
                 ("video bigbuckbunny.mp4 5.3s", sample_video("bigbuckbunny.mp4")),

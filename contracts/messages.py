@@ -45,6 +45,7 @@ _STATUS = {
     FailureCode.INTERNAL: 500,
 }
 
+
 class Failure(Message):
     """The one error reply every endpoint may send instead of its result."""
 

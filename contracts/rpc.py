@@ -65,7 +65,7 @@ async def call(nc: Client, endpoint: Endpoint, request: Message, *, timeout: flo
         msg = await nc.request(endpoint.subject, _encoder.encode(request), timeout=timeout)
     except NoRespondersError as err:
         raise ServiceNotRunning(endpoint, f"the {_label(endpoint)} is not running") from err
-    except (NatsTimeoutError, asyncio.TimeoutError) as err:
+    except (TimeoutError, NatsTimeoutError) as err:
         raise ServiceTimedOut(
             endpoint, f"the {_label(endpoint)} did not answer within {timeout:g} s"
         ) from err
@@ -133,7 +133,7 @@ class Server:
                 )
             except tuple(error_codes) as err:
                 failure = _failure_for(err, error_codes)
-            except Exception:  # noqa: BLE001 - the task boundary: micro cannot see this task
+            except Exception:
                 log.exception("%s failed", endpoint.subject)
                 failure = Failure(
                     code=FailureCode.INTERNAL, detail=f"the {_label(endpoint)} failed unexpectedly"

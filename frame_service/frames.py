@@ -1,6 +1,7 @@
 """Frame extraction: turns uploaded photos and videos into small, metadata-free JPEG pictures."""
 
 import io
+import itertools
 import logging
 import math
 import os
@@ -203,20 +204,18 @@ def pick_scene_frames(
         key=lambda index: (-strengths[index], index),
     )
     edges = [0, *sorted(strongest[: count - 1]), total]
-    shots = list(zip(edges, edges[1:]))
+    shots = list(itertools.pairwise(edges))
     seats = [1] * len(shots)
     for _ in range(count - len(shots)):
         # D'Hondt allocation: the shot with most candidates per pick gets the next one.
-        growable = [
-            shot for shot, (start, stop) in enumerate(shots) if seats[shot] < stop - start
-        ]
+        growable = [shot for shot, (start, stop) in enumerate(shots) if seats[shot] < stop - start]
         best = max(
             growable,
             key=lambda shot: ((shots[shot][1] - shots[shot][0]) / (seats[shot] + 1), -shot),
         )
         seats[best] += 1
     picks = []
-    for (start, stop), picks_in_shot in zip(shots, seats):
+    for (start, stop), picks_in_shot in zip(shots, seats, strict=True):
         length = stop - start
         picks.extend(
             start + (2 * slot + 1) * length // (2 * picks_in_shot) for slot in range(picks_in_shot)

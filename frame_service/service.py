@@ -70,7 +70,9 @@ class FrameExtractor:
 
     async def extract(self, request: ExtractFrames) -> FramesExtracted:
         reporter = Reporter(self.nc, request.progress, request.request_id)
-        with tempfile.TemporaryDirectory(prefix="imgstory-frames-", dir=self.settings.work_dir) as tmp:
+        with tempfile.TemporaryDirectory(
+            prefix="imgstory-frames-", dir=self.settings.work_dir
+        ) as tmp:
             path = Path(tmp) / "upload"
             await blobs.fetch_to_file(self.store, request.upload, path)
             if request.kind is MediaKind.VIDEO:
@@ -93,13 +95,17 @@ class FrameExtractor:
         log.info("request %s: %s -> %d frame(s)", request.request_id, request.kind, len(frames))
         return FramesExtracted(frames=frames, video=video)
 
-    def _describe(self, pictures: list[Picture], capture: Capture | None) -> list[SceneFacts | None]:
+    def _describe(
+        self, pictures: list[Picture], capture: Capture | None
+    ) -> list[SceneFacts | None]:
         if self.perceiver is None:
             return [None] * len(pictures)
         described = []
         for picture in pictures:
             with Image.open(io.BytesIO(picture.jpeg)) as image:
-                described.append(_scene_facts(self.perceiver.describe(image.convert("RGB")), capture))
+                described.append(
+                    _scene_facts(self.perceiver.describe(image.convert("RGB")), capture)
+                )
         return described
 
     def _transcribe(self, path: Path) -> Transcript | None:
@@ -112,7 +118,7 @@ class FrameExtractor:
     ) -> list[Frame]:
         frames: list[Frame] = []
         try:
-            for index, (picture, picture_facts) in enumerate(zip(pictures, facts)):
+            for index, (picture, picture_facts) in enumerate(zip(pictures, facts, strict=True)):
                 name = blobs.frame_name(upload, index)
                 await blobs.put_bytes(self.store, name, picture.jpeg)
                 frames.append(

@@ -9,7 +9,9 @@ from gateway.app import create_app
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = config.load()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
 

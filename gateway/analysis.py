@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
-
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.object_store import ObjectStore
@@ -148,7 +147,7 @@ class Analyzer:
         frames: list[Frame] = []
         video: VideoInfo | None = None
         problem: BaseException | None = None
-        for upload, reply in zip(stored.uploads, replies):
+        for upload, reply in zip(stored.uploads, replies, strict=True):
             match reply:
                 case FramesExtracted():
                     frames.extend(reply.frames)

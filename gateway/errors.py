@@ -72,7 +72,6 @@ def _handle(request: Request, exc: Exception) -> Response[ErrorResponse]:
     return error_response(problem)
 
 
-EXCEPTION_HANDLERS = {
-    exc_type: _handle
-    for exc_type in (UploadError, RemoteFailure, CallError, NatsError, HTTPException, Exception)
-}
+EXCEPTION_HANDLERS = dict.fromkeys(
+    (UploadError, RemoteFailure, CallError, NatsError, HTTPException, Exception), _handle
+)

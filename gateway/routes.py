@@ -94,7 +94,9 @@ def api_docs() -> File:
     operation_class=AnalyzeOperation,
     status_code=200,
     responses={
-        status: ResponseSpec(data_container=ErrorResponse, description=text, generate_examples=False)
+        status: ResponseSpec(
+            data_container=ErrorResponse, description=text, generate_examples=False
+        )
         for status, text in _ERRORS.items()
     },
 )
@@ -151,7 +153,7 @@ async def readyz(state: State) -> Response[Health]:
     if not nc.is_connected:
         return Response(Health(status="not ready", nats=False), status_code=503)
     answers = await asyncio.gather(*(_ping(nc, s, state.settings.ping_timeout) for s in SERVICES))
-    services = {s.name: ok for s, ok in zip(SERVICES, answers)}
+    services = {s.name: ok for s, ok in zip(SERVICES, answers, strict=True)}
     ready = all(answers)
     return Response(
         Health(status="ready" if ready else "not ready", services=services),
@@ -162,7 +164,7 @@ async def readyz(state: State) -> Response[Health]:
 async def _ping(nc: Client, spec: ServiceSpec, timeout: float) -> bool:
     try:
         await nc.request(ping_subject(spec), b"", timeout=timeout)
-    except (NoRespondersError, NatsTimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, NoRespondersError, NatsTimeoutError):
         return False
     return True
 

@@ -36,7 +36,7 @@ class UploadError(Exception):
 
 def sniff(head: bytes) -> MediaKind | None:
     """The media kind the first bytes of a file announce, or None if unsupported."""
-    if head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n"):
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
         return MediaKind.IMAGE
     if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] not in _ISOBMFF_IMAGE_BRANDS:
         return MediaKind.VIDEO
@@ -120,7 +120,9 @@ class _FormSink:
             return
         images = sum(1 for f in self.form.files if f.kind is MediaKind.IMAGE)
         if images >= self.limits.max_images:
-            raise UploadError(f"too many files: at most {self.limits.max_images} images per request")
+            raise UploadError(
+                f"too many files: at most {self.limits.max_images} images per request"
+            )
         filename = options.get(b"filename", b"").decode("utf-8", "replace") or "upload"
         fd, path = tempfile.mkstemp(prefix="imgstory-upload-", dir=self.directory)
         self._file = ReceivedFile(path=Path(path), filename=filename)

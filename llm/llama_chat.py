@@ -100,7 +100,9 @@ class LlamaChat:
                 verbose=False,
             )
         except ValueError as err:
-            raise ModelUnavailable(f"llama.cpp could not load the model {path.name}: {err}") from err
+            raise ModelUnavailable(
+                f"llama.cpp could not load the model {path.name}: {err}"
+            ) from err
         if handler is not None:
             try:
                 # The handler opens the projector on the first request; open it now so
@@ -190,12 +192,16 @@ class LlamaChat:
                     )
                 if has_image:
                     for part in content:
-                        if part.get("type") == "image_url" and not _image_url(part).startswith("data:"):
+                        if part.get("type") == "image_url" and not _image_url(part).startswith(
+                            "data:"
+                        ):
                             raise ValueError("the local model only takes pictures as data: URLs")
                     prepared.append(dict(message))
                     continue
                 # Text-only chat templates expect a string, so join the text parts.
-                text = "\n\n".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+                text = "\n\n".join(
+                    str(part.get("text", "")) for part in content if part.get("type") == "text"
+                )
                 prepared.append({**message, "content": text})
             else:
                 prepared.append(dict(message))
@@ -248,11 +254,15 @@ class LlamaChat:
             except ValueError as err:
                 raise self._value_error(err) from err
             except RuntimeError as err:
-                raise ModelUnavailable(f"the local model {self.name} failed while generating: {err}") from err
+                raise ModelUnavailable(
+                    f"the local model {self.name} failed while generating: {err}"
+                ) from err
             elapsed = time.perf_counter() - started
         return self._completion(response, watcher, max_tokens, elapsed)
 
-    def _completion(self, response: Any, watcher: _Watcher, max_tokens: int, elapsed: float) -> Completion:
+    def _completion(
+        self, response: Any, watcher: _Watcher, max_tokens: int, elapsed: float
+    ) -> Completion:
         choice = response["choices"][0]
         text = choice["message"].get("content") or ""
         usage = response.get("usage") or {}
@@ -267,7 +277,11 @@ class LlamaChat:
                 output_tokens,
             )
         elif choice.get("finish_reason") == "length":
-            log.warning("local model %s hit the %d token limit; the answer is cut short", self.name, max_tokens)
+            log.warning(
+                "local model %s hit the %d token limit; the answer is cut short",
+                self.name,
+                max_tokens,
+            )
         if input_tokens + max_tokens > self.n_ctx:
             log.warning(
                 "local model %s: %d prompt tokens left room for only %d of %d answer tokens",
@@ -289,7 +303,9 @@ class LlamaChat:
             elapsed,
             output_tokens / elapsed if elapsed > 0 else 0.0,
         )
-        return Completion(text=text, input_tokens=input_tokens, output_tokens=output_tokens, model=self.name)
+        return Completion(
+            text=text, input_tokens=input_tokens, output_tokens=output_tokens, model=self.name
+        )
 
     def _value_error(self, err: ValueError) -> Exception:
         message = str(err)
@@ -303,7 +319,9 @@ class LlamaChat:
             )
         if "bitmap" in message.lower() or "image" in message.lower():
             return ModelRejected("the local model could not read one of the pictures")
-        return ModelUnavailable(f"the local model {self.name} could not handle the request: {message}")
+        return ModelUnavailable(
+            f"the local model {self.name} could not handle the request: {message}"
+        )
 
 
 def _vision_handler(projector: Path) -> Any:
@@ -374,7 +392,9 @@ class _Watcher:
         self._sent = ""
         self.loop_at: int | None = None
 
-    def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
+    def __call__(
+        self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]
+    ) -> npt.NDArray[np.single]:
         if self._prompt_length is None:
             self._prompt_length = len(input_ids)
         self._answer = input_ids[self._prompt_length :].tolist()

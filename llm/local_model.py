@@ -158,7 +158,9 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 def _concatenate(sources: Sequence[Path], target: Path, *, size: int, sha256: str) -> None:
     digest = hashlib.sha256()
     written = 0
-    handle, temp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=target.name + ".", suffix=".part", dir=target.parent
+    )
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as out:

@@ -37,7 +37,9 @@ _KEY_LIKE = re.compile(r"\b(?:sk|rk|pk|sess)-[A-Za-z0-9_\-*]{6,}")
 _MAX_DETAIL_CHARS = 300
 
 
-def retry_after_seconds(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+def retry_after_seconds(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
     """Return the server's retry hint in seconds, or None when it gave none we can read.
 
     Reads `retry-after-ms` first (OpenAI's precise variant), then `retry-after`
@@ -163,13 +165,17 @@ class OpenAIChat:
         except openai.APITimeoutError as err:
             raise ModelUnavailable("the request to the model provider timed out") from err
         except openai.APIConnectionError as err:
-            raise ModelUnavailable("the model provider is unavailable: could not connect to it") from err
+            raise ModelUnavailable(
+                "the model provider is unavailable: could not connect to it"
+            ) from err
         except openai.APIError as err:
             # Left over: answers the SDK could not read (e.g. APIResponseValidationError).
             raise ModelUnavailable("the model provider sent an answer we could not read") from err
         except json.JSONDecodeError as err:
             # The SDK lets a broken JSON body of a 200 answer escape unwrapped.
-            raise ModelUnavailable("the model server sent malformed JSON (check the base URL)") from err
+            raise ModelUnavailable(
+                "the model server sent malformed JSON (check the base URL)"
+            ) from err
         return self._completion(response, max_tokens)
 
     async def _streamed(
@@ -242,7 +248,9 @@ class OpenAIChat:
                 )
             raise ModelUnavailable("the model returned an empty answer")
         if finish_reason == "length":
-            log.warning("model %s hit the %d token limit; the answer is cut short", self.model, max_tokens)
+            log.warning(
+                "model %s hit the %d token limit; the answer is cut short", self.model, max_tokens
+            )
 
         usage = getattr(response, "usage", None)
         if usage is None:
@@ -277,13 +285,20 @@ class OpenAIChat:
         code = str(err.code or "").lower()
         param = str(err.param or "").lower()
         detail = self._provider_detail(err)
-        log.warning("model provider refused the request (HTTP %d, code %s): %s", err.status_code, code, detail)
+        log.warning(
+            "model provider refused the request (HTTP %d, code %s): %s",
+            err.status_code,
+            code,
+            detail,
+        )
         if code in _CONFIG_CODES or param in _CONFIG_PARAMS:
             return ModelUnavailable(
                 f"the model {self.model!r} does not accept our request settings: {detail}"
             )
         if code in _TOO_LONG_CODES:
-            return ModelRejected("the request is too long for the model (try fewer pictures or a shorter prompt)")
+            return ModelRejected(
+                "the request is too long for the model (try fewer pictures or a shorter prompt)"
+            )
         if code in _POLICY_CODES:
             return ModelRejected("the model provider's content policy blocked this request")
         return ModelRejected(f"the model provider rejected the request: {detail}")
@@ -296,7 +311,9 @@ class OpenAIChat:
                 f"the model provider is unavailable (HTTP {status} server error); try again later"
             )
         if status == 413:
-            return ModelRejected("the request is too large for the model provider (try fewer or smaller pictures)")
+            return ModelRejected(
+                "the request is too large for the model provider (try fewer or smaller pictures)"
+            )
         if status == 408:
             return ModelUnavailable("the request to the model provider timed out")
         return ModelUnavailable(f"the model provider answered with unexpected HTTP status {status}")

@@ -61,11 +61,15 @@ class ThaiMask:
                     opening[token] = True
         ends = list(end_tokens)
         allowed[b""][ends] = True  # the answer may end between characters, but not inside one
-        self._masks = {prefix: np.where(ok, 0.0, -np.inf).astype(np.float32) for prefix, ok in allowed.items()}
+        self._masks = {
+            prefix: np.where(ok, 0.0, -np.inf).astype(np.float32) for prefix, ok in allowed.items()
+        }
         self._opening = np.where(opening, 0.0, -np.inf).astype(np.float32)
         self.allowed_tokens = int(allowed[b""].sum())
 
-    def apply(self, scores: npt.NDArray[np.single], pending: bytes, *, first: bool) -> npt.NDArray[np.single]:
+    def apply(
+        self, scores: npt.NDArray[np.single], pending: bytes, *, first: bool
+    ) -> npt.NDArray[np.single]:
         """Return `scores` with every token that would leave Thai script made impossible.
 
         `pending` holds the bytes of an unfinished character at the end of the answer so

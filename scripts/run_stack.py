@@ -39,7 +39,7 @@ def start_nats(url: str) -> subprocess.Popen | None:
         return None
     binary = shutil.which("nats-server")
     if binary is None:
-        sys.exit("no NATS server answers at %s and nats-server is not installed" % url)
+        sys.exit(f"no NATS server answers at {url} and nats-server is not installed")
     store = ROOT / ".cache" / "nats"
     store.mkdir(parents=True, exist_ok=True)
     log.info("starting nats-server on %s:%d (store %s)", host, port, store)
@@ -53,7 +53,9 @@ def start_nats(url: str) -> subprocess.Popen | None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     url = os.environ.setdefault("NATS_URL", "nats://127.0.0.1:4222")
     # llama.cpp's OpenMP threads spin while idle; two model processes share these cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -73,7 +75,7 @@ def main() -> int:
     log.info("ImgStory is starting on http://localhost:%s (Ctrl-C stops everything)", port)
     code = 0
     while not stopping:
-        for module, process in zip(SERVICES, processes):
+        for module, process in zip(SERVICES, processes, strict=True):
             if process.poll() is not None:
                 log.error("%s exited with code %s; stopping the rest", module, process.returncode)
                 stopping, code = True, 1

@@ -9,10 +9,14 @@ from story_service.service import start_service
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = config.load()
     asyncio.run(
-        run_until_signalled(settings.nats_url, "imgstory-story", lambda nc: start_service(nc, settings))
+        run_until_signalled(
+            settings.nats_url, "imgstory-story", lambda nc: start_service(nc, settings)
+        )
     )
 
 

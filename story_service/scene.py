@@ -63,7 +63,9 @@ def _people(facts: PictureFacts) -> str | None:
     if facts.faces is None:
         return None
     if facts.faces == 0:
-        return "no human face detected" + (" (a person may still be present)" if facts.people else "")
+        return "no human face detected" + (
+            " (a person may still be present)" if facts.people else ""
+        )
     return f"{facts.faces} human face{'s' if facts.faces > 1 else ''} detected"
 
 
@@ -104,10 +106,14 @@ def scene_sheet(
             title = f"Frame {number} at {format_clock(picture.timestamp)}"
         else:
             title = f"Photo {number} of {total}"
-        body = "\n".join(f"- {line}" for line in picture_lines(picture.facts, share_place=share_place))
+        body = "\n".join(
+            f"- {line}" for line in picture_lines(picture.facts, share_place=share_place)
+        )
         blocks.append(f"{title}\n{body}")
     if video_duration is not None:
-        blocks.append(f"The frames come in order from one video lasting {format_clock(video_duration)}.")
+        blocks.append(
+            f"The frames come in order from one video lasting {format_clock(video_duration)}."
+        )
     if transcript:
         language = f" (language: {transcript_language})" if transcript_language else ""
         blocks.append(f"Spoken in the video{language}:\n<transcript>\n{transcript}\n</transcript>")

@@ -29,9 +29,7 @@ ERRORS = {
 
 
 class StoryWriter:
-    def __init__(
-        self, nc: Client, chat: ChatModel, store: ObjectStore, settings: Settings
-    ) -> None:
+    def __init__(self, nc: Client, chat: ChatModel, store: ObjectStore, settings: Settings) -> None:
         self.nc = nc
         self.chat = chat
         self.store = store
@@ -39,10 +37,12 @@ class StoryWriter:
 
     async def frames_of(self, request: WriteStory) -> list[StoryFrame]:
         """The request's frames fetched from the blob store, with their facts."""
-        images = await asyncio.gather(*(blobs.fetch_bytes(self.store, f.object) for f in request.frames))
+        images = await asyncio.gather(
+            *(blobs.fetch_bytes(self.store, f.object) for f in request.frames)
+        )
         return [
             StoryFrame(jpeg=jpeg, timestamp=f.timestamp, facts=_facts(f.facts))
-            for jpeg, f in zip(images, request.frames)
+            for jpeg, f in zip(images, request.frames, strict=True)
         ]
 
     async def write(self, request: WriteStory) -> StoryWritten:
@@ -79,7 +79,9 @@ class StoryWriter:
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
     """Start the story micro service on ``nc``; ``chat`` defaults to the configured model."""
     store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
-    writer = StoryWriter(nc, chat or await asyncio.to_thread(build_chat, settings.model), store, settings)
+    writer = StoryWriter(
+        nc, chat or await asyncio.to_thread(build_chat, settings.model), store, settings
+    )
     server = await Server.start(nc, STORY)
     await server.add(WRITE_STORY, writer.write, errors=ERRORS, max_in_flight=settings.max_in_flight)
     return server

@@ -110,7 +110,9 @@ def _intro(count: int, video: VideoFacts | None) -> str:
         f"Here {'is' if count == 1 else 'are'} {count} "
         f"{'frame' if count == 1 else 'frames'} taken in order from one video lasting "
         f"{format_clock(video.duration)} ({video.duration:.1f} seconds).",
-        "The video has sound, which is not included here." if video.has_audio else "The video has no sound.",
+        "The video has sound, which is not included here."
+        if video.has_audio
+        else "The video has no sound.",
     ]
     transcript = _fence(video.transcript or "")
     if transcript:
@@ -150,7 +152,9 @@ def build_story_messages(
         else:
             label = f"Frame {number} at {format_clock(frame.timestamp)}"
         parts.append({"type": "text", "text": label})
-        parts.append({"type": "image_url", "image_url": {"url": _data_url(frame.jpeg), "detail": detail}})
+        parts.append(
+            {"type": "image_url", "image_url": {"url": _data_url(frame.jpeg), "detail": detail}}
+        )
     parts.append({"type": "text", "text": "Now write the story, in English."})
     return [
         {"role": "system", "content": SYSTEM_PROMPT},

@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def nats_server_binary() -> str:
     """The nats-server on PATH, or the one the virtualenv installed."""
-    found = shutil.which("nats-server") or shutil.which("nats-server", path=str(Path(sys.executable).parent))
+    found = shutil.which("nats-server") or shutil.which(
+        "nats-server", path=str(Path(sys.executable).parent)
+    )
     if not found:
         pytest.fail("nats-server not found: run `make test`, which installs it")
     return found
@@ -52,7 +54,16 @@ class NatsServer:
 
     def start(self) -> NatsServer:
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", str(self.store_dir)],
+            [
+                nats_server_binary(),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "-1",
+                "-sd",
+                str(self.store_dir),
+            ],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -115,7 +126,12 @@ def openai(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
 def fake_model_settings(fake: FakeOpenAI, model: str) -> ModelSettings:
     # One retry keeps the SDK's retry path honest while keeping tests quick.
     return ModelSettings(
-        provider="openai", model=model, api_key="sk-test-not-a-real-key", base_url=fake.base_url, timeout=1.5, max_retries=1
+        provider="openai",
+        model=model,
+        api_key="sk-test-not-a-real-key",
+        base_url=fake.base_url,
+        timeout=1.5,
+        max_retries=1,
     )
 
 
@@ -183,7 +199,9 @@ async def gateway_client(settings: gateway_config.Settings) -> AsyncIterator[htt
     app = create_app(settings)
     async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", timeout=60
+        ) as client:
             yield client
 
 

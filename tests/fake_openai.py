@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -102,7 +103,11 @@ class RecordedRequest:
     @property
     def image_urls(self) -> list[str]:
         """The image URLs of every image part, in order."""
-        return [part["image_url"]["url"] for part in _parts(self.messages) if part.get("type") == "image_url"]
+        return [
+            part["image_url"]["url"]
+            for part in _parts(self.messages)
+            if part.get("type") == "image_url"
+        ]
 
     @property
     def text(self) -> str:
@@ -171,7 +176,8 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("fake OpenAI server: error while handling a request", exc_info=True)
+        # socketserver calls this from inside its own except block, so exc_info is set.
+        log.debug("fake OpenAI server: error while handling a request", exc_info=True)  # noqa: LOG014
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -180,21 +186,26 @@ class _Handler(BaseHTTPRequestHandler):
     # connection can outlive stop() and reach a stopped fake.
     protocol_version = "HTTP/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("fake OpenAI server: " + format, *args)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         fake = self.server.fake
         fake._record(RecordedRequest("GET", self.path, self._headers(), None))
         if self.path.rstrip("/") == "/v1/models":
             self._send_json(
                 200,
-                {"object": "list", "data": [{"id": fake.model, "object": "model", "created": 0, "owned_by": "fake"}]},
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": fake.model, "object": "model", "created": 0, "owned_by": "fake"}
+                    ],
+                },
             )
         else:
             self._send_error_json(404, {}, None)
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:
         fake = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -239,18 +250,27 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer as the real API streams: one chunk per word, then usage if asked, then [DONE]."""
         choice = completion["choices"][0]
         text = choice["message"]["content"] or ""
-        base = {k: completion[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        base = {k: completion[k] for k in ("id", "created", "model")} | {
+            "object": "chat.completion.chunk"
+        }
         pieces = re.findall(r"\S+\s*|\s+", text)
         chunks = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
-        events = [base | {"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in chunks]
-        events.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+        events = [
+            base | {"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in chunks
+        ]
+        events.append(
+            base
+            | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
+        )
         if (request.get("stream_options") or {}).get("include_usage") and "usage" in completion:
             events.append(base | {"choices": [], "usage": completion["usage"]})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         for event in events:
-            self.wfile.write(b"data: " + json.dumps(event, ensure_ascii=False).encode("utf-8") + b"\n\n")
+            self.wfile.write(
+                b"data: " + json.dumps(event, ensure_ascii=False).encode("utf-8") + b"\n\n"
+            )
             self.wfile.flush()
         self.wfile.write(b"data: [DONE]\n\n")
 
@@ -258,20 +278,30 @@ class _Handler(BaseHTTPRequestHandler):
         return {key.lower(): value for key, value in self.headers.items()}
 
     def _send_error_json(
-        self, code: int, headers: Mapping[str, str], body: Any, request: RecordedRequest | None = None
+        self,
+        code: int,
+        headers: Mapping[str, str],
+        body: Any,
+        request: RecordedRequest | None = None,
     ) -> None:
         if body is None:
-            kind, error_code, message = _STATUS_DEFAULTS.get(code, ("server_error", None, "The server had an error."))
+            kind, error_code, message = _STATUS_DEFAULTS.get(
+                code, ("server_error", None, "The server had an error.")
+            )
             if code == 401 and request is not None:
                 # Like a careless provider, echo the key so tests can prove we never pass it on.
                 key = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                message = f"Incorrect API key provided: {key}. You can find your API key in your account."
+                message = (
+                    f"Incorrect API key provided: {key}. You can find your API key in your account."
+                )
             body = {"error": {"message": message, "type": kind, "param": None, "code": error_code}}
         data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
         self._send(code, data, "application/json", headers)
 
     def _send_json(self, code: int, payload: Any) -> None:
-        self._send(code, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json", {})
+        self._send(
+            code, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json", {}
+        )
 
     def _send(self, code: int, data: bytes, content_type: str, headers: Mapping[str, str]) -> None:
         self.send_response(code)
@@ -310,7 +340,10 @@ class FakeOpenAI:
         self._stopping.clear()
         self._server = _Server(self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-openai",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -383,10 +416,14 @@ class FakeOpenAI:
 
     def _completion_json(self, reply: Reply, request: RecordedRequest) -> dict[str, Any]:
         prompt_tokens = (
-            reply.prompt_tokens if reply.prompt_tokens is not None else count_prompt_tokens(request.messages)
+            reply.prompt_tokens
+            if reply.prompt_tokens is not None
+            else count_prompt_tokens(request.messages)
         )
         completion_tokens = (
-            reply.completion_tokens if reply.completion_tokens is not None else count_completion_tokens(reply.text)
+            reply.completion_tokens
+            if reply.completion_tokens is not None
+            else count_completion_tokens(reply.text)
         )
         payload: dict[str, Any] = {
             "id": f"chatcmpl-fake-{next(self._ids)}",
@@ -396,7 +433,11 @@ class FakeOpenAI:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text, "refusal": reply.refusal},
+                    "message": {
+                        "role": "assistant",
+                        "content": reply.text,
+                        "refusal": reply.refusal,
+                    },
                     "logprobs": None,
                     "finish_reason": reply.finish_reason,
                 }
@@ -419,10 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     with FakeOpenAI(model=args.model) as fake:
         sys.stdout.write(fake.base_url + "\n")
         sys.stdout.flush()
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

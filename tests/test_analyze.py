@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import gateway_client
 from tests.fake_openai import (
     THAI_ANSWER,
     Delay,
@@ -17,7 +18,6 @@ from tests.fake_openai import (
     count_prompt_tokens,
     default_answer,
 )
-from tests.conftest import gateway_client
 from tests.media import sample_photo, sample_video, write_audio_only_mp4, write_jpeg
 from translation_service.translate import thai_share
 
@@ -101,7 +101,10 @@ async def test_photo_bytes_sent_upstream_carry_no_gps(gateway, openai, tmp_path)
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda d: _write(d / "notes.jpg", b"just some text, not a picture"), "unsupported file type"),
+        (
+            lambda d: _write(d / "notes.jpg", b"just some text, not a picture"),
+            "unsupported file type",
+        ),
         (lambda d: _write(d / "empty.png", b""), "empty"),
         (lambda d: _write(d / "fake.gif", b"GIF89a" + b"\0" * 64), "unsupported file type"),
         (lambda d: _write(d / "broken.jpg", b"\xff\xd8\xff\xe0" + b"\x13" * 500), "image"),
@@ -156,7 +159,9 @@ async def test_two_videos_are_400(gateway, openai):
 
 async def test_no_files_is_400(gateway, openai):
     async with gateway() as client:
-        response = await client.post("/analyze/", data={"prompt": "a story"}, files={"x": ("a", b"b")})
+        response = await client.post(
+            "/analyze/", data={"prompt": "a story"}, files={"x": ("a", b"b")}
+        )
         assert response.status_code == 400
         assert "no files" in response.json()["detail"]
         response = await client.post("/analyze/", json={"files": []})

@@ -81,7 +81,9 @@ async def site(nats_url, services, tmp_path_factory) -> AsyncIterator[str]:
     port = free_port()
     uploads = tmp_path_factory.mktemp("browser-uploads")
     env = service_env(nats_url, IMGSTORY_PORT=str(port), IMGSTORY_UPLOAD_DIR=str(uploads))
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", cwd=ROOT, env=env)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", cwd=ROOT, env=env
+    )
     for _ in range(150):
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -118,7 +120,9 @@ class Tab:
         return await self.page.evaluate("document.documentElement.scrollWidth")
 
 
-async def open_tab(browser: Browser, base: str, width: int = 1280, height: int = 900, path: str = "/") -> Tab:
+async def open_tab(
+    browser: Browser, base: str, width: int = 1280, height: int = 900, path: str = "/"
+) -> Tab:
     context = await browser.new_context(
         viewport={"width": width, "height": height}, accept_downloads=True, base_url=base
     )
@@ -146,7 +150,9 @@ async def tabs(browser, site) -> AsyncIterator[list[Tab]]:
     opened: list[Tab] = []
     yield opened
     for tab in opened:
-        outside = [r.url for r in tab.requests if not r.url.startswith((tab.base, "blob:", "data:"))]
+        outside = [
+            r.url for r in tab.requests if not r.url.startswith((tab.base, "blob:", "data:"))
+        ]
         assert outside == [], "the page fetched something from elsewhere"
         assert tab.problems == []
         await tab.page.context.close()
@@ -166,7 +172,9 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
     events = []
     for block in re.split(r"\r?\n\r?\n", body):
         name = re.search(r"^event: ?(.*)$", block, re.M)
-        data = "\n".join(line[5:].lstrip() for line in block.splitlines() if line.startswith("data:"))
+        data = "\n".join(
+            line[5:].lstrip() for line in block.splitlines() if line.startswith("data:")
+        )
         if data:
             events.append((name.group(1).strip() if name else "message", json.loads(data)))
     return events
@@ -174,7 +182,9 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
 
 async def stream_response_events(tab: Tab, action) -> list[tuple[str, dict]]:
     """Run `action` (which submits the form) and return the events of the stream it opened."""
-    async with tab.page.expect_response(lambda r: "/analyze/stream" in r.url, timeout=60_000) as info:
+    async with tab.page.expect_response(
+        lambda r: "/analyze/stream" in r.url, timeout=60_000
+    ) as info:
         await action()
     response = await info.value
     assert response.status == 200, await response.text()
@@ -198,10 +208,14 @@ async def test_photo_gives_english_and_thai_stories_with_usage(new_tab, openai, 
     await expect(page.locator("#previews img")).to_have_count(1)
     await expect(page.locator("#selection-summary")).to_contain_text("1 photo selected")
     await page.get_by_role("button", name="Travel show").click()
-    await expect(page.get_by_role("button", name="Travel show")).to_have_attribute("aria-pressed", "true")
+    await expect(page.get_by_role("button", name="Travel show")).to_have_attribute(
+        "aria-pressed", "true"
+    )
     await tab.shot("photo-1-ready")
 
-    events = await stream_response_events(tab, lambda: page.get_by_role("button", name="Write my story").click())
+    events = await stream_response_events(
+        tab, lambda: page.get_by_role("button", name="Write my story").click()
+    )
     result = dict(events)["result"]
     await expect(page.locator("#results")).to_be_visible()
 
@@ -221,7 +235,9 @@ async def test_photo_gives_english_and_thai_stories_with_usage(new_tab, openai, 
 
     usage = result["token_usage"]
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
-    await expect(page.locator("#usage")).to_contain_text(f"{usage['total_tokens']:,} tokens in total")
+    await expect(page.locator("#usage")).to_contain_text(
+        f"{usage['total_tokens']:,} tokens in total"
+    )
     await expect(page.locator("#usage-rows tr")).to_have_count(3)
     # The preset's text reached the story model as the style prompt.
     assert "travel TV show" in openai.requests[0].text
@@ -263,7 +279,9 @@ async def test_video_shows_a_preview_and_the_stages_advance_in_order(new_tab, op
 
     async with page.expect_response(lambda r: "/analyze/stream" in r.url, timeout=60_000) as info:
         await page.get_by_role("button", name="Write my story").click()
-        await expect(page.locator('.stage.is-active[data-stage="translating"]')).to_be_visible(timeout=60_000)
+        await expect(page.locator('.stage.is-active[data-stage="translating"]')).to_be_visible(
+            timeout=60_000
+        )
         await tab.shot("video-2-progress")
     events = sse_events(await (await info.value).text())
     await expect(page.locator("#results")).to_be_visible(timeout=60_000)
@@ -301,19 +319,25 @@ async def test_oversized_files_are_refused_without_a_request(new_tab, tmp_path):
     await page.set_input_files("#files", big_photo)
     error = page.locator("#files-error")
     await expect(error).to_be_visible()
-    await expect(error).to_contain_text("“holiday.jpg” is too large (10.1 MB): each photo can be at most 10 MB")
+    await expect(error).to_contain_text(
+        "“holiday.jpg” is too large (10.1 MB): each photo can be at most 10 MB"
+    )
     await expect(page.locator("#previews li")).to_have_count(0)
     await tab.shot("oversized-photo")
 
     await page.set_input_files("#files", big_video)
-    await expect(error).to_contain_text("“long.mp4” is too large (50.1 MB): a video can be at most 50 MB")
+    await expect(error).to_contain_text(
+        "“long.mp4” is too large (50.1 MB): a video can be at most 50 MB"
+    )
     await page.get_by_role("button", name="Write my story").click()
     await expect(error).to_contain_text("Add at least one photo or a video first")
     await page.wait_for_timeout(300)
     assert tab.analyze_requests() == []
 
 
-async def test_wrong_type_mixed_media_and_too_many_photos_are_refused_in_the_browser(new_tab, tmp_path):
+async def test_wrong_type_mixed_media_and_too_many_photos_are_refused_in_the_browser(
+    new_tab, tmp_path
+):
     tab = await new_tab()
     page = tab.page
     error = page.locator("#files-error")
@@ -365,12 +389,16 @@ async def test_server_detail_is_shown_when_the_server_refuses(new_tab, tmp_path,
     await tab.shot("server-400")
 
 
-async def test_failure_after_the_stream_began_shows_its_status_and_detail(new_tab, openai, blob_store):
+async def test_failure_after_the_stream_began_shows_its_status_and_detail(
+    new_tab, openai, blob_store
+):
     tab = await new_tab()
     page = tab.page
     openai.script(*[Status(500)] * 4)
     await page.set_input_files("#files", sample_photo("rocket.jpg"))
-    events = await stream_response_events(tab, lambda: page.get_by_role("button", name="Write my story").click())
+    events = await stream_response_events(
+        tab, lambda: page.get_by_role("button", name="Write my story").click()
+    )
     name, payload = events[-1]
     assert name == "error", events
     await expect(page.locator("#error")).to_be_visible()
@@ -386,7 +414,9 @@ async def test_page_fits_a_360px_phone_and_the_stories_stack(new_tab, tmp_path, 
     page = tab.page
     assert await tab.scroll_width() <= 360
     await tab.shot("phone-1-empty")
-    long_name = tmp_path / ("a-photo-with-a-remarkably-long-file-name-from-a-phone-camera-" + "x" * 40 + ".jpg")
+    long_name = tmp_path / (
+        "a-photo-with-a-remarkably-long-file-name-from-a-phone-camera-" + "x" * 40 + ".jpg"
+    )
     shutil.copyfile(sample_photo("rocket.jpg"), long_name)
     await page.set_input_files("#files", [long_name, sample_photo("coffee.png")])
     await expect(page.locator("#previews li")).to_have_count(2)
@@ -414,7 +444,10 @@ async def test_wide_screen_shows_the_stories_side_by_side(new_tab, openai, blob_
     await page.get_by_role("button", name="Write my story").click()
     await expect(page.locator("#results")).to_be_visible(timeout=60_000)
     english, thai = await story_boxes(page)
-    assert thai["left"] >= english["right"] and abs(thai["top"] - english["top"]) < 5, (english, thai)
+    assert thai["left"] >= english["right"] and abs(thai["top"] - english["top"]) < 5, (
+        english,
+        thai,
+    )
 
 
 async def test_keyboard_reaches_the_picker_presets_prompt_and_submit(new_tab, openai, blob_store):
@@ -433,7 +466,9 @@ async def test_keyboard_reaches_the_picker_presets_prompt_and_submit(new_tab, op
 
     # The hidden file input's label shows the focus ring while the input has focus.
     await page.focus("#files")
-    outline = await page.locator(".dropzone__pick").evaluate("el => getComputedStyle(el).outlineStyle")
+    outline = await page.locator(".dropzone__pick").evaluate(
+        "el => getComputedStyle(el).outlineStyle"
+    )
     assert outline != "none"
     await tab.shot("keyboard-focus-picker", full_page=False)
 
@@ -445,7 +480,10 @@ async def test_keyboard_reaches_the_picker_presets_prompt_and_submit(new_tab, op
     await page.get_by_role("button", name="Remove rocket.jpg").focus()
     await page.keyboard.press("Enter")
     await expect(page.locator("#previews li")).to_have_count(1)
-    assert await page.evaluate("document.activeElement.getAttribute('aria-label')") == "Remove coffee.png"
+    assert (
+        await page.evaluate("document.activeElement.getAttribute('aria-label')")
+        == "Remove coffee.png"
+    )
 
     await page.focus("#prompt")
     await page.keyboard.type("A short tale about a cup of coffee.")
@@ -463,7 +501,9 @@ def docs_pre_blocks() -> list[str]:
     return [html.unescape(block) for block in re.findall(r"<pre>(.*?)</pre>", text, re.S)]
 
 
-async def test_docs_page_links_the_openapi_ui_and_its_javascript_examples_run(new_tab, site, openai, blob_store):
+async def test_docs_page_links_the_openapi_ui_and_its_javascript_examples_run(
+    new_tab, site, openai, blob_store
+):
     tab = await new_tab(path="/api/docs")
     page = tab.page
     for href in ("/schema/swagger", "/schema/openapi.json", "/"):
@@ -475,7 +515,9 @@ async def test_docs_page_links_the_openapi_ui_and_its_javascript_examples_run(ne
     await tab.shot("docs")
 
     # A file input to hand the examples a real File, as their comments say.
-    await page.evaluate("document.body.insertAdjacentHTML('beforeend', '<input type=file id=example-input>')")
+    await page.evaluate(
+        "document.body.insertAdjacentHTML('beforeend', '<input type=file id=example-input>')"
+    )
     blocks = docs_pre_blocks()
     seed_js = next(b for b in blocks if "fetch('http://localhost:8000/analyze/'" in b)
     stream_js = next(b for b in blocks if "fetch('http://localhost:8000/analyze/stream'" in b)
@@ -514,11 +556,17 @@ async def test_docs_page_links_the_openapi_ui_and_its_javascript_examples_run(ne
 
 async def test_docs_streaming_curl_example_runs_verbatim(site, openai, blob_store, tmp_path):
     command = next(b for b in docs_pre_blocks() if b.startswith("curl -N"))
-    command = command.replace("/path/to/video.mp4", shlex.quote(str(sample_video("bigbuckbunny.mp4"))))
+    command = command.replace(
+        "/path/to/video.mp4", shlex.quote(str(sample_video("bigbuckbunny.mp4")))
+    )
     command = command.replace("http://localhost:8000", site)
     process = await asyncio.create_subprocess_exec(
-        "bash", "-c", command + " --silent --show-error", cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "bash",
+        "-c",
+        command + " --silent --show-error",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()

@@ -460,7 +460,7 @@ def test_frame_times_never_reach_the_end():
     times = frame_times(5.3, 24)
     assert len(times) == 24
     assert times == sorted(times)
-    assert 0 < times[0] and times[-1] < 5.3
+    assert times[0] > 0 and times[-1] < 5.3
 
 
 @pytest.mark.parametrize("duration", [0.0, -1.0, float("nan"), float("inf")])

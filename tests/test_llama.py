@@ -68,13 +68,22 @@ def make_parts(root: Path, name: str, slices: list[bytes]) -> list[ModelPart]:
         (package / "data").mkdir(parents=True)
         (package / "__init__.py").write_text("")
         (package / "data" / f"part{number:02d}.bin").write_bytes(data)
-        parts.append(ModelPart(f"{name.replace('_', '-')}-part{number}", "9.9.9", module, f"data/part{number:02d}.bin"))
+        parts.append(
+            ModelPart(
+                f"{name.replace('_', '-')}-part{number}",
+                "9.9.9",
+                module,
+                f"data/part{number:02d}.bin",
+            )
+        )
     importlib.invalidate_caches()
     return parts
 
 
 @pytest.fixture
-def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> tuple[list[ModelPart], bytes]:
+def fake_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> tuple[list[ModelPart], bytes]:
     slices = [bytes([number]) * (300_000 + number) for number in range(1, 5)]
     name = f"fakemodel_{request.node.name.replace('[', '_').replace(']', '_').replace('-', '_')}"
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
@@ -85,7 +94,9 @@ def assemble(parts: list[ModelPart], whole: bytes, target: Path) -> Path:
     return assemble_model(parts, target, size=len(whole), sha256=hashlib.sha256(whole).hexdigest())
 
 
-def test_parts_are_joined_in_order_and_verified(fake_parts: tuple[list[ModelPart], bytes], tmp_path: Path) -> None:
+def test_parts_are_joined_in_order_and_verified(
+    fake_parts: tuple[list[ModelPart], bytes], tmp_path: Path
+) -> None:
     parts, whole = fake_parts
     target = tmp_path / "cache" / "model.gguf"
 
@@ -93,7 +104,11 @@ def test_parts_are_joined_in_order_and_verified(fake_parts: tuple[list[ModelPart
 
     assert path == target
     assert path.read_bytes() == whole
-    assert sorted(p.name for p in target.parent.iterdir()) == ["model.gguf", "model.gguf.lock", "model.gguf.verified"]
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "model.gguf",
+        "model.gguf.lock",
+        "model.gguf.verified",
+    ]
 
 
 def test_later_calls_trust_the_stamp_but_recheck_the_size(
@@ -144,7 +159,9 @@ def test_concurrent_assembly_never_shows_a_partial_file(
     ]
 
 
-def test_corrupt_parts_are_rejected_and_leave_no_file(fake_parts: tuple[list[ModelPart], bytes], tmp_path: Path) -> None:
+def test_corrupt_parts_are_rejected_and_leave_no_file(
+    fake_parts: tuple[list[ModelPart], bytes], tmp_path: Path
+) -> None:
     parts, whole = fake_parts
     target = tmp_path / "model.gguf"
 
@@ -152,12 +169,18 @@ def test_corrupt_parts_are_rejected_and_leave_no_file(fake_parts: tuple[list[Mod
         assemble_model(parts, target, size=len(whole), sha256="0" * 64)
 
     assert not (tmp_path / "model.gguf").exists()
-    assert [p.name for p in tmp_path.glob("model.gguf*")] == ["model.gguf.lock"]  # no partial copy left
+    assert [p.name for p in tmp_path.glob("model.gguf*")] == [
+        "model.gguf.lock"
+    ]  # no partial copy left
 
 
-def test_a_missing_part_names_the_package_to_install(fake_parts: tuple[list[ModelPart], bytes], tmp_path: Path) -> None:
+def test_a_missing_part_names_the_package_to_install(
+    fake_parts: tuple[list[ModelPart], bytes], tmp_path: Path
+) -> None:
     parts, whole = fake_parts
-    missing = ModelPart("imgstory-absent-part9", "1.2.3", "imgstory_absent_part9", "data/part09.bin")
+    missing = ModelPart(
+        "imgstory-absent-part9", "1.2.3", "imgstory_absent_part9", "data/part09.bin"
+    )
 
     with pytest.raises(ModelUnavailable) as caught:
         assemble([*parts, missing], whole, tmp_path / "model.gguf")
@@ -197,7 +220,10 @@ def gemma_path() -> Path:
         )
     try:
         return assemble_model(
-            GEMMA_PARTS, default_cache_dir() / "gemma-3-270m-q4_k_m.gguf", size=GEMMA_SIZE, sha256=gemma.EXPECTED_SHA256
+            GEMMA_PARTS,
+            default_cache_dir() / "gemma-3-270m-q4_k_m.gguf",
+            size=GEMMA_SIZE,
+            sha256=gemma.EXPECTED_SHA256,
         )
     except ModelUnavailable as err:
         pytest.fail(f"the tiny test model is not available: {err}")
@@ -213,14 +239,22 @@ def gemma(gemma_path: Path) -> Iterator[LlamaChat]:
 
 def test_python_m_local_model_prints_the_path(qwen_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "llm.local_model"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-m", "llm.local_model"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert result.stdout.strip() == str(qwen_path)
 
 
 async def test_english_answer_has_real_token_counts(qwen: LlamaChat) -> None:
     messages = [
-        {"role": "system", "content": "You are a helpful assistant. Answer in one short English sentence."},
+        {
+            "role": "system",
+            "content": "You are a helpful assistant. Answer in one short English sentence.",
+        },
         {"role": "user", "content": "What colour is the sky on a clear day?"},
     ]
 
@@ -234,7 +268,9 @@ async def test_english_answer_has_real_token_counts(qwen: LlamaChat) -> None:
 
 
 async def test_thai_script_keeps_the_answer_in_thai(qwen: LlamaChat) -> None:
-    messages = [{"role": "user", "content": "Translate into Thai: The cat sleeps on the warm roof."}]
+    messages = [
+        {"role": "user", "content": "Translate into Thai: The cat sleeps on the warm roof."}
+    ]
 
     result = await qwen.complete(messages, max_tokens=40, temperature=0.2, script="thai")
 
@@ -268,7 +304,9 @@ async def test_pictures_need_a_vision_projector(qwen: LlamaChat) -> None:
 
 async def test_unknown_script_is_a_value_error(gemma: LlamaChat) -> None:
     with pytest.raises(ValueError, match="script"):
-        await gemma.complete([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0.0, script="klingon")
+        await gemma.complete(
+            [{"role": "user", "content": "hi"}], max_tokens=5, temperature=0.0, script="klingon"
+        )
 
 
 async def test_concurrent_calls_run_one_after_the_other(gemma: LlamaChat) -> None:
@@ -299,7 +337,11 @@ async def test_concurrent_calls_run_one_after_the_other(gemma: LlamaChat) -> Non
 async def test_streamed_pieces_add_up_to_the_answer(gemma: LlamaChat) -> None:
     pieces: list[str] = []
     result = await gemma.complete(
-        [{"role": "user", "content": "Tell a story."}], max_tokens=16, temperature=0.8, script="thai", on_text=pieces.append
+        [{"role": "user", "content": "Tell a story."}],
+        max_tokens=16,
+        temperature=0.8,
+        script="thai",
+        on_text=pieces.append,
     )
     assert len(pieces) > 1
     # The answer is the streamed text, tidied (trailing spaces and extra blank lines go).
@@ -310,10 +352,14 @@ async def test_a_prompt_longer_than_the_context_is_rejected(gemma: LlamaChat) ->
     long_text = "The harbour was quiet and the boats came home. " * 60  # far more than 256 tokens
 
     with pytest.raises(ModelRejected, match="too long"):
-        await gemma.complete([{"role": "user", "content": long_text}], max_tokens=8, temperature=0.0)
+        await gemma.complete(
+            [{"role": "user", "content": long_text}], max_tokens=8, temperature=0.0
+        )
 
     # The model still answers after the refusal.
-    result = await gemma.complete([{"role": "user", "content": "Hi."}], max_tokens=4, temperature=0.0, script="thai")
+    result = await gemma.complete(
+        [{"role": "user", "content": "Hi."}], max_tokens=4, temperature=0.0, script="thai"
+    )
     assert result.text
 
 
@@ -335,7 +381,9 @@ async def test_a_cancelled_call_frees_the_model_quickly(gemma: LlamaChat) -> Non
         await task
 
     began = time.monotonic()
-    result = await gemma.complete([{"role": "user", "content": "Hi."}], max_tokens=4, temperature=0.0, script="thai")
+    result = await gemma.complete(
+        [{"role": "user", "content": "Hi."}], max_tokens=4, temperature=0.0, script="thai"
+    )
     assert result.text
     assert time.monotonic() - began < 10, "the cancelled generation kept the model busy"
 
@@ -369,7 +417,7 @@ def test_thai_mask_allows_only_thai_continuations() -> None:
         b"(",  # 11
         b"\n",  # 12
         "ขา ".encode(),  # 13
-        '"'.encode(),  # 14
+        b'"',  # 14
     ]
     mask = ThaiMask(vocabulary, end_tokens=[0])
 
@@ -400,7 +448,9 @@ def write_tiny_mmproj(path: Path, text_embd: int) -> None:
         import gguf
         import numpy as np
     except ImportError:
-        pytest.fail("the vision test needs the gguf package: pip install gguf==0.19.0 (`make test` installs it)")
+        pytest.fail(
+            "the vision test needs the gguf package: pip install gguf==0.19.0 (`make test` installs it)"
+        )
     rng = np.random.default_rng(0)
     n_embd, n_ff, hidden = 32, 64, 64
 
@@ -422,7 +472,9 @@ def write_tiny_mmproj(path: Path, text_embd: int) -> None:
     writer.add_vision_image_std([0.5, 0.5, 0.5])
     writer.add_vision_use_gelu(True)
     # numpy shapes are ggml's reversed: an (out, in) matrix maps `in` features to `out`.
-    writer.add_tensor("v.patch_embd.weight", rand(n_embd, 3, MMPROJ_PATCH, MMPROJ_PATCH).astype(np.float16))
+    writer.add_tensor(
+        "v.patch_embd.weight", rand(n_embd, 3, MMPROJ_PATCH, MMPROJ_PATCH).astype(np.float16)
+    )
     writer.add_tensor("v.position_embd.weight", rand(IMAGE_TOKENS, n_embd))
     for layer in range(2):
         for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
@@ -466,7 +518,10 @@ def story_request(images: list[str]) -> list[dict]:
         parts.append({"type": "text", "text": f"Photo {number}"})
         parts.append({"type": "image_url", "image_url": {"url": url, "detail": "low"}})
     parts.append({"type": "text", "text": "Now write the story, in English."})
-    return [{"role": "system", "content": "You write short stories."}, {"role": "user", "content": parts}]
+    return [
+        {"role": "system", "content": "You write short stories."},
+        {"role": "user", "content": parts},
+    ]
 
 
 async def test_pictures_reach_a_model_with_a_projector(seeing_qwen: LlamaChat) -> None:
@@ -474,7 +529,9 @@ async def test_pictures_reach_a_model_with_a_projector(seeing_qwen: LlamaChat) -
     without = [{**message} for message in story_request([])]
 
     seen = await seeing_qwen.complete(
-        story_request([jpeg_data_url((200, 30, 30)), jpeg_data_url((30, 30, 200))]), max_tokens=4, temperature=0.0
+        story_request([jpeg_data_url((200, 30, 30)), jpeg_data_url((30, 30, 200))]),
+        max_tokens=4,
+        temperature=0.0,
     )
     blind = await seeing_qwen.complete(without, max_tokens=4, temperature=0.0)
 
@@ -486,15 +543,21 @@ async def test_pictures_reach_a_model_with_a_projector(seeing_qwen: LlamaChat) -
 
 async def test_an_unreadable_picture_is_rejected(seeing_qwen: LlamaChat) -> None:
     with pytest.raises(ModelRejected, match="picture"):
-        await seeing_qwen.complete(story_request(["data:image/jpeg;base64,AAAA"]), max_tokens=4, temperature=0.0)
+        await seeing_qwen.complete(
+            story_request(["data:image/jpeg;base64,AAAA"]), max_tokens=4, temperature=0.0
+        )
 
 
 async def test_only_data_urls_are_taken(seeing_qwen: LlamaChat) -> None:
     with pytest.raises(ValueError, match="data: URLs"):
-        await seeing_qwen.complete(story_request(["http://127.0.0.1:1/cat.jpg"]), max_tokens=4, temperature=0.0)
+        await seeing_qwen.complete(
+            story_request(["http://127.0.0.1:1/cat.jpg"]), max_tokens=4, temperature=0.0
+        )
 
 
-def test_a_projector_that_does_not_fit_the_model_fails_at_start(qwen_path: Path, tmp_path: Path) -> None:
+def test_a_projector_that_does_not_fit_the_model_fails_at_start(
+    qwen_path: Path, tmp_path: Path
+) -> None:
     projector = tmp_path / "narrow-mmproj.gguf"
     write_tiny_mmproj(projector, text_embd=640)  # Gemma 3 270M's width, not Qwen's 1536
 
@@ -505,5 +568,5 @@ def test_a_projector_that_does_not_fit_the_model_fails_at_start(qwen_path: Path,
 def test_missing_model_files_are_reported(qwen_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match="does not exist"):
         LlamaChat(tmp_path / "absent.gguf")
-    with pytest.raises(ModelUnavailable, match="projector file .* does not exist"):
+    with pytest.raises(ModelUnavailable, match=r"projector file .* does not exist"):
         LlamaChat(qwen_path, mmproj_path=tmp_path / "absent-mmproj.gguf")

@@ -11,9 +11,16 @@ from email.utils import formatdate
 import openai
 import pytest
 
-from tests.fake_openai import IMAGE_TOKENS, Delay, FakeOpenAI, Raw, Reply, Status
-from llm import Completion, ModelRejected, ModelUnavailable, OpenAIChat, RateLimited, build_openai_client
+from llm import (
+    Completion,
+    ModelRejected,
+    ModelUnavailable,
+    OpenAIChat,
+    RateLimited,
+    build_openai_client,
+)
 from llm.openai_chat import KEY_REJECTED_MESSAGE, LOCAL_API_KEY_PLACEHOLDER, retry_after_seconds
+from tests.fake_openai import IMAGE_TOKENS, Delay, FakeOpenAI, Raw, Reply, Status
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 MODEL = "gpt-test-mini"
@@ -32,9 +39,14 @@ def fake() -> Iterator[FakeOpenAI]:
 async def make_client(fake: FakeOpenAI) -> AsyncIterator[ClientFactory]:
     clients: list[openai.AsyncOpenAI] = []
 
-    def make(*, max_retries: int = 0, timeout: float = 5.0, base_url: str | None = None) -> openai.AsyncOpenAI:
+    def make(
+        *, max_retries: int = 0, timeout: float = 5.0, base_url: str | None = None
+    ) -> openai.AsyncOpenAI:
         client = openai.AsyncOpenAI(
-            api_key=API_KEY, base_url=base_url or fake.base_url, timeout=timeout, max_retries=max_retries
+            api_key=API_KEY,
+            base_url=base_url or fake.base_url,
+            timeout=timeout,
+            max_retries=max_retries,
         )
         clients.append(client)
         return client
@@ -56,7 +68,9 @@ async def test_reply_and_usage_pass_through(fake: FakeOpenAI, make_client: Clien
 
     result = await chat.complete(HELLO, max_tokens=50, temperature=0.2)
 
-    assert result == Completion(text="Hello there, traveller.", input_tokens=12, output_tokens=4, model=MODEL)
+    assert result == Completion(
+        text="Hello there, traveller.", input_tokens=12, output_tokens=4, model=MODEL
+    )
     [request] = fake.requests
     assert request["model"] == MODEL
     assert request["messages"] == HELLO
@@ -67,20 +81,29 @@ async def test_reply_and_usage_pass_through(fake: FakeOpenAI, make_client: Clien
     assert chat.name == MODEL
 
 
-async def test_default_usage_is_counted_from_the_request(fake: FakeOpenAI, make_client: ClientFactory) -> None:
-    image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/", "detail": "low"}}
+async def test_default_usage_is_counted_from_the_request(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
+    image = {
+        "type": "image_url",
+        "image_url": {"url": "data:image/jpeg;base64,/9j/", "detail": "low"},
+    }
     messages = [
         {"role": "system", "content": "You tell stories."},
         {"role": "user", "content": [{"type": "text", "text": "Two pictures here"}, image, image]},
     ]
-    result = await OpenAIChat(make_client(), MODEL).complete(messages, max_tokens=100, temperature=0.5)
+    result = await OpenAIChat(make_client(), MODEL).complete(
+        messages, max_tokens=100, temperature=0.5
+    )
 
     assert "story about 2 pictures" in result.text
     assert result.input_tokens == 3 + 3 + 2 * IMAGE_TOKENS
     assert result.output_tokens == len(result.text.split())
 
 
-async def test_max_tokens_field_can_be_the_older_name(fake: FakeOpenAI, make_client: ClientFactory) -> None:
+async def test_max_tokens_field_can_be_the_older_name(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
     chat = OpenAIChat(make_client(), MODEL, name="local", max_tokens_field="max_tokens")
     await chat.complete(HELLO, max_tokens=64, temperature=0.0)
 
@@ -103,7 +126,9 @@ async def test_rate_limit_reports_retry_after(fake: FakeOpenAI, make_client: Cli
     assert len(fake.requests) == 1
 
 
-async def test_rate_limit_prefers_retry_after_ms(fake: FakeOpenAI, make_client: ClientFactory) -> None:
+async def test_rate_limit_prefers_retry_after_ms(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
     fake.script(Status(429, {"retry-after-ms": "1500", "retry-after": "2"}))
     with pytest.raises(RateLimited) as caught:
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -117,9 +142,17 @@ async def test_rate_limit_without_hint(fake: FakeOpenAI, make_client: ClientFact
     assert caught.value.retry_after is None
 
 
-async def test_exhausted_quota_is_not_a_rate_limit(fake: FakeOpenAI, make_client: ClientFactory) -> None:
-    body = {"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
-                      "param": None, "code": "insufficient_quota"}}
+async def test_exhausted_quota_is_not_a_rate_limit(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
+    body = {
+        "error": {
+            "message": "You exceeded your current quota.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
     fake.script(Status(429, body=body))
     with pytest.raises(ModelUnavailable, match="quota"):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -139,14 +172,20 @@ async def test_server_error_after_retries(fake: FakeOpenAI, make_client: ClientF
     assert time.monotonic() - started < 3.0
 
 
-async def test_server_error_then_success_is_retried_by_the_sdk(fake: FakeOpenAI, make_client: ClientFactory) -> None:
+async def test_server_error_then_success_is_retried_by_the_sdk(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
     fake.script(Status(502, {"retry-after-ms": "10"}), Reply("Recovered."))
-    result = await OpenAIChat(make_client(max_retries=1), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
+    result = await OpenAIChat(make_client(max_retries=1), MODEL).complete(
+        HELLO, max_tokens=10, temperature=0.0
+    )
     assert result.text == "Recovered."
     assert len(fake.requests) == 2
 
 
-async def test_rejected_key_is_unavailable_and_never_leaks(fake: FakeOpenAI, make_client: ClientFactory) -> None:
+async def test_rejected_key_is_unavailable_and_never_leaks(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
     fake.script(Status(401))
     with pytest.raises(ModelUnavailable) as caught:
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -159,22 +198,34 @@ async def test_rejected_key_is_unavailable_and_never_leaks(fake: FakeOpenAI, mak
     assert API_KEY in str(caught.value.__cause__)
 
 
-async def test_permission_denied_mentions_the_key(fake: FakeOpenAI, make_client: ClientFactory) -> None:
+async def test_permission_denied_mentions_the_key(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
     fake.script(Status(403))
     with pytest.raises(ModelUnavailable, match="API key") as caught:
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
     assert MODEL in str(caught.value)
 
 
-async def test_unknown_model_is_a_configuration_problem(fake: FakeOpenAI, make_client: ClientFactory) -> None:
+async def test_unknown_model_is_a_configuration_problem(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
     fake.script(Status(404))
     with pytest.raises(ModelUnavailable, match=MODEL):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
 
 
-async def test_bad_input_is_rejected_with_provider_detail(fake: FakeOpenAI, make_client: ClientFactory) -> None:
-    body = {"error": {"message": f"Invalid image data (key {API_KEY} and sk-other-abcdefghij).",
-                      "type": "invalid_request_error", "param": "messages", "code": "invalid_image"}}
+async def test_bad_input_is_rejected_with_provider_detail(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
+    body = {
+        "error": {
+            "message": f"Invalid image data (key {API_KEY} and sk-other-abcdefghij).",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "invalid_image",
+        }
+    }
     fake.script(Status(400, body=body))
     with pytest.raises(ModelRejected) as caught:
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -186,8 +237,14 @@ async def test_bad_input_is_rejected_with_provider_detail(fake: FakeOpenAI, make
 
 
 async def test_content_policy_is_rejected(fake: FakeOpenAI, make_client: ClientFactory) -> None:
-    body = {"error": {"message": "Your request was rejected by our safety system.",
-                      "type": "invalid_request_error", "param": None, "code": "content_policy_violation"}}
+    body = {
+        "error": {
+            "message": "Your request was rejected by our safety system.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "content_policy_violation",
+        }
+    }
     fake.script(Status(400, body=body))
     with pytest.raises(ModelRejected, match="content policy"):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -199,9 +256,17 @@ async def test_unprocessable_is_rejected(fake: FakeOpenAI, make_client: ClientFa
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
 
 
-async def test_unsupported_setting_is_a_configuration_problem(fake: FakeOpenAI, make_client: ClientFactory) -> None:
-    body = {"error": {"message": "Unsupported value: 'temperature' does not support 0.8 with this model.",
-                      "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}
+async def test_unsupported_setting_is_a_configuration_problem(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
+    body = {
+        "error": {
+            "message": "Unsupported value: 'temperature' does not support 0.8 with this model.",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "unsupported_value",
+        }
+    }
     fake.script(Status(400, body=body))
     with pytest.raises(ModelUnavailable, match="temperature"):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.8)
@@ -231,14 +296,22 @@ async def test_missing_usage_counts_zero_and_warns(
 ) -> None:
     fake.script(Reply("No usage from this server.", usage=False))
     with caplog.at_level(logging.WARNING, logger="llm.openai_chat"):
-        result = await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
+        result = await OpenAIChat(make_client(), MODEL).complete(
+            HELLO, max_tokens=10, temperature=0.0
+        )
 
-    assert (result.text, result.input_tokens, result.output_tokens) == ("No usage from this server.", 0, 0)
+    assert (result.text, result.input_tokens, result.output_tokens) == (
+        "No usage from this server.",
+        0,
+        0,
+    )
     assert any("usage" in record.getMessage() for record in caplog.records)
 
 
 @pytest.mark.parametrize("text", [None, "", "   \n"])
-async def test_empty_answer_is_unavailable(fake: FakeOpenAI, make_client: ClientFactory, text: str | None) -> None:
+async def test_empty_answer_is_unavailable(
+    fake: FakeOpenAI, make_client: ClientFactory, text: str | None
+) -> None:
     fake.script(Reply(text))
     with pytest.raises(ModelUnavailable, match="empty answer"):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -250,7 +323,9 @@ async def test_refusal_is_rejected(fake: FakeOpenAI, make_client: ClientFactory)
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
 
 
-async def test_content_filter_finish_is_rejected(fake: FakeOpenAI, make_client: ClientFactory) -> None:
+async def test_content_filter_finish_is_rejected(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
     fake.script(Reply("", finish_reason="content_filter"))
     with pytest.raises(ModelRejected, match="content filter"):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -273,7 +348,9 @@ async def test_unreadable_answers_are_unavailable(
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
 
 
-async def test_minimal_server_answer_is_accepted(fake: FakeOpenAI, make_client: ClientFactory) -> None:
+async def test_minimal_server_answer_is_accepted(
+    fake: FakeOpenAI, make_client: ClientFactory
+) -> None:
     # Some OpenAI-compatible servers send only the bare minimum.
     fake.script(Raw('{"choices": [{"message": {"content": "Hi."}}]}'))
     result = await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -296,7 +373,9 @@ def test_retry_after_parsing() -> None:
 async def test_build_client_for_a_local_server_sends_a_placeholder_key(fake: FakeOpenAI) -> None:
     client = build_openai_client(None, fake.base_url, timeout=5.0, max_retries=0)
     try:
-        result = await OpenAIChat(client, "local-model").complete(HELLO, max_tokens=10, temperature=0.0)
+        result = await OpenAIChat(client, "local-model").complete(
+            HELLO, max_tokens=10, temperature=0.0
+        )
     finally:
         await client.close()
     assert "story about 0 pictures" in result.text

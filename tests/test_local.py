@@ -78,6 +78,10 @@ async def test_video_story_uses_what_is_said(local_stack, gateway_settings, tmp_
         )
     assert response.status_code == 200, response.text
     english = response.json()["english"].lower()
-    heard = [word for word in ("lighthouse", "keeper", "seven", "orange", "cats", "morning") if word in english]
+    heard = [
+        word
+        for word in ("lighthouse", "keeper", "seven", "orange", "cats", "morning")
+        if word in english
+    ]
     assert len(heard) >= 2, english
     assert thai_share(response.json()["thai"]) >= 0.95

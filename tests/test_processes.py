@@ -96,7 +96,9 @@ async def test_replicas_share_the_load(empty_nats_url, fake_openai):
     try:
         replies = await asyncio.gather(
             *(
-                rpc.call(clients[2], TRANSLATE, Translate(request_id=str(i), text="A story."), timeout=10)
+                rpc.call(
+                    clients[2], TRANSLATE, Translate(request_id=str(i), text="A story."), timeout=10
+                )
                 for i in range(24)
             )
         )
@@ -116,17 +118,19 @@ async def gateway_process(nats_url, services, tmp_path):
     """`python -m gateway` on port 8000 (the seed doc's base URL) or, if taken, a free one."""
     port = 8000
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.close()
         port = free_port()
     except OSError:
         pass
     env = service_env(nats_url, IMGSTORY_PORT=str(port))
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", cwd=ROOT, env=env)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", cwd=ROOT, env=env
+    )
     base = f"http://localhost:{port}"
     for _ in range(100):
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
             break
         except OSError:
@@ -138,7 +142,12 @@ async def gateway_process(nats_url, services, tmp_path):
 
 async def run_shell(command: str, cwd: Path) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        "bash", "-c", command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        "bash",
+        "-c",
+        command,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     return process.returncode, out.decode(), err.decode()
@@ -214,8 +223,13 @@ def test_compose_defines_nats_and_scalable_services():
         # A fixed container name or host port would stop `--scale` from working.
         assert "container_name" not in services[name] and "ports" not in services[name]
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
-        result = subprocess.run([docker, "compose", "config", "--quiet"], cwd=ROOT, capture_output=True)
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        result = subprocess.run(
+            [docker, "compose", "config", "--quiet"], cwd=ROOT, capture_output=True
+        )
         assert result.returncode == 0, result.stderr
 
 

@@ -13,8 +13,8 @@ from frame_service import transcribe
 from frame_service.transcribe import (
     MODEL_SHA256,
     MODEL_SIZE,
-    Transcriber,
     TranscribeError,
+    Transcriber,
     whisper_model_dir,
 )
 from tests import media

@@ -8,8 +8,15 @@ import openai
 import pytest
 
 from llm import ModelUnavailable, OpenAIChat
-from tests.fake_openai import THAI_ANSWER, FakeOpenAI, Reply, Status, count_completion_tokens, count_prompt_tokens
 from llm.chat import Completion
+from tests.fake_openai import (
+    THAI_ANSWER,
+    FakeOpenAI,
+    Reply,
+    Status,
+    count_completion_tokens,
+    count_prompt_tokens,
+)
 from translation_service.translate import (
     NotThai,
     Translation,
@@ -20,7 +27,9 @@ from translation_service.translate import (
 )
 
 MODEL = "gpt-test-translate"
-ENGLISH = "The Quiet Harbour\n\nMara tied the last rope.\n\nBy evening the sea had turned to copper."
+ENGLISH = (
+    "The Quiet Harbour\n\nMara tied the last rope.\n\nBy evening the sea had turned to copper."
+)
 THAI = "ท่าเรือที่เงียบสงบ\n\nมาร่าผูกเชือกเส้นสุดท้าย\n\nพอตกเย็น ทะเลก็กลายเป็นสีทองแดง"
 
 
@@ -32,7 +41,9 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 async def chat(fake: FakeOpenAI) -> AsyncIterator[OpenAIChat]:
-    client = openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, timeout=5.0, max_retries=0)
+    client = openai.AsyncOpenAI(
+        api_key="sk-test", base_url=fake.base_url, timeout=5.0, max_retries=0
+    )
     yield OpenAIChat(client, MODEL)
     await client.close()
 
@@ -90,7 +101,9 @@ async def test_request_is_text_only(fake: FakeOpenAI, chat: OpenAIChat) -> None:
     assert "Thai" in system["content"] and "Output only the Thai translation" in system["content"]
 
 
-async def test_english_answer_is_retried_with_a_stricter_instruction(fake: FakeOpenAI, chat: OpenAIChat) -> None:
+async def test_english_answer_is_retried_with_a_stricter_instruction(
+    fake: FakeOpenAI, chat: OpenAIChat
+) -> None:
     fake.script(
         Reply("The Quiet Harbour. Mara tied the rope.", prompt_tokens=100, completion_tokens=9),
         Reply(THAI, prompt_tokens=150, completion_tokens=40),
@@ -102,7 +115,10 @@ async def test_english_answer_is_retried_with_a_stricter_instruction(fake: FakeO
     assert (result.input_tokens, result.output_tokens) == (250, 49)
     first, second = fake.requests
     assert second.messages[: len(first.messages)] == first.messages
-    assert second.messages[-2] == {"role": "assistant", "content": "The Quiet Harbour. Mara tied the rope."}
+    assert second.messages[-2] == {
+        "role": "assistant",
+        "content": "The Quiet Harbour. Mara tied the rope.",
+    }
     correction = second.messages[-1]
     assert correction["role"] == "user"
     assert "previous answer contained non-Thai text" in correction["content"]
@@ -111,7 +127,9 @@ async def test_english_answer_is_retried_with_a_stricter_instruction(fake: FakeO
     assert second.image_urls == []
 
 
-async def test_mostly_thai_answer_below_threshold_is_retried(fake: FakeOpenAI, chat: OpenAIChat) -> None:
+async def test_mostly_thai_answer_below_threshold_is_retried(
+    fake: FakeOpenAI, chat: OpenAIChat
+) -> None:
     mixed = "ท่าเรือที่เงียบสงบ Mara tied the rope"  # 13 Thai letters, 15 Latin
     fake.script(Reply(mixed), Reply(THAI))
 
@@ -150,7 +168,9 @@ async def test_two_non_thai_answers_raise_not_thai(fake: FakeOpenAI, chat: OpenA
 
 
 @pytest.mark.parametrize("english", ["", "  \n\t "])
-async def test_empty_english_is_a_value_error(fake: FakeOpenAI, chat: OpenAIChat, english: str) -> None:
+async def test_empty_english_is_a_value_error(
+    fake: FakeOpenAI, chat: OpenAIChat, english: str
+) -> None:
     with pytest.raises(ValueError):
         await translate_to_thai(chat, english)
     assert fake.requests == []
@@ -185,11 +205,15 @@ def test_answer_budget_follows_the_text_length_up_to_the_cap() -> None:
         ("บรรทัดเดียว", "One.\n\nTwo.", "บรรทัดเดียว"),  # fewer lines are kept as they are
     ],
 )
-def test_lines_added_after_the_translation_are_dropped(thai: str, english: str, expected: str) -> None:
+def test_lines_added_after_the_translation_are_dropped(
+    thai: str, english: str, expected: str
+) -> None:
     assert drop_extra_lines(thai, english) == expected
 
 
-async def test_a_note_after_the_translation_is_cut_when_trimming(fake: FakeOpenAI, chat: OpenAIChat) -> None:
+async def test_a_note_after_the_translation_is_cut_when_trimming(
+    fake: FakeOpenAI, chat: OpenAIChat
+) -> None:
     fake.script(Reply(THAI + "\n\nหมายเหตุ: ชื่อในเรื่องแปลเป็นภาษาไทย"))
 
     result = await translate_to_thai(chat, ENGLISH, trim_extra_lines=True)

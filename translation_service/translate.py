@@ -53,7 +53,9 @@ class NotThai(Exception):
     can still account for the cost.
     """
 
-    def __init__(self, share: float, min_share: float, *, input_tokens: int, output_tokens: int) -> None:
+    def __init__(
+        self, share: float, min_share: float, *, input_tokens: int, output_tokens: int
+    ) -> None:
         super().__init__(
             f"the model did not translate into Thai script: only {share:.0%} of the letters "
             f"in its answer were Thai (needed {min_share:.0%})"
@@ -108,7 +110,9 @@ def drop_extra_lines(thai: str, english: str) -> str:
             seen += 1
             if seen > limit:
                 extra = sum(1 for rest in lines[index:] if rest.strip())
-                log.warning("dropped %d line(s) the model added after the translation's %d", extra, limit)
+                log.warning(
+                    "dropped %d line(s) the model added after the translation's %d", extra, limit
+                )
                 return "\n".join(lines[:index]).strip()
     return "\n".join(lines).strip()
 
@@ -143,13 +147,17 @@ async def translate_to_thai(
     if share >= min_share:
         return _translation(text, [first], share)
 
-    log.warning("translation by %s was only %.0f%% Thai letters; retrying once", first.model, share * 100)
+    log.warning(
+        "translation by %s was only %.0f%% Thai letters; retrying once", first.model, share * 100
+    )
     retry_messages = [
         *messages,
         {"role": "assistant", "content": first.text},
         {"role": "user", "content": STRICT_RETRY_PROMPT.format(share=share)},
     ]
-    second = await chat.complete(retry_messages, max_tokens=budget, temperature=temperature, script="thai")
+    second = await chat.complete(
+        retry_messages, max_tokens=budget, temperature=temperature, script="thai"
+    )
     text = drop_extra_lines(second.text, english) if trim_extra_lines else second.text
     share = thai_share(text)
     if share >= min_share:
