@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
-import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -196,22 +194,3 @@ class Reporter:
     async def _publish(self, progress: Progress) -> None:
         if self.subject is not None:
             await self.nc.publish(self.subject, _encoder.encode(progress))
-
-
-async def run_until_signalled(
-    nats_url: str, client_name: str, start: Callable[[Client], Awaitable[Server]]
-) -> None:
-    """Connect, start a service, wait for SIGINT/SIGTERM, then stop it and drain."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    nc = await nats.connect(nats_url, name=client_name, max_reconnect_attempts=-1)
-    try:
-        server = await start(nc)
-        log.info("%s listening on %s", client_name, nats_url)
-        await stop.wait()
-        log.info("%s stopping", client_name)
-        await server.stop()
-    finally:
-        await nc.drain()

@@ -1,24 +1,8 @@
 """Run the story service: python -m story_service."""
 
-import asyncio
-import logging
-
-from contracts.rpc import run_until_signalled
+from contracts.process import run_service
 from story_service import config
 from story_service.service import start_service
 
-
-def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = config.load()
-    asyncio.run(
-        run_until_signalled(
-            settings.nats_url, "imgstory-story", lambda nc: start_service(nc, settings)
-        )
-    )
-
-
 if __name__ == "__main__":
-    main()
+    run_service("imgstory-story", config.load, start_service)

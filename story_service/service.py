@@ -23,7 +23,6 @@ ERRORS = {
     RateLimited: FailureCode.RATE_LIMITED,
     ModelUnavailable: FailureCode.UPSTREAM_UNAVAILABLE,
     ModelRejected: FailureCode.UNPROCESSABLE,
-    ValueError: FailureCode.UNPROCESSABLE,
     ObjectNotFoundError: FailureCode.INTERNAL,
 }
 

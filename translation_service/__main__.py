@@ -1,24 +1,8 @@
 """Run the translation service: python -m translation_service."""
 
-import asyncio
-import logging
-
-from contracts.rpc import run_until_signalled
+from contracts.process import run_service
 from translation_service import config
 from translation_service.service import start_service
 
-
-def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = config.load()
-    asyncio.run(
-        run_until_signalled(
-            settings.nats_url, "imgstory-translation", lambda nc: start_service(nc, settings)
-        )
-    )
-
-
 if __name__ == "__main__":
-    main()
+    run_service("imgstory-translation", config.load, start_service)

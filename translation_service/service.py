@@ -21,7 +21,6 @@ ERRORS = {
     # The model failed to write Thai even when told twice: its failure, not the user's.
     NotThai: FailureCode.UPSTREAM_UNAVAILABLE,
     ModelRejected: FailureCode.UNPROCESSABLE,
-    ValueError: FailureCode.UNPROCESSABLE,
 }
 
 

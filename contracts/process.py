@@ -1,0 +1,76 @@
+"""How every ImgStory process starts: logging, settings, signals, connection and drain.
+
+Each ``python -m <service>`` is one call to ``run_service``; the gateway uses the same
+logging and settings handling around uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import nats
+from nats.aio.client import Client
+
+from contracts.rpc import Server
+from contracts.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class ServiceSettings(Protocol):
+    @property
+    def nats_url(self) -> str: ...
+
+
+S = TypeVar("S")
+ServiceS = TypeVar("ServiceS", bound=ServiceSettings)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
+def load_settings(load: Callable[[], S]) -> S:
+    """``load()``, or exit with status 2 and one clear line when a setting is bad."""
+    try:
+        return load()
+    except SettingsError as err:
+        log.critical("refusing to start: %s", err)
+        sys.exit(2)
+
+
+async def run_until_signalled(
+    nats_url: str, client_name: str, start: Callable[[Client], Awaitable[Server]]
+) -> None:
+    """Connect, start a service, wait for SIGINT/SIGTERM, then stop it and drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    nc = await nats.connect(nats_url, name=client_name, max_reconnect_attempts=-1)
+    try:
+        server = await start(nc)
+        log.info("%s listening on %s", client_name, nats_url)
+        await stop.wait()
+        log.info("%s stopping", client_name)
+        await server.stop()
+    finally:
+        await nc.drain()
+
+
+def run_service(
+    client_name: str,
+    load: Callable[[], ServiceS],
+    start: Callable[[Client, ServiceS], Awaitable[Server]],
+) -> None:
+    """The whole of a service's ``__main__``: settings, logging, serve until signalled."""
+    configure_logging()
+    settings = load_settings(load)
+    asyncio.run(run_until_signalled(settings.nats_url, client_name, lambda nc: start(nc, settings)))
