@@ -11,8 +11,10 @@ from enum import StrEnum
 import msgspec
 
 
-class Message(msgspec.Struct, kw_only=True, frozen=True, tag=True):
-    """Base of every top-level message; the class name travels as the ``type`` tag."""
+class Message(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
+    """Base of every top-level message. Each states its ``type`` tag explicitly (the
+    class names of version 1.0.0, so the wire is unchanged), so renaming a class never
+    breaks the wire between replicas of different versions."""
 
 
 class Part(msgspec.Struct, kw_only=True, frozen=True):
@@ -46,7 +48,7 @@ _STATUS = {
 }
 
 
-class Failure(Message):
+class Failure(Message, frozen=True, tag="Failure"):
     """The one error reply every endpoint may send instead of its result."""
 
     code: FailureCode
@@ -54,7 +56,7 @@ class Failure(Message):
     retry_after: float | None = None
 
 
-class Usage(Part):
+class Usage(Part, frozen=True):
     """Tokens one model call (or several, summed) consumed."""
 
     input_tokens: int = 0
@@ -79,12 +81,12 @@ class MediaKind(StrEnum):
     VIDEO = "video"
 
 
-class Label(Part):
+class Label(Part, frozen=True):
     name: str
     confidence: float
 
 
-class SceneFacts(Part):
+class SceneFacts(Part, frozen=True):
     """What perception measured in one picture, each fact with its uncertainty.
 
     Text-only models write from these; ``place`` comes from GPS and never leaves the
@@ -103,7 +105,7 @@ class SceneFacts(Part):
     camera: str | None = None
 
 
-class Frame(Part):
+class Frame(Part, frozen=True):
     """One model-ready JPEG in the blob store."""
 
     object: str
@@ -113,7 +115,7 @@ class Frame(Part):
     facts: SceneFacts | None = None
 
 
-class VideoInfo(Part):
+class VideoInfo(Part, frozen=True):
     duration: float
     width: int
     height: int
@@ -123,7 +125,7 @@ class VideoInfo(Part):
     transcript_language: str | None = None
 
 
-class ExtractFrames(Message):
+class ExtractFrames(Message, frozen=True, tag="ExtractFrames"):
     """Turn one stored upload into frames. The upload stays owned by the caller."""
 
     request_id: str
@@ -133,18 +135,15 @@ class ExtractFrames(Message):
     progress: str | None = None  # subject for Progress events, if the caller listens
 
 
-class FramesExtracted(Message):
+class FramesExtracted(Message, frozen=True, tag="FramesExtracted"):
     frames: list[Frame]
     video: VideoInfo | None = None
-
-
-ExtractFramesReply = FramesExtracted | Failure
 
 
 # --- story_service ------------------------------------------------------------------
 
 
-class WriteStory(Message):
+class WriteStory(Message, frozen=True, tag="WriteStory"):
     request_id: str
     frames: list[Frame]
     prompt: str | None = None
@@ -152,31 +151,25 @@ class WriteStory(Message):
     progress: str | None = None  # subject for Progress events (story text as it is written)
 
 
-class StoryWritten(Message):
+class StoryWritten(Message, frozen=True, tag="StoryWritten"):
     text: str
     usage: Usage
     model: str
-
-
-WriteStoryReply = StoryWritten | Failure
 
 
 # --- translation_service ------------------------------------------------------------
 
 
-class Translate(Message):
+class Translate(Message, frozen=True, tag="Translate"):
     request_id: str
     text: str
     target_language: str = "th"
 
 
-class Translated(Message):
+class Translated(Message, frozen=True, tag="Translated"):
     text: str
     usage: Usage
     model: str
-
-
-TranslateReply = Translated | Failure
 
 
 # --- progress (published, not requested) ---------------------------------------------
@@ -190,7 +183,7 @@ class Stage(StrEnum):
     TRANSLATING = "translating"
 
 
-class Progress(Message):
+class Progress(Message, frozen=True, tag="Progress"):
     """A service's news about a request: a stage it entered, or new story text."""
 
     request_id: str

@@ -13,10 +13,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import nats
 from nats.aio.client import Client
 
-from contracts.rpc import Server
+from contracts.rpc import Server, connect
 from contracts.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ async def run_until_signalled(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    nc = await nats.connect(nats_url, name=client_name, max_reconnect_attempts=-1)
+    nc = await connect(nats_url, client_name)
     try:
         server = await start(nc)
         log.info("%s listening on %s", client_name, nats_url)

@@ -8,25 +8,80 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
+import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.micro import add_service
 from nats.micro.request import ERROR_HEADER, Request
 from nats.micro.service import Service
 
-from contracts.messages import Failure, FailureCode, Message, Progress, Stage
-from contracts.subjects import Endpoint, ServiceSpec
+from contracts.messages import Failure, FailureCode, Progress, Stage
+from contracts.subjects import Endpoint, Rep, Req, ServiceSpec
 
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.msgpack.Encoder()
 
 
+def server_list(url: str) -> list[str]:
+    """The servers in ``NATS_URL``: one URL, or a cluster's comma-separated seed list."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("NATS_URL names no server")
+    return servers
+
+
+class _ConnectionLog:
+    """Tells the connection's story in one line per change of state.
+
+    nats-py's default error callback logs a traceback for every failed reconnect
+    attempt; while the bus is known to be down those attempts are news to no one.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.down = False
+
+    async def error(self, err: Exception) -> None:
+        if self.down and isinstance(err, OSError | TimeoutError | NatsError):
+            return
+        log.warning("%s: NATS: %s", self.name, str(err) or type(err).__name__)
+
+    async def disconnected(self) -> None:
+        if not self.down:
+            self.down = True
+            log.warning("%s lost its NATS connection; reconnecting", self.name)
+
+    async def reconnected(self) -> None:
+        self.down = False
+        log.info("%s reconnected to NATS", self.name)
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connect to NATS as every ImgStory process does: reconnect for ever, log tersely.
+
+    Raises nats.errors.Error subclasses only for bad URLs; an unreachable server is
+    retried until it answers.
+    """
+    story = _ConnectionLog(name)
+    return await nats.connect(
+        servers=server_list(url),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=2,
+        error_cb=story.error,
+        disconnected_cb=story.disconnected,
+        reconnected_cb=story.reconnected,
+    )
+
+
 class CallError(Exception):
     """A call to a service endpoint did not produce a reply."""
 
-    def __init__(self, endpoint: Endpoint, detail: str) -> None:
+    def __init__(self, endpoint: Endpoint[Any, Any], detail: str) -> None:
         super().__init__(detail)
         self.endpoint = endpoint
         self.detail = detail
@@ -40,25 +95,33 @@ class ServiceTimedOut(CallError):
     """The service took longer than the caller was willing to wait."""
 
 
+class BusUnavailable(CallError):
+    """This process is not connected to NATS (it is reconnecting): nothing can be sent."""
+
+
 class RemoteFailure(Exception):
-    """A service answered with a Failure; raised by callers that cannot go on."""
+    """A service answered with a Failure: ``call`` raises it with the envelope."""
 
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.detail)
         self.failure = failure
 
 
-def _label(endpoint: Endpoint) -> str:
+def _label(endpoint: Endpoint[Any, Any]) -> str:
     return endpoint.service.name.removeprefix("imgstory-") + " service"
 
 
-async def call(nc: Client, endpoint: Endpoint, request: Message, *, timeout: float) -> Any:
-    """Send ``request`` to ``endpoint`` and return its decoded reply (result or Failure).
+async def call(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, *, timeout: float) -> Rep:
+    """Send ``request`` to ``endpoint`` and return its result.
 
-    Raises ServiceNotRunning when no replica listens and ServiceTimedOut after ``timeout``.
+    Raises RemoteFailure when the service answers with a Failure, ServiceNotRunning
+    when no replica listens, ServiceTimedOut after ``timeout``, and BusUnavailable at
+    once while the connection to NATS is down (rather than queueing the request).
     """
     if not isinstance(request, endpoint.request_type):
         raise TypeError(f"{endpoint.subject} takes {endpoint.request_type.__name__}")
+    if not nc.is_connected:
+        raise BusUnavailable(endpoint, "the message bus (NATS) is unavailable")
     try:
         msg = await nc.request(endpoint.subject, _encoder.encode(request), timeout=timeout)
     except NoRespondersError as err:
@@ -70,20 +133,13 @@ async def call(nc: Client, endpoint: Endpoint, request: Message, *, timeout: flo
     if not msg.data and msg.headers and ERROR_HEADER in msg.headers:
         # An error micro produced itself (not one of ours): keep its text out of replies.
         log.error("%s answered a bare micro error: %s", endpoint.subject, msg.headers)
-        return Failure(code=FailureCode.INTERNAL, detail=f"the {_label(endpoint)} failed")
-    return _decoder(endpoint.reply_type).decode(msg.data)
-
-
-_decoders: dict[Any, msgspec.msgpack.Decoder] = {}
-
-
-def _decoder(type_: Any) -> msgspec.msgpack.Decoder:
-    if type_ not in _decoders:
-        _decoders[type_] = msgspec.msgpack.Decoder(type_)
-    return _decoders[type_]
-
-
-Handler = Callable[[Any], Awaitable[Message]]
+        raise RemoteFailure(
+            Failure(code=FailureCode.INTERNAL, detail=f"the {_label(endpoint)} failed")
+        )
+    reply = endpoint.decode_reply(msg.data)
+    if isinstance(reply, Failure):
+        raise RemoteFailure(reply)
+    return reply
 
 
 class Server:
@@ -96,7 +152,7 @@ class Server:
     def __init__(self, nc: Client, service: Service) -> None:
         self.nc = nc
         self.service = service
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def start(cls, nc: Client, spec: ServiceSpec) -> Server:
@@ -111,20 +167,19 @@ class Server:
 
     async def add(
         self,
-        endpoint: Endpoint,
-        handler: Handler,
+        endpoint: Endpoint[Req, Rep],
+        handler: Callable[[Req], Awaitable[Rep]],
         *,
         errors: Mapping[type[Exception], FailureCode] | None = None,
         max_in_flight: int = 1,
     ) -> None:
         """Serve ``endpoint`` with ``handler``; exceptions in ``errors`` become Failures."""
-        decoder = _decoder(endpoint.request_type)
         error_codes = dict(errors or {})
         slots = asyncio.Semaphore(max_in_flight)
 
         async def respond(req: Request) -> None:
             try:
-                reply = await handler(decoder.decode(req.data))
+                reply = await handler(endpoint.decode_request(req.data))
             except (msgspec.DecodeError, msgspec.ValidationError) as err:
                 failure = Failure(
                     code=FailureCode.INTERNAL, detail=f"malformed {endpoint.name} request: {err}"
@@ -132,6 +187,7 @@ class Server:
             except tuple(error_codes) as err:
                 failure = _failure_for(err, error_codes)
             except Exception:
+                # The task boundary: micro never sees this task, so answer for it.
                 log.exception("%s failed", endpoint.subject)
                 failure = Failure(
                     code=FailureCode.INTERNAL, detail=f"the {_label(endpoint)} failed unexpectedly"
@@ -148,7 +204,11 @@ class Server:
             await slots.acquire()
             task = asyncio.create_task(respond(req))
             self._tasks.add(task)
-            task.add_done_callback(lambda t: (self._tasks.discard(t), slots.release()))
+            task.add_done_callback(done)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            slots.release()
 
         await self.service.add_endpoint(
             name=endpoint.name,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import msgspec
 
 from contracts import messages as m
 
 Req = TypeVar("Req", bound=m.Message)
+Rep = TypeVar("Rep", bound=m.Message)
 
 
 @dataclass(frozen=True)
@@ -24,14 +27,32 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
-class Endpoint(Generic[Req]):
-    """One request/reply operation: where it listens and what it speaks."""
+class Endpoint(Generic[Req, Rep]):
+    """One request/reply operation: where it listens and what it speaks.
+
+    On the wire a reply is ``reply_type`` or ``Failure``; ``decode_reply`` reads either.
+    """
 
     service: ServiceSpec
     name: str
     subject: str
     request_type: type[Req]
-    reply_type: Any  # a Union of the result Struct and Failure
+    reply_type: type[Rep]
+    _requests: msgspec.msgpack.Decoder = field(init=False, repr=False, compare=False)
+    _replies: msgspec.msgpack.Decoder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Decoders are built once per endpoint, not per message.
+        object.__setattr__(self, "_requests", msgspec.msgpack.Decoder(self.request_type))
+        object.__setattr__(self, "_replies", msgspec.msgpack.Decoder(self.reply_type | m.Failure))
+
+    def decode_request(self, data: bytes) -> Req:
+        """Raises msgspec.DecodeError or msgspec.ValidationError."""
+        return self._requests.decode(data)  # type: ignore[no-any-return]  # Decoder is untyped here
+
+    def decode_reply(self, data: bytes) -> Rep | m.Failure:
+        """Raises msgspec.DecodeError or msgspec.ValidationError."""
+        return self._replies.decode(data)  # type: ignore[no-any-return]  # Decoder is untyped here
 
 
 FRAMES = ServiceSpec("imgstory-frames", "1.0.0", "Turns photos and videos into model-ready frames")
@@ -41,11 +62,11 @@ TRANSLATION = ServiceSpec("imgstory-translation", "1.0.0", "Translates a story i
 SERVICES = (FRAMES, STORY, TRANSLATION)
 
 EXTRACT_FRAMES = Endpoint(
-    FRAMES, "extract", "imgstory.v1.frames.extract", m.ExtractFrames, m.ExtractFramesReply
+    FRAMES, "extract", "imgstory.v1.frames.extract", m.ExtractFrames, m.FramesExtracted
 )
-WRITE_STORY = Endpoint(STORY, "write", "imgstory.v1.story.write", m.WriteStory, m.WriteStoryReply)
+WRITE_STORY = Endpoint(STORY, "write", "imgstory.v1.story.write", m.WriteStory, m.StoryWritten)
 TRANSLATE = Endpoint(
-    TRANSLATION, "translate", "imgstory.v1.translation.translate", m.Translate, m.TranslateReply
+    TRANSLATION, "translate", "imgstory.v1.translation.translate", m.Translate, m.Translated
 )
 
 # JetStream Object Store bucket that carries uploads and frames between processes.
