@@ -20,9 +20,7 @@ from nats.js.object_store import ObjectStore
 from contracts import blobs, rpc
 from contracts.messages import (
     ExtractFrames,
-    Failure,
     Frame,
-    FramesExtracted,
     MediaKind,
     Progress,
     Stage,
@@ -148,18 +146,14 @@ class Analyzer:
         video: VideoInfo | None = None
         problem: BaseException | None = None
         for upload, reply in zip(stored.uploads, replies, strict=True):
-            match reply:
-                case FramesExtracted():
-                    frames.extend(reply.frames)
-                    stored.frames.extend(f.object for f in reply.frames)
-                    video = reply.video or video
-                    continue
-                case Failure():
-                    problem = problem or rpc.RemoteFailure(reply)
-                case BaseException():
-                    problem = problem or reply
-            # A late or failed extraction may still have written frames: sweep their names.
-            stored.frames.extend(blobs.frame_name(upload, i) for i in range(max_frames))
+            if isinstance(reply, BaseException):
+                problem = problem or reply
+                # A late or failed extraction may still have written frames: sweep their names.
+                stored.frames.extend(blobs.frame_name(upload, i) for i in range(max_frames))
+                continue
+            frames.extend(reply.frames)
+            stored.frames.extend(f.object for f in reply.frames)
+            video = reply.video or video
         if problem is not None:
             raise problem
         return frames, video
@@ -175,23 +169,13 @@ class Analyzer:
         request = WriteStory(
             request_id=request_id, frames=frames, prompt=prompt, video=video, progress=progress
         )
-        reply = await rpc.call(self.nc, WRITE_STORY, request, timeout=self.settings.story_timeout)
-        match reply:
-            case StoryWritten():
-                return reply
-            case Failure():
-                raise rpc.RemoteFailure(reply)
+        return await rpc.call(self.nc, WRITE_STORY, request, timeout=self.settings.story_timeout)
 
     async def _translate(self, request_id: str, english: str) -> Translated:
         request = Translate(request_id=request_id, text=english)
-        reply = await rpc.call(
+        return await rpc.call(
             self.nc, TRANSLATE, request, timeout=self.settings.translation_timeout
         )
-        match reply:
-            case Translated():
-                return reply
-            case Failure():
-                raise rpc.RemoteFailure(reply)
 
 
 def _ms(seconds: float) -> float:

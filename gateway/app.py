@@ -6,18 +6,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import nats
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
-from contracts import blobs
+from contracts import blobs, rpc
 from gateway import config
 from gateway.analysis import Analyzer
 from gateway.errors import EXCEPTION_HANDLERS
-from gateway.routes import ROUTES, STATIC, render_index
+from gateway.routes import ROUTES, STATIC, describe_limits, render_index
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +29,7 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        nc = await nats.connect(
-            settings.nats_url, name="imgstory-gateway", max_reconnect_attempts=-1
-        )
+        nc = await rpc.connect(settings.nats_url, "imgstory-gateway")
         try:
             store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
             app.state.nc = nc
@@ -53,7 +50,8 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="ImgStory API",
             version="1.0.0",
-            description="Photos or a video in; a short story in English and Thai out.",
+            description="Photos or a video in; a short story in English and Thai out. "
+            + describe_limits(limits),
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
         ),

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contracts.settings import Env
+
 MIB = 1024 * 1024
 
 
@@ -33,24 +35,32 @@ class Settings:
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the environment (see README for each variable)."""
+    """Settings from the environment (see README for each variable).
+
+    Raises contracts.settings.SettingsError for a value the gateway cannot run with.
+    """
+    read = Env(env)
     limits = Limits(
-        max_image_bytes=int(float(env.get("IMGSTORY_MAX_IMAGE_MB", 10)) * MIB),
-        max_video_bytes=int(float(env.get("IMGSTORY_MAX_VIDEO_MB", 50)) * MIB),
-        max_images=int(env.get("IMGSTORY_MAX_IMAGES", 10)),
-        max_prompt_chars=int(env.get("IMGSTORY_MAX_PROMPT_CHARS", 2000)),
+        max_image_bytes=int(read.number("IMGSTORY_MAX_IMAGE_MB", 10, positive=True) * MIB),
+        max_video_bytes=int(read.number("IMGSTORY_MAX_VIDEO_MB", 50, positive=True) * MIB),
+        max_images=read.integer("IMGSTORY_MAX_IMAGES", Limits.max_images, minimum=1),
+        max_prompt_chars=read.integer(
+            "IMGSTORY_MAX_PROMPT_CHARS", Limits.max_prompt_chars, minimum=1
+        ),
     )
     return Settings(
-        nats_url=env.get("NATS_URL", Settings.nats_url),
-        host=env.get("IMGSTORY_HOST", Settings.host),
-        port=int(env.get("IMGSTORY_PORT", Settings.port)),
+        nats_url=read.text("NATS_URL", Settings.nats_url),
+        host=read.text("IMGSTORY_HOST", Settings.host),
+        port=read.integer("IMGSTORY_PORT", Settings.port, minimum=0, maximum=65535),
         limits=limits,
-        max_frames=int(env.get("IMGSTORY_MAX_FRAMES", Settings.max_frames)),
-        frames_timeout=float(env.get("IMGSTORY_FRAMES_TIMEOUT", Settings.frames_timeout)),
-        story_timeout=float(env.get("IMGSTORY_STORY_TIMEOUT", Settings.story_timeout)),
-        translation_timeout=float(
-            env.get("IMGSTORY_TRANSLATION_TIMEOUT", Settings.translation_timeout)
+        max_frames=read.integer("IMGSTORY_MAX_FRAMES", Settings.max_frames, minimum=1, maximum=64),
+        frames_timeout=read.number(
+            "IMGSTORY_FRAMES_TIMEOUT", Settings.frames_timeout, positive=True
         ),
-        blob_ttl=float(env.get("IMGSTORY_BLOB_TTL", Settings.blob_ttl)),
-        upload_dir=env.get("IMGSTORY_UPLOAD_DIR") or None,
+        story_timeout=read.number("IMGSTORY_STORY_TIMEOUT", Settings.story_timeout, positive=True),
+        translation_timeout=read.number(
+            "IMGSTORY_TRANSLATION_TIMEOUT", Settings.translation_timeout, positive=True
+        ),
+        blob_ttl=read.number("IMGSTORY_BLOB_TTL", Settings.blob_ttl, positive=True),
+        upload_dir=read.optional("IMGSTORY_UPLOAD_DIR"),
     )

@@ -13,6 +13,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import ExceptionHandlersMap
 from nats.errors import Error as NatsError
 
 from contracts.rpc import CallError, RemoteFailure
@@ -31,7 +32,7 @@ class Problem:
     headers: dict[str, str] | None = None
 
 
-def problem_of(exc: Exception) -> Problem:
+def problem_of(exc: BaseException) -> Problem:
     """The status, detail and headers for ``exc``; never exposes internals of an unknown error."""
     match exc:
         case UploadError():
@@ -53,7 +54,7 @@ def problem_of(exc: Exception) -> Problem:
     return Problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
 
 
-def log_problem(method: str, path: str, exc: Exception, problem: Problem) -> None:
+def log_problem(method: str, path: str, exc: BaseException, problem: Problem) -> None:
     if problem.status == HTTP_500_INTERNAL_SERVER_ERROR and not isinstance(exc, HTTPException):
         log.error("%s %s failed", method, path, exc_info=exc)
     elif problem.status >= 500:
@@ -72,6 +73,6 @@ def _handle(request: Request, exc: Exception) -> Response[ErrorResponse]:
     return error_response(problem)
 
 
-EXCEPTION_HANDLERS = dict.fromkeys(
+EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(
     (UploadError, RemoteFailure, CallError, NatsError, HTTPException, Exception), _handle
 )

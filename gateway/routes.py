@@ -10,17 +10,25 @@ from pathlib import Path
 from litestar import MediaType, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.response import File, Response, ServerSentEvent
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from contracts.subjects import SERVICES, ServiceSpec, ping_subject
+from gateway.analysis import Analyzer
 from gateway.config import MIB, Limits
 from gateway.schemas import AnalyzeResponse, ErrorResponse, Health
 from gateway.streaming import stream_analysis
-from gateway.uploads import FILES_FIELD, PROMPT_FIELD, SUPPORTED, receive_form
+from gateway.uploads import FILES_FIELD, PROMPT_FIELD, SUPPORTED, megabytes, receive_form
 
 STATIC = Path(__file__).parent / "static"
 
@@ -40,7 +48,7 @@ class AnalyzeOperation(Operation):
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
             required=True,
-            description=f"{SUPPORTED}. 10 MB per image, 50 MB per video.",
+            description=f"{SUPPORTED}, within this server's limits (see the API description).",
             content={
                 "multipart/form-data": OpenAPIMediaType(
                     schema=Schema(
@@ -49,7 +57,7 @@ class AnalyzeOperation(Operation):
                         properties={
                             FILES_FIELD: Schema(
                                 type=OpenAPIType.ARRAY,
-                                items=Schema(type=OpenAPIType.STRING, format="binary"),
+                                items=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
                                 description="JPG/PNG images (several allowed) or one MP4 video",
                             ),
                             PROMPT_FIELD: Schema(
@@ -62,6 +70,16 @@ class AnalyzeOperation(Operation):
                 )
             },
         )
+
+
+def describe_limits(limits: Limits) -> str:
+    """The configured upload limits in words, for the OpenAPI description."""
+    return (
+        f"Limits on this server: {megabytes(limits.max_image_bytes)} per image and up to "
+        f"{limits.max_images} images per request, or one video of up to "
+        f"{megabytes(limits.max_video_bytes)}; a prompt of at most "
+        f"{limits.max_prompt_chars} characters. Larger uploads are refused with 400."
+    )
 
 
 def render_index(limits: Limits) -> str:
@@ -80,7 +98,8 @@ def render_index(limits: Limits) -> str:
 
 @get("/", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
 def index(state: State) -> str:
-    return state.index_html
+    page: str = state.index_html
+    return page
 
 
 @get("/api/docs", media_type=MediaType.HTML, summary="API documentation page", sync_to_thread=False)
@@ -106,8 +125,9 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
     form = await receive_form(
         request.headers.get("content-type"), request.stream(), settings.limits, settings.upload_dir
     )
+    analyzer: Analyzer = state.analyzer
     try:
-        return await state.analyzer.analyze(form)
+        return await analyzer.analyze(form)
     finally:
         form.discard()
 

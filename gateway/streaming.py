@@ -46,8 +46,8 @@ async def stream_analysis(
         if failure is None:
             yield _event("result", task.result())
         else:
-            problem = problem_of(failure)  # type: ignore[arg-type]
-            log_problem("POST", path, failure, problem)  # type: ignore[arg-type]
+            problem = problem_of(failure)
+            log_problem("POST", path, failure, problem)
             yield _event("error", {"status": problem.status, "detail": problem.detail})
     finally:
         if not task.done():

@@ -12,12 +12,16 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from contracts.messages import MediaKind
 from gateway.config import Limits
+
+if TYPE_CHECKING:  # a TypedDict the library declares for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,8 @@ def sniff(head: bytes) -> MediaKind | None:
     return None
 
 
-def _megabytes(n: int) -> str:
+def megabytes(n: int) -> str:
+    """A byte count as the limits are stated to users, e.g. '10 MB'."""
     return f"{n / (1024 * 1024):g} MB"
 
 
@@ -64,7 +69,11 @@ class ReceivedForm:
 
     @property
     def kind(self) -> MediaKind:
-        return self.files[0].kind  # type: ignore[return-value]
+        """The kind of every file in a received form (``receive_form`` checks they agree)."""
+        kind = self.files[0].kind if self.files else None
+        if kind is None:
+            raise RuntimeError("the form has not been received yet")
+        return kind
 
     def discard(self) -> None:
         for f in self.files:
@@ -84,11 +93,11 @@ class _FormSink:
         self._headers: dict[bytes, bytes] = {}
         self._name: str | None = None
         self._file: ReceivedFile | None = None
-        self._handle = None
+        self._handle: BinaryIO | None = None
         self._head = bytearray()
         self._other = 0
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda d, s, e: self._header_data(self._header_field, d[s:e]),
@@ -177,7 +186,7 @@ class _FormSink:
         )
         if f.size + len(chunk) > limit:
             raise UploadError(
-                f"'{f.filename}' is too large: the limit is {_megabytes(limit)} "
+                f"'{f.filename}' is too large: the limit is {megabytes(limit)} "
                 f"for {'a video' if f.kind is MediaKind.VIDEO else 'each image'}"
             )
         # Page-cache writes of one network chunk are short; no thread hop per chunk.

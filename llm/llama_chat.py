@@ -111,7 +111,7 @@ class LlamaChat:
             except ValueError as err:
                 self._llama.close()
                 raise ModelUnavailable(
-                    f"the vision projector {Path(mmproj_path).name} does not fit the model {path.name}: {err}"
+                    f"the vision projector {projector.name} does not fit the model {path.name}: {err}"
                 ) from err
         # Free the model at interpreter exit while stderr is still open: llama-cpp-python's
         # own __del__ fails then when a vision projector is loaded.
@@ -412,7 +412,8 @@ class _Watcher:
     def text_before_loop(self) -> str:
         """The answer up to the end of the first pass through the loop."""
         kept = self._answer[: self.loop_at]
-        return self._llama.detokenize(kept).decode("utf-8", errors="ignore")
+        text: str = self._llama.detokenize(kept).decode("utf-8", errors="ignore")
+        return text
 
     def finish(self, text: str) -> None:
         """Send whatever the last callbacks did not (the final token is never seen before sampling)."""

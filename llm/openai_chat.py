@@ -186,9 +186,11 @@ class OpenAIChat:
         on_text: Callable[[str], None],
     ) -> ChatCompletion:
         """Stream the answer to `on_text`, then return it as one ChatCompletion."""
-        stream = await self._client.chat.completions.create(
+        # The token limit's field name (max_tokens or max_completion_tokens) is chosen at
+        # run time, which the SDK's overloads cannot follow.
+        stream = await self._client.chat.completions.create(  # type: ignore[call-overload]
             model=self.model,
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             temperature=temperature,
             stream=True,
             stream_options={"include_usage": True},

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.settings import Env, SettingsError
 from llm.chat import ChatModel
 from llm.openai_chat import OpenAIChat, build_openai_client
 
@@ -32,9 +33,13 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
-            raise ValueError(f"IMGSTORY_PROVIDER must be one of {PROVIDERS}, not {self.provider!r}")
+            raise SettingsError(
+                f"IMGSTORY_PROVIDER must be one of {', '.join(PROVIDERS)}, not {self.provider!r}"
+            )
         if self.local_mmproj and not self.local_model:
-            raise ValueError("IMGSTORY_LOCAL_MMPROJ needs IMGSTORY_LOCAL_MODEL (the matching GGUF)")
+            raise SettingsError(
+                "IMGSTORY_LOCAL_MMPROJ needs IMGSTORY_LOCAL_MODEL (the matching GGUF)"
+            )
 
 
 def model_settings(env: Mapping[str, str], model_variable: str) -> ModelSettings:
@@ -42,21 +47,26 @@ def model_settings(env: Mapping[str, str], model_variable: str) -> ModelSettings
 
     The provider defaults to ``openai`` when a key or a base URL is set, else ``local``.
     """
-    api_key = env.get("OPENAI_API_KEY") or None
-    base_url = env.get("OPENAI_BASE_URL") or None
+    read = Env(env)
+    api_key = read.optional("OPENAI_API_KEY")
+    base_url = read.optional("OPENAI_BASE_URL")
     default_provider = "openai" if api_key or base_url else "local"
-    threads = env.get("IMGSTORY_LOCAL_THREADS")
+    threads = read.integer("IMGSTORY_LOCAL_THREADS", 0, minimum=0)
     return ModelSettings(
-        provider=(env.get("IMGSTORY_PROVIDER") or default_provider).strip().lower(),
-        model=env.get(model_variable) or DEFAULT_OPENAI_MODEL,
+        provider=read.choice("IMGSTORY_PROVIDER", default_provider, PROVIDERS),
+        model=read.text(model_variable, DEFAULT_OPENAI_MODEL),
         api_key=api_key,
         base_url=base_url,
-        timeout=float(env.get("IMGSTORY_OPENAI_TIMEOUT", ModelSettings.timeout)),
-        max_retries=int(env.get("IMGSTORY_OPENAI_MAX_RETRIES", ModelSettings.max_retries)),
-        local_model=env.get("IMGSTORY_LOCAL_MODEL") or None,
-        local_mmproj=env.get("IMGSTORY_LOCAL_MMPROJ") or None,
-        local_context=int(env.get("IMGSTORY_LOCAL_CONTEXT", ModelSettings.local_context)),
-        local_threads=int(threads) if threads else None,
+        timeout=read.number("IMGSTORY_OPENAI_TIMEOUT", ModelSettings.timeout, positive=True),
+        max_retries=read.integer(
+            "IMGSTORY_OPENAI_MAX_RETRIES", ModelSettings.max_retries, minimum=0, maximum=10
+        ),
+        local_model=read.optional("IMGSTORY_LOCAL_MODEL"),
+        local_mmproj=read.optional("IMGSTORY_LOCAL_MMPROJ"),
+        local_context=read.integer(
+            "IMGSTORY_LOCAL_CONTEXT", ModelSettings.local_context, minimum=256
+        ),
+        local_threads=threads or None,  # 0 or unset: one per core
     )
 
 

@@ -6,7 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contracts.settings import Env
 from llm.provider import ModelSettings, model_settings
+from story_service.story import DETAILS
 
 
 @dataclass(frozen=True)
@@ -21,13 +23,19 @@ class Settings:
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the environment (see README for each variable)."""
+    """Settings from the environment (see README for each variable).
+
+    Raises contracts.settings.SettingsError for a value the service cannot run with.
+    """
+    read = Env(env)
     return Settings(
-        nats_url=env.get("NATS_URL", Settings.nats_url),
+        nats_url=read.text("NATS_URL", Settings.nats_url),
         model=model_settings(env, "IMGSTORY_STORY_MODEL"),
-        image_detail=env.get("IMGSTORY_IMAGE_DETAIL", Settings.image_detail),
-        max_tokens=int(env.get("IMGSTORY_STORY_MAX_TOKENS", Settings.max_tokens)),
-        temperature=float(env.get("IMGSTORY_STORY_TEMPERATURE", Settings.temperature)),
-        max_in_flight=int(env.get("IMGSTORY_STORY_IN_FLIGHT", Settings.max_in_flight)),
-        blob_ttl=float(env.get("IMGSTORY_BLOB_TTL", Settings.blob_ttl)),
+        image_detail=read.choice("IMGSTORY_IMAGE_DETAIL", Settings.image_detail, DETAILS),
+        max_tokens=read.integer("IMGSTORY_STORY_MAX_TOKENS", Settings.max_tokens, minimum=1),
+        temperature=read.number(
+            "IMGSTORY_STORY_TEMPERATURE", Settings.temperature, minimum=0, maximum=2
+        ),
+        max_in_flight=read.integer("IMGSTORY_STORY_IN_FLIGHT", Settings.max_in_flight, minimum=1),
+        blob_ttl=read.number("IMGSTORY_BLOB_TTL", Settings.blob_ttl, positive=True),
     )

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contracts.settings import Env
 from llm.provider import ModelSettings, model_settings
 
 
@@ -20,12 +21,22 @@ class Settings:
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the environment (see README for each variable)."""
+    """Settings from the environment (see README for each variable).
+
+    Raises contracts.settings.SettingsError for a value the service cannot run with.
+    """
+    read = Env(env)
     return Settings(
-        nats_url=env.get("NATS_URL", Settings.nats_url),
+        nats_url=read.text("NATS_URL", Settings.nats_url),
         model=model_settings(env, "IMGSTORY_TRANSLATION_MODEL"),
-        min_thai_share=float(env.get("IMGSTORY_MIN_THAI_SHARE", Settings.min_thai_share)),
-        max_tokens=int(env.get("IMGSTORY_TRANSLATION_MAX_TOKENS", Settings.max_tokens)),
-        temperature=float(env.get("IMGSTORY_TRANSLATION_TEMPERATURE", Settings.temperature)),
-        max_in_flight=int(env.get("IMGSTORY_TRANSLATION_IN_FLIGHT", Settings.max_in_flight)),
+        min_thai_share=read.number(
+            "IMGSTORY_MIN_THAI_SHARE", Settings.min_thai_share, minimum=0, maximum=1
+        ),
+        max_tokens=read.integer("IMGSTORY_TRANSLATION_MAX_TOKENS", Settings.max_tokens, minimum=1),
+        temperature=read.number(
+            "IMGSTORY_TRANSLATION_TEMPERATURE", Settings.temperature, minimum=0, maximum=2
+        ),
+        max_in_flight=read.integer(
+            "IMGSTORY_TRANSLATION_IN_FLIGHT", Settings.max_in_flight, minimum=1
+        ),
     )

@@ -46,7 +46,9 @@ class Translator:
 
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
     """Start the translation micro service on ``nc``; ``chat`` defaults to the configured model."""
-    translator = Translator(chat or await asyncio.to_thread(build_chat, settings.model), settings)
+    if chat is None:
+        chat = await asyncio.to_thread(build_chat, settings.model)
+    translator = Translator(chat, settings)
     server = await Server.start(nc, TRANSLATION)
     await server.add(
         TRANSLATE, translator.translate, errors=ERRORS, max_in_flight=settings.max_in_flight
