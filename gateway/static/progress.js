@@ -1,0 +1,146 @@
+// The progress card: the stages as the server reports them, the upload bar, the story so far
+// and the status line that screen readers hear.
+
+import { $, scrollBehavior } from "./dom.js";
+import { formatBytes } from "./limits.js";
+import { hasTitle, renderStory } from "./story.js";
+
+const progress = $("#progress");
+const stageItems = [...document.querySelectorAll("#stages .stage")];
+const STAGES = stageItems.map((item) => item.dataset.stage);
+const uploadBar = $("#upload-bar");
+const live = $("#live");
+const liveText = $("#live-text");
+
+// What the current run has shown; reset for each run by openProgress().
+let stageIndex = -1;
+let story = "";
+let lastAnnounced = -1;
+
+export function announce(text) {
+  $("#status").textContent = text;
+}
+
+function setTitle(text) {
+  $("#progress-title").textContent = text;
+}
+
+function part(item, name) {
+  return item.querySelector(`.stage__${name}`);
+}
+
+function resetStages(isVideo) {
+  for (const item of stageItems) {
+    item.classList.remove("is-active", "is-done", "is-skipped", "is-failed");
+    part(item, "detail").textContent = "";
+    part(item, "state").textContent = ", waiting";
+    if ("videoOnly" in item.dataset) item.hidden = !isVideo;
+  }
+  uploadBar.hidden = false;
+  uploadBar.value = 0;
+  setTitle("Working on your story");
+  live.hidden = true;
+  liveText.textContent = "";
+}
+
+/** Show the card for a new run, at its first stage. */
+export function openProgress(isVideo) {
+  stageIndex = -1;
+  story = "";
+  lastAnnounced = -1;
+  resetStages(isVideo);
+  progress.hidden = false;
+  setStage("uploading", "Starting the upload…");
+  progress.scrollIntoView({ block: "start", behavior: scrollBehavior() });
+}
+
+export function closeProgress() {
+  progress.hidden = true;
+}
+
+/** Make `stage` the current one: earlier stages are done (or skipped), later ones wait. */
+export function setStage(stage, detail) {
+  const index = STAGES.indexOf(stage);
+  if (index < 0) {
+    if (detail) announce(detail);
+    return;
+  }
+  if (index < stageIndex) return; // never go backwards
+  stageItems.forEach((item, i) => {
+    if (i < index) {
+      const reached = item.classList.contains("is-active") || item.classList.contains("is-done");
+      item.classList.remove("is-active");
+      item.classList.add(reached ? "is-done" : "is-skipped");
+      part(item, "state").textContent = reached ? ", done" : ", skipped";
+      if (!reached && "videoOnly" in item.dataset) part(item, "detail").textContent = "Not needed";
+    }
+  });
+  if (index > 0) uploadBar.hidden = true;
+  $(".live__title").textContent =
+    index > STAGES.indexOf("writing_story") ? "The English story" : "The story so far";
+  const item = stageItems[index];
+  item.classList.add("is-active");
+  part(item, "state").textContent = ", in progress";
+  const name = part(item, "name").textContent;
+  // The server's detail often repeats the stage's name; show it only when it says more.
+  if (detail && detail.toLowerCase() !== name.toLowerCase()) {
+    part(item, "detail").textContent = detail;
+  }
+  if (index !== stageIndex || detail) {
+    announce(detail && detail.toLowerCase() !== name.toLowerCase() ? `${name}: ${detail}` : name);
+  }
+  stageIndex = index;
+}
+
+function uploadDetail() {
+  return part(stageItems[STAGES.indexOf("uploading")], "detail");
+}
+
+export function showUploaded(loaded, total) {
+  const percent = Math.min(100, Math.floor((loaded / total) * 100));
+  uploadBar.value = percent;
+  uploadDetail().textContent = `${percent} % of ${formatBytes(total)}`;
+  // Screen readers hear every 25 %, not every event.
+  const step = Math.floor(percent / 25);
+  if (step !== lastAnnounced) {
+    lastAnnounced = step;
+    announce(`Uploading: ${percent} %`);
+  }
+}
+
+export function uploadSent() {
+  uploadBar.value = 100;
+  if (stageIndex <= 0) uploadDetail().textContent = "Uploaded, waiting for the server…";
+}
+
+/** More of the English story has been written: show it as it grows. */
+export function addStoryText(text) {
+  if (stageIndex < STAGES.indexOf("writing_story")) setStage("writing_story", "");
+  story += text;
+  live.hidden = false;
+  renderStory(liveText, story, hasTitle(story));
+  liveText.scrollTop = liveText.scrollHeight;
+}
+
+/** The result is in: every stage is done and the card makes way for the stories. */
+export function finishStages() {
+  setStage("translating", "");
+  for (const item of stageItems) {
+    if (item.classList.contains("is-active")) {
+      item.classList.replace("is-active", "is-done");
+      part(item, "state").textContent = ", done";
+    }
+  }
+  closeProgress();
+}
+
+/** The run failed: mark the stage it was at, and keep what was written of the story. */
+export function failStages() {
+  const active = stageItems.find((item) => item.classList.contains("is-active"));
+  if (active) {
+    active.classList.replace("is-active", "is-failed");
+    part(active, "state").textContent = ", failed";
+  }
+  setTitle("The story could not be finished");
+  live.hidden = !story;
+}

@@ -1,0 +1,121 @@
+// The finished stories: both languages, the token usage, copying and downloading.
+
+import { $, scrollBehavior } from "./dom.js";
+import { plural } from "./limits.js";
+import { announce } from "./progress.js";
+import { asMarkdown, asText, fileStem, hasTitle, renderStory } from "./story.js";
+
+const results = $("#results");
+let lastResult = null;
+
+const number = (n) => Number(n).toLocaleString("en-US");
+
+function usageRow(label, model, usage) {
+  const tr = document.createElement("tr");
+  const head = document.createElement("td");
+  head.textContent = label;
+  if (model) {
+    const small = document.createElement("span");
+    small.className = "usage__model";
+    small.textContent = model;
+    head.append(small);
+  }
+  tr.append(head);
+  for (const n of [usage.input_tokens, usage.output_tokens, usage.total_tokens]) {
+    const td = document.createElement("td");
+    td.textContent = number(n);
+    tr.append(td);
+  }
+  return tr;
+}
+
+function showUsage(result) {
+  const usage = result.token_usage;
+  $("#usage").textContent =
+    `${number(usage.total_tokens)} tokens in total: ${number(usage.input_tokens)} in, ${number(usage.output_tokens)} out.`;
+  const rows = $("#usage-rows");
+  rows.replaceChildren();
+  if (result.usage_by_stage) {
+    rows.append(usageRow("Story", result.models?.story, result.usage_by_stage.story));
+    rows.append(usageRow("Translation", result.models?.translation, result.usage_by_stage.translation));
+  }
+  rows.append(usageRow("Total", "", usage));
+}
+
+/** Show the stories of `result`, made from `photos` photos (or a video). */
+export function showResult(result, photos) {
+  lastResult = result;
+  const titled = hasTitle(result.english);
+  renderStory($("#english"), result.english, titled);
+  renderStory($("#thai"), result.thai, titled && hasTitle(result.thai));
+  showUsage(result);
+
+  const media = result.media === "video" ? "1 video" : plural(photos, "photo");
+  const frames = typeof result.frames_used === "number"
+    ? `, ${plural(result.frames_used, result.media === "video" ? "frame" : "picture")} shown to the model` : "";
+  $("#media-line").textContent = `${media}${frames}. Request ${result.request_id || "–"}.`;
+
+  results.hidden = false;
+  announce("Your story is ready, in English and Thai.");
+  const heading = $("#english-title");
+  heading.tabIndex = -1;
+  heading.focus({ preventScroll: true });
+  results.scrollIntoView({ block: "start", behavior: scrollBehavior() });
+}
+
+export function clearResult() {
+  results.hidden = true;
+  lastResult = null;
+}
+
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  // Plain-HTTP pages have no clipboard API: copy through a selected, off-screen textarea.
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.className = "visually-hidden";
+  document.body.append(area);
+  area.select();
+  const ok = document.execCommand("copy");
+  area.remove();
+  if (!ok) throw new Error("copy refused");
+}
+
+/** Copy the story `button` names (data-copy="english" or "thai") and say how it went. */
+export async function copyStory(button) {
+  if (!lastResult) return;
+  const which = button.dataset.copy;
+  const label = which === "thai" ? "Thai" : "English";
+  try {
+    await copyText(lastResult[which]);
+    button.textContent = "Copied ✓";
+    $("#copy-status").textContent = `${label} story copied.`;
+  } catch {
+    button.textContent = "Copy failed";
+    $("#copy-status").textContent = `Could not copy the ${label} story; select the text instead.`;
+  }
+  setTimeout(() => { button.textContent = "Copy"; }, 2000);
+}
+
+const FORMATS = {
+  txt: { type: "text/plain;charset=utf-8", render: asText },
+  md: { type: "text/markdown;charset=utf-8", render: asMarkdown },
+};
+
+/** Save the story as a file in `format` ("txt" or "md"). */
+export function download(format) {
+  if (!lastResult) return;
+  const { type, render } = FORMATS[format];
+  const url = URL.createObjectURL(new Blob([render(lastResult)], { type }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${fileStem(lastResult)}.${format}`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
