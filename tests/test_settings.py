@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -94,3 +95,28 @@ async def test_a_process_with_a_bad_setting_exits_at_once_with_one_line(
     assert len(lines) == 1, lines
     assert "refusing to start" in lines[0] and variable in lines[0]
     assert "Traceback" not in stderr.decode()
+
+
+SOURCE_PACKAGES = (
+    "contracts",
+    "gateway",
+    "frame_service",
+    "story_service",
+    "translation_service",
+    "llm",
+    "model_files",
+    "scripts",
+)
+VARIABLE = re.compile(r"\"((?:IMGSTORY|OPENAI|NATS|XDG|OTEL)_[A-Z0-9_]+)\"")
+
+
+def test_the_readme_documents_every_variable_the_code_reads() -> None:
+    read = {
+        name
+        for package in SOURCE_PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        for name in VARIABLE.findall(path.read_text(encoding="utf-8"))
+    }
+    assert {"NATS_URL", "IMGSTORY_IMAGE_DETAIL", "IMGSTORY_FRAME_JPEG_QUALITY"} <= read
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert sorted(name for name in read if f"`{name}`" not in readme) == []
