@@ -52,7 +52,7 @@ test: install-test nats-server system-packages-test model
 	$(PY) -m pytest
 
 bench: install-test nats-server model
-	$(PY) bench/pipeline.py
+	$(PY) -m bench.pipeline
 
 clean:
 	rm -rf $(VENV) .cache *.egg-info

@@ -6,7 +6,7 @@ Prints, side by side from one run:
   2. the overhead of the story service over calling llama.cpp directly for the same
      tokens (greedy decoding, so both produce the identical answer).
 
-Run: make bench   (or: .venv/bin/python bench/pipeline.py --runs 3)
+Run: make bench   (or, from the repository root: .venv/bin/python -m bench.pipeline --runs 3)
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from pathlib import Path
 
 import nats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from contracts import blobs, rpc
 from contracts.messages import ExtractFrames, MediaKind, StoryWritten, WriteStory
 from contracts.subjects import EXTRACT_FRAMES, WRITE_STORY
@@ -35,8 +33,9 @@ from story_service import config as story_config
 from story_service.service import StoryWriter
 from story_service.service import start_service as start_story
 from story_service.story import build_sheet_messages
-from tests.conftest import NatsServer, gateway_client
 from tests.media import sample_photo, sample_video
+from tests.support.gateway import gateway_client
+from tests.support.nats_server import NatsServer
 from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import gateway_client
-from tests.fake_openai import (
+from tests.media import sample_photo, sample_video, write_audio_only_mp4, write_jpeg
+from tests.support.fake_openai import (
     THAI_ANSWER,
     Delay,
     Reply,
@@ -18,7 +18,7 @@ from tests.fake_openai import (
     count_prompt_tokens,
     default_answer,
 )
-from tests.media import sample_photo, sample_video, write_audio_only_mp4, write_jpeg
+from tests.support.gateway import gateway_client
 from translation_service.translate import thai_share
 
 pytestmark = pytest.mark.usefixtures("blob_store")

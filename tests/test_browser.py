@@ -12,8 +12,6 @@ import json
 import re
 import shlex
 import shutil
-import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +19,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright, expect
 
-from tests.conftest import ROOT, free_port, service_env
-from tests.fake_openai import Delay, Status
 from tests.media import sample_photo, sample_video, write_garbage, write_other_image
+from tests.support.fake_openai import Delay, Status
+from tests.support.processes import ROOT, free_port, running_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -80,22 +78,8 @@ async def site(nats_url, services, tmp_path_factory) -> AsyncIterator[str]:
     """`python -m gateway` on a free port, over the session's NATS and services."""
     port = free_port()
     uploads = tmp_path_factory.mktemp("browser-uploads")
-    env = service_env(nats_url, IMGSTORY_PORT=str(port), IMGSTORY_UPLOAD_DIR=str(uploads))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", cwd=ROOT, env=env
-    )
-    for _ in range(150):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            break
-        except OSError:
-            if process.returncode is not None:
-                pytest.fail("python -m gateway exited at start-up")
-            await asyncio.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    process.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(process.wait(), 20)
+    async with running_gateway(nats_url, port, IMGSTORY_UPLOAD_DIR=str(uploads)):
+        yield f"http://127.0.0.1:{port}"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from llm import (
     build_openai_client,
 )
 from llm.openai_chat import KEY_REJECTED_MESSAGE, LOCAL_API_KEY_PLACEHOLDER, retry_after_seconds
-from tests.fake_openai import IMAGE_TOKENS, Delay, FakeOpenAI, Raw, Reply, Status
+from tests.support.fake_openai import IMAGE_TOKENS, Delay, FakeOpenAI, Raw, Reply, Status
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 MODEL = "gpt-test-mini"

@@ -17,8 +17,9 @@ import pytest
 from contracts import rpc
 from contracts.messages import Translate, Translated
 from contracts.subjects import SERVICES, TRANSLATE, ping_subject
-from tests.conftest import ROOT, fake_model_settings, free_port, service_env
 from tests.media import sample_photo, sample_video
+from tests.support.processes import ROOT, free_port, running_gateway, service_env
+from tests.support.services import fake_model_settings
 from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
 
@@ -123,21 +124,8 @@ async def gateway_process(nats_url, services, tmp_path):
         port = free_port()
     except OSError:
         pass
-    env = service_env(nats_url, IMGSTORY_PORT=str(port))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", cwd=ROOT, env=env
-    )
-    base = f"http://localhost:{port}"
-    for _ in range(100):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
-    yield base
-    process.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(process.wait(), 20)
+    async with running_gateway(nats_url, port):
+        yield f"http://localhost:{port}"
 
 
 async def run_shell(command: str, cwd: Path) -> tuple[int, str, str]:

@@ -21,7 +21,13 @@ from story_service.story import (
     format_clock,
     write_story,
 )
-from tests.fake_openai import IMAGE_TOKENS, FakeOpenAI, Reply, Status, count_prompt_tokens
+from tests.support.fake_openai import (
+    IMAGE_TOKENS,
+    FakeOpenAI,
+    Reply,
+    Status,
+    count_prompt_tokens,
+)
 
 MODEL = "gpt-test-vision"
 

@@ -9,7 +9,7 @@ import pytest
 
 from llm import ModelUnavailable, OpenAIChat
 from llm.chat import Completion
-from tests.fake_openai import (
+from tests.support.fake_openai import (
     THAI_ANSWER,
     FakeOpenAI,
     Reply,

@@ -19,6 +19,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# The key the tests give clients of the fake: shaped like a real one, worth nothing.
+FAKE_API_KEY = "sk-test-not-a-real-key"
+
 # Tokens the fake charges for each image part, whatever its size (OpenAI's "low" detail price).
 IMAGE_TOKENS = 85
 

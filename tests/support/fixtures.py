@@ -1,0 +1,88 @@
+"""The shared fixtures, loaded as a pytest plugin: NATS, the fake OpenAI server, services, gateway."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from contracts import blobs
+from gateway import config as gateway_config
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.gateway import gateway_client
+from tests.support.nats_server import NatsServer
+from tests.support.services import services_on_fake
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def empty_nats_url(tmp_path: Path) -> Iterator[str]:
+    """A NATS server with no service attached, for 'service down' paths."""
+    server = NatsServer(tmp_path / "nats").start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def openai(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """The fake, emptied of script and records before and after each test."""
+    fake_openai.reset()
+    yield fake_openai
+    fake_openai.reset()
+
+
+@pytest.fixture(scope="session")
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture(scope="session")
+async def services(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[dict]:
+    """The three services, in process, over the session's NATS, talking to the fake."""
+    async with services_on_fake(nats_url, fake_openai) as servers:
+        yield servers
+
+
+@pytest.fixture
+def upload_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "uploads"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def gateway_settings(nats_url: str, upload_dir: Path) -> gateway_config.Settings:
+    return replace(gateway_config.load({}), nats_url=nats_url, upload_dir=str(upload_dir))
+
+
+@pytest.fixture
+def gateway(services: dict, gateway_settings: gateway_config.Settings) -> Callable:
+    """A factory: ``async with gateway() as client`` runs the real app against real services."""
+
+    return lambda settings=None: gateway_client(settings or gateway_settings)
+
+
+@pytest.fixture
+async def blob_store(nc: Client, services: dict):
+    """The blob bucket; the test fails if a request left anything in it."""
+    store = await blobs.open_bucket(nc.jetstream(), ttl=900)
+    yield store
+    assert await blobs.list_names(store) == [], "a request left objects in the blob store"

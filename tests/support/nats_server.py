@@ -1,0 +1,72 @@
+"""A throwaway nats-server with JetStream, as the tests and the benchmark run it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+
+def nats_server_binary() -> str:
+    """The nats-server on PATH, or the one the virtualenv installed; fails the test if neither."""
+    found = shutil.which("nats-server") or shutil.which(
+        "nats-server", path=str(Path(sys.executable).parent)
+    )
+    if not found:
+        pytest.fail("nats-server not found: run `make test`, which installs it")
+    return found
+
+
+class NatsServer:
+    """A throwaway nats-server with JetStream on a free port and a temp store."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> NatsServer:
+        """Start the server and wait until it listens; raises RuntimeError if it does not."""
+        self.process = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "-1",
+                "-sd",
+                str(self.store_dir),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            found = re.search(r"Listening for client connections on (\S+):(\d+)", line)
+            if found:
+                self.url = f"nats://127.0.0.1:{found.group(2)}"
+                break
+            if time.monotonic() > deadline:
+                break
+        if not self.url:
+            self.stop()
+            raise RuntimeError("nats-server did not start")
+        # Keep draining its log so the pipe never fills and blocks the server.
+        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
