@@ -1,0 +1,150 @@
+"""Real llama.cpp inference: answers, token counts, the Thai script, streaming and cancelling.
+
+Qwen answers where quality matters; the tiny Gemma, which writes nonsense, where only speed does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from llm.errors import ModelRejected
+from llm.llama_chat import LlamaChat
+from llm.script_mask import thai_text_layout
+from translation_service.translate import thai_share, translate_to_thai
+
+STORY = (
+    "Mara tied the last rope to the old post. "
+    "By evening the sea had turned to copper. "
+    "She counted twelve boats coming home and smiled."
+)
+
+
+async def test_english_answer_has_real_token_counts(qwen: LlamaChat) -> None:
+    messages = [
+        {
+            "role": "system",
+            "content": "You are a helpful assistant. Answer in one short English sentence.",
+        },
+        {"role": "user", "content": "What colour is the sky on a clear day?"},
+    ]
+
+    result = await qwen.complete(messages, max_tokens=24, temperature=0.2)
+
+    assert result.text.strip()
+    assert sum(ch.isascii() and ch.isalpha() for ch in result.text) > 5
+    assert 20 < result.input_tokens < 80  # the chat template's tokens plus ours
+    assert 0 < result.output_tokens <= 24
+    assert result.model == qwen.name == "qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+async def test_thai_script_keeps_the_answer_in_thai(qwen: LlamaChat) -> None:
+    messages = [
+        {"role": "user", "content": "Translate into Thai: The cat sleeps on the warm roof."}
+    ]
+
+    result = await qwen.complete(messages, max_tokens=40, temperature=0.2, script="thai")
+
+    assert thai_share(result.text) >= 0.95
+    assert 0 < result.output_tokens <= 40
+
+
+async def test_a_story_translates_into_thai_with_the_local_model(qwen: LlamaChat) -> None:
+    result = await translate_to_thai(qwen, STORY)
+
+    assert result.thai_share >= 0.95
+    assert result.attempts == 1
+    assert result.input_tokens > 0 and result.output_tokens > 0
+    assert len(result.text) > len(STORY) / 3
+
+
+async def test_unknown_script_is_a_value_error(gemma: LlamaChat) -> None:
+    with pytest.raises(ValueError, match="script"):
+        await gemma.complete(
+            [{"role": "user", "content": "hi"}], max_tokens=5, temperature=0.0, script="klingon"
+        )
+
+
+async def test_concurrent_calls_run_one_after_the_other(gemma: LlamaChat) -> None:
+    spans: dict[str, list[float]] = {"a": [], "b": []}
+
+    def recorder(key: str):
+        return lambda piece: spans[key].append(time.monotonic())
+
+    async def ask(key: str):
+        # The Thai grammar forbids an empty answer, so the base model always writes something.
+        return await gemma.complete(
+            [{"role": "user", "content": f"Write about {key}."}],
+            max_tokens=12,
+            temperature=0.8,
+            script="thai",
+            on_text=recorder(key),
+        )
+
+    first, second = await asyncio.gather(ask("a"), ask("b"))
+
+    assert first.text and second.text
+    assert 0 < first.output_tokens <= 12 and 0 < second.output_tokens <= 12
+    a, b = spans["a"], spans["b"]
+    assert a and b
+    assert max(a) < min(b) or max(b) < min(a), "two generations overlapped"
+
+
+async def test_streamed_pieces_add_up_to_the_answer(gemma: LlamaChat) -> None:
+    pieces: list[str] = []
+    result = await gemma.complete(
+        [{"role": "user", "content": "Tell a story."}],
+        max_tokens=16,
+        temperature=0.8,
+        script="thai",
+        on_text=pieces.append,
+    )
+    assert len(pieces) > 1
+    # The answer is the streamed text, tidied (trailing spaces and extra blank lines go).
+    assert thai_text_layout("".join(pieces)) == result.text
+
+
+async def test_a_prompt_longer_than_the_context_is_rejected(gemma: LlamaChat) -> None:
+    long_text = "The harbour was quiet and the boats came home. " * 60  # far more than 256 tokens
+
+    with pytest.raises(ModelRejected, match="too long"):
+        await gemma.complete(
+            [{"role": "user", "content": long_text}], max_tokens=8, temperature=0.0
+        )
+
+    # The model still answers after the refusal.
+    result = await gemma.complete(
+        [{"role": "user", "content": "Hi."}], max_tokens=4, temperature=0.0, script="thai"
+    )
+    assert result.text
+
+
+async def test_a_cancelled_call_frees_the_model_quickly(gemma: LlamaChat) -> None:
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_text(piece: str) -> None:
+        loop.call_soon_threadsafe(started.set)
+
+    task = asyncio.create_task(
+        gemma.complete(
+            [{"role": "user", "content": "Tell a long story."}],
+            max_tokens=200,
+            temperature=0.8,
+            script="thai",
+            on_text=on_text,
+        )
+    )
+    await asyncio.wait_for(started.wait(), 60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    began = time.monotonic()
+    result = await gemma.complete(
+        [{"role": "user", "content": "Hi."}], max_tokens=4, temperature=0.0, script="thai"
+    )
+    assert result.text
+    assert time.monotonic() - began < 10, "the cancelled generation kept the model busy"
