@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
 from email.utils import formatdate
+from typing import Any, cast
 
+import httpx
 import openai
 import pytest
 
@@ -21,45 +21,18 @@ from llm import (
 )
 from llm.openai_chat import KEY_REJECTED_MESSAGE, LOCAL_API_KEY_PLACEHOLDER, retry_after_seconds
 from tests.support.fake_openai import IMAGE_TOKENS, Delay, FakeOpenAI, Raw, Reply, Status
+from tests.support.fixtures import ClientFactory
+from tests.support.processes import free_port
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 MODEL = "gpt-test-mini"
 HELLO = [{"role": "user", "content": "Say hello."}]
 
-ClientFactory = Callable[..., openai.AsyncOpenAI]
-
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-async def make_client(fake: FakeOpenAI) -> AsyncIterator[ClientFactory]:
-    clients: list[openai.AsyncOpenAI] = []
-
-    def make(
-        *, max_retries: int = 0, timeout: float = 5.0, base_url: str | None = None
-    ) -> openai.AsyncOpenAI:
-        client = openai.AsyncOpenAI(
-            api_key=API_KEY,
-            base_url=base_url or fake.base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
-
-
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def api_key() -> str:
+    """make_client's key here: shaped like a real secret, so the leak checks mean something."""
+    return API_KEY
 
 
 async def test_reply_and_usage_pass_through(fake: FakeOpenAI, make_client: ClientFactory) -> None:
@@ -88,7 +61,7 @@ async def test_default_usage_is_counted_from_the_request(
         "type": "image_url",
         "image_url": {"url": "data:image/jpeg;base64,/9j/", "detail": "low"},
     }
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "You tell stories."},
         {"role": "user", "content": [{"type": "text", "text": "Two pictures here"}, image, image]},
     ]
@@ -285,7 +258,7 @@ async def test_timeout_is_unavailable(fake: FakeOpenAI, make_client: ClientFacto
 
 
 async def test_server_down_is_unavailable(make_client: ClientFactory) -> None:
-    client = make_client(base_url=f"http://127.0.0.1:{closed_port()}/v1", max_retries=0)
+    client = make_client(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
     with pytest.raises(ModelUnavailable, match="could not connect") as caught:
         await OpenAIChat(client, MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
     assert isinstance(caught.value.__cause__, openai.APIConnectionError)
@@ -381,7 +354,7 @@ async def test_build_client_for_a_local_server_sends_a_placeholder_key(fake: Fak
     assert "story about 0 pictures" in result.text
     assert fake.requests[0].headers["authorization"] == f"Bearer {LOCAL_API_KEY_PLACEHOLDER}"
     assert client.max_retries == 0
-    assert client.timeout.read == 5.0
+    assert cast(httpx.Timeout, client.timeout).read == 5.0
 
 
 def test_build_client_without_any_key_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import openai
 import pytest
 from PIL import Image
 
@@ -28,6 +26,7 @@ from tests.support.fake_openai import (
     Status,
     count_prompt_tokens,
 )
+from tests.support.fixtures import ClientFactory
 
 MODEL = "gpt-test-vision"
 
@@ -62,18 +61,8 @@ def decode_data_url(url: str) -> bytes:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-async def chat(fake: FakeOpenAI) -> AsyncIterator[OpenAIChat]:
-    client = openai.AsyncOpenAI(
-        api_key="sk-test", base_url=fake.base_url, timeout=5.0, max_retries=0
-    )
-    yield OpenAIChat(client, MODEL)
-    await client.close()
+def chat(make_client: ClientFactory) -> OpenAIChat:
+    return OpenAIChat(make_client(), MODEL)
 
 
 def test_photos_are_labelled_and_sent_as_jpeg_data_urls() -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
-import openai
 import pytest
 
 from llm import ModelUnavailable, OpenAIChat
@@ -17,6 +14,7 @@ from tests.support.fake_openai import (
     count_completion_tokens,
     count_prompt_tokens,
 )
+from tests.support.fixtures import ClientFactory
 from translation_service.translate import (
     NotThai,
     Translation,
@@ -34,18 +32,8 @@ THAI = "ท่าเรือที่เงียบสงบ\n\nมาร่�
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-async def chat(fake: FakeOpenAI) -> AsyncIterator[OpenAIChat]:
-    client = openai.AsyncOpenAI(
-        api_key="sk-test", base_url=fake.base_url, timeout=5.0, max_retries=0
-    )
-    yield OpenAIChat(client, MODEL)
-    await client.close()
+def chat(make_client: ClientFactory) -> OpenAIChat:
+    return OpenAIChat(make_client(), MODEL)
 
 
 @pytest.mark.parametrize(

@@ -7,15 +7,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import nats
+import openai as openai_sdk
 import pytest
 from nats.aio.client import Client
 
 from contracts import blobs
 from gateway import config as gateway_config
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FAKE_API_KEY, FakeOpenAI
 from tests.support.gateway import gateway_client
 from tests.support.nats_server import NatsServer
 from tests.support.services import services_on_fake
+
+ClientFactory = Callable[..., openai_sdk.AsyncOpenAI]
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +48,41 @@ def openai(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
     fake_openai.reset()
     yield fake_openai
     fake_openai.reset()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI server of the test's own, for unit tests of one chat backend."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def api_key() -> str:
+    """The key `make_client` gives its clients; a test module may override it."""
+    return FAKE_API_KEY
+
+
+@pytest.fixture
+async def make_client(fake: FakeOpenAI, api_key: str) -> AsyncIterator[ClientFactory]:
+    """A factory of real `openai` clients of `fake` (no retries unless asked), closed after the test."""
+    clients: list[openai_sdk.AsyncOpenAI] = []
+
+    def make(
+        *, max_retries: int = 0, timeout: float = 5.0, base_url: str | None = None
+    ) -> openai_sdk.AsyncOpenAI:
+        client = openai_sdk.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url or fake.base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture(scope="session")
