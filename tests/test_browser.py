@@ -23,6 +23,8 @@ from tests.media import sample_photo, sample_video, write_garbage, write_other_i
 from tests.support.fake_openai import Delay, Status
 from tests.support.processes import ROOT, free_port, running_gateway
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
     "--headless",

@@ -15,6 +15,8 @@ from llm.llama_chat import LlamaChat
 from llm.script_mask import thai_text_layout
 from translation_service.translate import thai_share, translate_to_thai
 
+pytestmark = pytest.mark.slow
+
 STORY = (
     "Mara tied the last rope to the old post. "
     "By evening the sea had turned to copper. "

@@ -14,6 +14,8 @@ from llm.errors import ModelRejected, ModelUnavailable
 from llm.llama_chat import LlamaChat
 from tests.support.local_models import THREADS, loaded
 
+pytestmark = pytest.mark.slow
+
 
 async def test_pictures_need_a_vision_projector(qwen: LlamaChat) -> None:
     assert qwen.sees_images is False

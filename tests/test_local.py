@@ -18,7 +18,7 @@ from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
 from translation_service.translate import thai_share
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
