@@ -25,7 +25,8 @@ from faster_whisper import WhisperModel
 from faster_whisper.transcribe import Segment
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from frame_service.frames import MediaError, _sniff_video_container
+from frame_service.frames import MediaError
+from frame_service.video import open_video
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +156,8 @@ class Transcriber:
         Returns None when the video has no audio stream, its audio cannot be decoded,
         or it holds no speech (silence, music, noise). Segments that look like Whisper
         hallucinations (repetition loops, low confidence) are dropped.
-        Raises TranscribeError if the file is not a readable MP4/MOV/Matroska/WebM
-        container; OSError if it cannot be opened.
+        Raises TranscribeError if the file is not a readable MP4/MOV container; OSError
+        if it cannot be opened.
         """
         started = time.perf_counter()
         audio = self._decode(path)
@@ -203,15 +204,9 @@ class Transcriber:
 
     def _decode(self, path: str | os.PathLike[str]) -> np.ndarray | None:
         try:
-            demuxer = _sniff_video_container(path)
+            container = open_video(path)
         except MediaError as err:
             raise TranscribeError(str(err)) from err
-        try:
-            # Naming the demuxer stops FFmpeg probing the file as a playlist or
-            # other format that could read further files or URLs.
-            container = av.open(os.fspath(path), mode="r", format=demuxer)
-        except av.error.FFmpegError as err:
-            raise TranscribeError(f"the video container cannot be read: {err}") from err
         with container:
             stream = container.streams.best("audio")
             if stream is None:

@@ -1,0 +1,99 @@
+"""Photos to pictures: Pillow decodes, orients, converts to RGB and re-encodes without metadata."""
+
+import io
+import os
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from frame_service.frames import FrameBounds, MediaError, Picture
+
+# Restricting Pillow to these plugins means hostile files never reach the
+# dozens of rarely used decoders Pillow ships.
+IMAGE_PLUGINS = ("JPEG", "PNG")
+# Phone cameras write JPEGs with an MPF segment, which Pillow reports as "MPO".
+_ACCEPTED_IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG"})
+_DRAFTABLE_FORMATS = frozenset({"JPEG", "MPO"})
+# Pillow can only resample these modes properly; palette, bilevel and 16-bit
+# images are converted to RGB before resizing instead.
+_RESIZABLE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "CMYK"})
+# Everything Pillow might raise for damaged image data once the file has been opened.
+_CORRUPT_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+
+def prepare_image(path: str | os.PathLike[str], bounds: FrameBounds) -> Picture:
+    """Decode a JPEG or PNG photo, apply its EXIF orientation, and re-encode it within bounds.
+
+    Raises MediaError if the file is not a JPEG or PNG, is corrupt or truncated, or has
+    more pixels than bounds.max_pixels (or than Pillow's decompression-bomb limit).
+    Raises OSError if the file itself cannot be opened.
+    """
+    # Opened here rather than by Pillow so a missing file stays an OSError (a
+    # server fault) instead of being reported as a bad upload.
+    with open(path, "rb") as fh:
+        try:
+            with Image.open(fh, formats=IMAGE_PLUGINS) as img:
+                return _prepare_opened(img, bounds)
+        except Image.DecompressionBombError as err:
+            raise MediaError(f"the image is too large to decode safely: {err}") from err
+        except UnidentifiedImageError as err:
+            raise MediaError("the file is not a JPEG or PNG image") from err
+        except _CORRUPT_IMAGE_ERRORS as err:
+            raise MediaError(f"the image is corrupt or truncated: {err}") from err
+
+
+def to_picture(
+    img: Image.Image, size: tuple[int, int], quality: int, timestamp: float | None = None
+) -> Picture:
+    """Convert to RGB, downscale to size and encode as a metadata-free baseline JPEG."""
+    if img.mode not in _RESIZABLE_MODES or "transparency" in img.info:
+        img = _to_rgb(img)
+    if img.size != size:
+        # reducing_gap lets Pillow box-reduce first, so huge images stay cheap.
+        img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    img = _to_rgb(img)
+    # resize/convert copy info, and Pillow writes info["comment"] back into the
+    # JPEG; emptying it guarantees nothing from the upload travels upstream.
+    img.info = {}
+    buffer = io.BytesIO()
+    img.save(
+        buffer,
+        format="JPEG",
+        quality=quality,
+        optimize=True,
+        progressive=False,
+        exif=b"",
+        icc_profile=None,
+    )
+    return Picture(jpeg=buffer.getvalue(), width=img.width, height=img.height, timestamp=timestamp)
+
+
+def _prepare_opened(img: Image.Image, bounds: FrameBounds) -> Picture:
+    if img.format not in _ACCEPTED_IMAGE_FORMATS:
+        raise MediaError(f"unsupported image format {img.format}; only JPEG and PNG are accepted")
+    width, height = img.size
+    bounds.check_pixels(width, height, "image")
+    target = bounds.fit_size(width, height)
+    if img.format in _DRAFTABLE_FORMATS:
+        # Lets libjpeg decode at 1/2, 1/4 or 1/8 scale, never below target.
+        img.draft("RGB", target)
+    # In place: the copy exif_transpose would otherwise make can be 100+ MB.
+    ImageOps.exif_transpose(img, in_place=True)
+    if (img.width > img.height) != (target[0] > target[1]):
+        # The EXIF orientation swapped the axes; the bounds are symmetric, so
+        # the target simply swaps too.
+        target = (target[1], target[0])
+    return to_picture(img, target, bounds.jpeg_quality)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        # Pillow clips 16-bit samples to 255 instead of scaling them, which turns
+        # 16-bit greyscale PNGs white.
+        img = img.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")

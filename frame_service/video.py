@@ -1,0 +1,288 @@
+"""Videos to pictures: PyAV reads the container, decodes a few candidate frames and keeps the best."""
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import av
+import av.error
+from av.container import InputContainer
+from av.stream import Disposition
+from av.video.frame import VideoFrame
+from av.video.stream import VideoStream
+from PIL import Image, ImageChops, ImageStat
+
+from frame_service.frame_choice import frame_times, pick_scene_frames
+from frame_service.frames import FrameBounds, MediaError, Picture, UnprocessableMedia, VideoMeta
+from frame_service.images import to_picture
+
+log = logging.getLogger(__name__)
+
+# Box types that can start an ISO base media file (MP4, MOV, 3GP).
+_ISO_BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+
+_CANDIDATES_PER_FRAME = 3
+_MAX_CANDIDATES = 48
+_SIGNATURE_SIZE = 16
+
+
+@dataclass
+class DecodeStats:
+    """Counters for the work one extract_video call did, so callers and tests can see its cost."""
+
+    candidates: int = 0
+    seeks: int = 0
+    frames_decoded: int = 0
+    decode_errors: int = 0
+
+
+def extract_video(
+    path: str | os.PathLike[str],
+    max_frames: int,
+    bounds: FrameBounds,
+    stats: DecodeStats | None = None,
+) -> tuple[VideoMeta, list[Picture]]:
+    """Read a video's metadata and up to max_frames pictures spread over it, favouring new scenes.
+
+    Pictures are in time order, timestamped in seconds from the start of the video, and
+    shown as displayed (rotation metadata applied). A video with fewer distinct frames
+    than max_frames yields fewer pictures. Pass a DecodeStats to learn how many seeks and
+    decoded frames it took.
+    Raises MediaError if the file is not a readable MP4/MOV container or its frames
+    exceed bounds.max_pixels; UnprocessableMedia if it has no video stream or no frame
+    can be decoded (including codecs FFmpeg has no decoder for); ValueError if
+    max_frames < 1; OSError if the file itself cannot be opened.
+    """
+    if max_frames < 1:
+        raise ValueError("max_frames must be at least 1")
+    stats = stats if stats is not None else DecodeStats()
+    with open_video(path) as container:
+        meta, pictures = _extract_from_container(container, max_frames, bounds, stats)
+    log.debug(
+        "extracted %d of %d candidate frames from %s (%d seeks, %d frames decoded)",
+        len(pictures),
+        stats.candidates,
+        os.fspath(path),
+        stats.seeks,
+        stats.frames_decoded,
+    )
+    return meta, pictures
+
+
+def open_video(path: str | os.PathLike[str]) -> InputContainer:
+    """Open an MP4/MOV file with PyAV's ISO-BMFF demuxer and nothing else; close it when done.
+
+    Raises MediaError if the file does not start like an ISO base media file or FFmpeg
+    cannot read its container; OSError if the file itself cannot be opened.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if head[4:8] not in _ISO_BMFF_BOXES:
+        raise MediaError("the file is not an MP4 or MOV video")
+    try:
+        # Naming the demuxer stops FFmpeg probing the file as a playlist, image
+        # sequence or other format that could read further files or URLs.
+        return av.open(os.fspath(path), mode="r", format="mov")
+    except av.error.FFmpegError as err:
+        raise MediaError(f"the video container cannot be read: {err}") from err
+
+
+def _extract_from_container(
+    container: InputContainer, max_frames: int, bounds: FrameBounds, stats: DecodeStats
+) -> tuple[VideoMeta, list[Picture]]:
+    stream = _video_stream(container)
+    if stream.codec_context is None:
+        raise UnprocessableMedia(f"no decoder for the video codec of stream {stream.index}")
+    stream.thread_type = "AUTO"
+    bounds.check_pixels(stream.codec_context.width, stream.codec_context.height, "video frame")
+    time_base = stream.time_base
+    if time_base is None or time_base <= 0:
+        raise MediaError("the video stream has no time base")
+    start = stream.start_time or 0
+    duration = _header_duration(container, stream)
+    if duration is None:
+        duration = _scanned_duration(container, stream, start)
+
+    count = max(max_frames, min(_CANDIDATES_PER_FRAME * max_frames, _MAX_CANDIDATES))
+    if stream.frames > 0:
+        # No point seeking for more candidates than the container says it has frames.
+        count = min(count, stream.frames)
+    targets = [start + int(seconds / time_base) for seconds in frame_times(duration, count)]
+    stats.candidates = len(targets)
+
+    pictures: list[Picture] = []
+    scores: list[float] = []
+    previous: Image.Image | None = None
+    seen: set[int | None] = set()
+    rotation = 0
+    for frame in _frames_at(container, stream, targets, stats):
+        if frame.pts in seen:
+            continue
+        seen.add(frame.pts)
+        rotation = _quarter_turns(frame.rotation)
+        signature = frame.to_image(
+            width=_SIGNATURE_SIZE, height=_SIGNATURE_SIZE, interpolation="AREA"
+        )
+        scores.append(0.0 if previous is None else _difference(previous, signature))
+        previous = signature
+        offset = frame.pts - start if frame.pts is not None else 0
+        seconds = max(0.0, float(offset * time_base))
+        pictures.append(_frame_picture(frame, rotation, seconds, bounds))
+    if not pictures:
+        raise UnprocessableMedia("no frame of the video could be decoded")
+
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if rotation % 2:
+        width, height = height, width
+    meta = VideoMeta(
+        duration=duration,
+        width=width,
+        height=height,
+        fps=_frame_rate(stream),
+        has_audio=bool(container.streams.audio),
+    )
+    return meta, [pictures[index] for index in pick_scene_frames(scores, max_frames)]
+
+
+def _video_stream(container: InputContainer) -> VideoStream:
+    for stream in container.streams.video:
+        # Cover art in audio files shows up as a one-picture "video" stream.
+        if not stream.disposition & Disposition.attached_pic:
+            return stream
+    raise UnprocessableMedia("the file has no video stream")
+
+
+def _header_duration(container: InputContainer, stream: VideoStream) -> float | None:
+    if stream.duration and stream.duration > 0 and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _scanned_duration(container: InputContainer, stream: VideoStream, start: int) -> float:
+    """Find where the last video packet ends by demuxing (not decoding) the whole stream."""
+    # Some writers leave the durations in an MP4's headers at zero; its packets still tell.
+    end: int | None = None
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                stop = packet.pts + (packet.duration or 0)
+                end = stop if end is None else max(end, stop)
+    except av.error.FFmpegError as err:
+        # A damaged tail still leaves everything before it usable.
+        log.info("stopped scanning for the video's end: %s", err)
+    if end is None or stream.time_base is None:
+        return 0.0
+    return max(0.0, float((end - start) * stream.time_base))
+
+
+def _frames_at(
+    container: InputContainer, stream: VideoStream, targets: Sequence[int], stats: DecodeStats
+) -> Iterator[VideoFrame]:
+    """Yield, for each target pts in ascending order, the frame on screen at that moment.
+
+    That is the last frame at or before the target (the first frame for a target before
+    it, the last frame for one past the end). Neighbouring targets can yield the same
+    frame; callers drop repeats. A target whose frame fails to decode yields nothing.
+    """
+    frames: Iterator[VideoFrame] | None = None
+    shown: VideoFrame | None = None  # last decoded frame at or before the previous target
+    ahead: VideoFrame | None = None  # first decoded frame after the previous target
+    exhausted = False
+    for target in targets:
+        if exhausted or (ahead is not None and _after(ahead, target)):
+            # Nothing new is shown between the previous target and this one.
+            current = shown if shown is not None else ahead
+            if current is not None:
+                yield current
+            continue
+        try:
+            furthest = ahead if ahead is not None else shown
+            if frames is None or _should_seek(stream, target, furthest):
+                container.seek(target, stream=stream, backward=True)
+                stats.seeks += 1
+                frames = container.decode(stream)
+                shown = ahead = None
+            if ahead is not None:
+                shown, ahead = ahead, None
+            for frame in frames:
+                stats.frames_decoded += 1
+                if _after(frame, target):
+                    ahead = frame
+                    break
+                shown = frame
+            else:
+                exhausted = True
+        except av.error.FFmpegError as err:
+            # One broken stretch should not cost the other candidates; the next
+            # one seeks afresh because the decode generator is now finished.
+            stats.decode_errors += 1
+            log.info("skipping the frame at pts %d, which failed to decode: %s", target, err)
+            frames = None
+            shown = ahead = None
+            continue
+        current = shown if shown is not None else ahead
+        if current is not None:
+            yield current
+
+
+def _after(frame: VideoFrame, target: int) -> bool:
+    # Frames without a timestamp cannot be placed, so they never end a search early.
+    return frame.pts is not None and frame.pts > target
+
+
+def _should_seek(stream: VideoStream, target: int, last: VideoFrame | None) -> bool:
+    """Seek only when the keyframe before target lies beyond the furthest decoded frame."""
+    if last is None or last.pts is None:
+        return True
+    entries = stream.index_entries
+    if len(entries) == 0:
+        return True
+    position = entries.search_timestamp(target, backward=True)
+    if position < 0:
+        return False
+    # Index timestamps are decode times; a keyframe's display time is never earlier.
+    return entries[position].timestamp > last.pts
+
+
+def _frame_picture(
+    frame: VideoFrame, quarter_turns: int, seconds: float, bounds: FrameBounds
+) -> Picture:
+    if quarter_turns % 2:
+        display_width, display_height = bounds.fit_size(frame.height, frame.width)
+        stored = (display_height, display_width)
+    else:
+        stored = bounds.fit_size(frame.width, frame.height)
+    # Scaling inside swscale while converting to RGB is far cheaper than
+    # converting the full-size frame and resizing it in Pillow.
+    img = frame.to_image(width=stored[0], height=stored[1], interpolation="AREA")
+    if quarter_turns:
+        img = img.transpose(_ROTATIONS[quarter_turns])
+    return to_picture(img, img.size, bounds.jpeg_quality, timestamp=seconds)
+
+
+# Counter-clockwise quarter turns, matching FFmpeg's display-matrix convention.
+_ROTATIONS = {
+    1: Image.Transpose.ROTATE_90,
+    2: Image.Transpose.ROTATE_180,
+    3: Image.Transpose.ROTATE_270,
+}
+
+
+def _quarter_turns(degrees: float) -> int:
+    return round(degrees / 90) % 4
+
+
+def _difference(first: Image.Image, second: Image.Image) -> float:
+    """Mean absolute per-channel difference of two equally sized RGB images, from 0 to 1."""
+    means = ImageStat.Stat(ImageChops.difference(first, second)).mean
+    return sum(means) / (255 * len(means))
+
+
+def _frame_rate(stream: VideoStream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return 0.0
