@@ -28,10 +28,11 @@ from contracts.messages import (
 )
 from contracts.rpc import Reporter, Server
 from contracts.subjects import EXTRACT_FRAMES, FRAMES
+from frame_service.capture import Capture, read_capture
 from frame_service.config import Settings
 from frame_service.frames import MediaError, Picture, UnprocessableMedia, VideoMeta
 from frame_service.images import prepare_image
-from frame_service.perception import Capture, Facts, Perceiver, read_capture
+from frame_service.perception import Facts, Perceiver
 from frame_service.transcribe import Transcriber, Transcript
 from frame_service.video import extract_video
 

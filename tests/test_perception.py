@@ -10,8 +10,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 from PIL.TiffImagePlugin import IFDRational
 
-from frame_service import perception
-from frame_service.perception import Capture, Facts, Perceiver, ocr_available, read_capture
+from frame_service import ocr
+from frame_service.capture import Capture, read_capture
+from frame_service.ocr import ocr_available
+from frame_service.perception import Facts, Perceiver
 from tests import media
 
 CAT_LABELS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -98,12 +100,12 @@ def test_without_tesseract_pictures_are_described_without_text(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    perception._find_tesseract.cache_clear()
+    ocr.find_tesseract.cache_clear()
     try:
         assert ocr_available() is False
         facts = Perceiver().describe(photo("page.png"))
     finally:
-        perception._find_tesseract.cache_clear()
+        ocr.find_tesseract.cache_clear()
 
     assert facts.text is None
     assert facts.labels
