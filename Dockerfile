@@ -12,6 +12,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY contracts contracts
 COPY llm llm
+COPY model_files model_files
 COPY gateway gateway
 COPY frame_service frame_service
 COPY story_service story_service

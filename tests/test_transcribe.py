@@ -17,6 +17,7 @@ from frame_service.transcribe import (
     Transcriber,
     whisper_model_dir,
 )
+from model_files import assemble
 from tests import media
 
 LIGHTHOUSE = "The red lighthouse keeper feeds seven orange cats every morning."
@@ -158,8 +159,8 @@ def test_model_dir_is_idempotent_and_skips_rehashing(model_dir, monkeypatch):
     def forbidden(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the verified model was hashed or rebuilt again")
 
-    monkeypatch.setattr(transcribe, "_sha256", forbidden)
-    monkeypatch.setattr(transcribe, "_assemble_model", forbidden)
+    monkeypatch.setattr(assemble, "sha256_of", forbidden)
+    monkeypatch.setattr(assemble, "_copy", forbidden)
 
     assert whisper_model_dir(model_dir) == model_dir
     after = (model_dir / "model.bin").stat()
@@ -174,7 +175,7 @@ def test_good_model_without_stamp_is_rehashed_not_rebuilt(tmp_path, monkeypatch)
     def forbidden(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a good model.bin was rebuilt")
 
-    monkeypatch.setattr(transcribe, "_assemble_model", forbidden)
+    monkeypatch.setattr(assemble, "_copy", forbidden)
 
     whisper_model_dir(directory)
     assert (directory / "model.bin").stat().st_ino == before.st_ino
