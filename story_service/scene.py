@@ -9,29 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from contracts.messages import Label, SceneFacts
+
 LIKELY = 0.6  # at or above: state it
 POSSIBLE = 0.3  # at or above: "possibly"; below: "an uncertain guess"
 IGNORED = 0.08  # below: not worth the model's attention
 
 
 @dataclass(frozen=True)
-class PictureFacts:
-    """What perception measured in one picture (see frame_service.perception)."""
-
-    labels: tuple[tuple[str, float], ...] = ()
-    faces: int | None = None
-    people: bool = False
-    colors: tuple[str, ...] = ()
-    light: str | None = None
-    text: str | None = None
-    taken_at: str | None = None
-    place: str | None = None
-    camera: str | None = None
-
-
-@dataclass(frozen=True)
 class SheetPicture:
-    facts: PictureFacts = field(default_factory=PictureFacts)
+    facts: SceneFacts = field(default_factory=SceneFacts)
     timestamp: float | None = None  # seconds into the video; None for photos
 
 
@@ -52,14 +39,16 @@ def _certainty(confidence: float) -> str:
     return "uncertain guess"
 
 
-def _labels(labels: Sequence[tuple[str, float]]) -> str | None:
-    kept = [(n, c) for n, c in labels if c >= IGNORED]
+def _labels(labels: Sequence[Label]) -> str | None:
+    kept = [label for label in labels if label.confidence >= IGNORED]
     if not kept:
         return "nothing the classifier recognises with any confidence"
-    return "; ".join(f"{name} ({_certainty(c)}, {c:.0%})" for name, c in kept)
+    return "; ".join(
+        f"{label.name} ({_certainty(label.confidence)}, {label.confidence:.0%})" for label in kept
+    )
 
 
-def _people(facts: PictureFacts) -> str | None:
+def _people(facts: SceneFacts) -> str | None:
     if facts.faces is None:
         return None
     if facts.faces == 0:
@@ -69,7 +58,7 @@ def _people(facts: PictureFacts) -> str | None:
     return f"{facts.faces} human face{'s' if facts.faces > 1 else ''} detected"
 
 
-def picture_lines(facts: PictureFacts, *, share_place: bool) -> list[str]:
+def picture_lines(facts: SceneFacts, *, share_place: bool) -> list[str]:
     """The sheet's bullet lines for one picture."""
     lines = [f"may show: {_labels(facts.labels)}"]
     people = _people(facts)

@@ -9,14 +9,13 @@ from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from contracts import blobs
-from contracts.messages import FailureCode, SceneFacts, Stage, StoryWritten, Usage, WriteStory
+from contracts.messages import FailureCode, Stage, StoryWritten, Usage, WriteStory
 from contracts.rpc import Reporter, Server
 from contracts.subjects import STORY, WRITE_STORY
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
 from llm.provider import build_chat
 from story_service.config import Settings
-from story_service.scene import PictureFacts
 from story_service.story import StoryFrame, VideoFacts, write_story
 
 ERRORS = {
@@ -40,7 +39,7 @@ class StoryWriter:
             *(blobs.fetch_bytes(self.store, f.object) for f in request.frames)
         )
         return [
-            StoryFrame(jpeg=jpeg, timestamp=f.timestamp, facts=_facts(f.facts))
+            StoryFrame(jpeg=jpeg, timestamp=f.timestamp, facts=f.facts)
             for jpeg, f in zip(images, request.frames, strict=True)
         ]
 
@@ -78,25 +77,9 @@ class StoryWriter:
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
     """Start the story micro service on ``nc``; ``chat`` defaults to the configured model."""
     store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
-    writer = StoryWriter(
-        nc, chat or await asyncio.to_thread(build_chat, settings.model), store, settings
-    )
+    if chat is None:
+        chat = await asyncio.to_thread(build_chat, settings.model)
+    writer = StoryWriter(nc, chat, store, settings)
     server = await Server.start(nc, STORY)
     await server.add(WRITE_STORY, writer.write, errors=ERRORS, max_in_flight=settings.max_in_flight)
     return server
-
-
-def _facts(facts: SceneFacts | None) -> PictureFacts | None:
-    if facts is None:
-        return None
-    return PictureFacts(
-        labels=tuple((label.name, label.confidence) for label in facts.labels),
-        faces=facts.faces,
-        people=facts.people,
-        colors=tuple(facts.colors),
-        light=facts.light,
-        text=facts.text,
-        taken_at=facts.taken_at,
-        place=facts.place,
-        camera=facts.camera,
-    )

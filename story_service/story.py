@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.messages import SceneFacts
 from llm.chat import ChatModel
-from story_service.scene import PictureFacts, SheetPicture, format_clock, scene_sheet
+from story_service.scene import SheetPicture, format_clock, scene_sheet
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class StoryFrame:
 
     jpeg: bytes
     timestamp: float | None = None
-    facts: PictureFacts | None = None  # measured by perception, for text-only models
+    facts: SceneFacts | None = None  # measured by perception, for text-only models
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def build_sheet_messages(
     if not frames:
         raise ValueError("a story needs at least one picture")
     sheet = scene_sheet(
-        [SheetPicture(frame.facts or PictureFacts(), frame.timestamp) for frame in frames],
+        [SheetPicture(frame.facts or SceneFacts(), frame.timestamp) for frame in frames],
         video_duration=video.duration if video else None,
         transcript=_fence(video.transcript or "") if video else None,
         transcript_language=video.transcript_language if video else None,
