@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contracts.settings import Env, SettingsError
 from frame_service.frames import FrameBounds
 
 
@@ -22,25 +23,38 @@ class Settings:
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the environment (see README for each variable)."""
-    defaults = FrameBounds()
-    bounds = FrameBounds(
-        max_side=int(env.get("IMGSTORY_FRAME_MAX_SIDE", defaults.max_side)),
-        short_side=int(env.get("IMGSTORY_FRAME_SHORT_SIDE", defaults.short_side)),
-        jpeg_quality=int(env.get("IMGSTORY_FRAME_JPEG_QUALITY", defaults.jpeg_quality)),
-        max_pixels=int(env.get("IMGSTORY_MAX_PIXELS", defaults.max_pixels)),
-    )
+    """Settings from the environment (see README for each variable).
+
+    Raises contracts.settings.SettingsError for a value the service cannot run with.
+    """
+    read = Env(env)
     return Settings(
-        nats_url=env.get("NATS_URL", Settings.nats_url),
-        bounds=bounds,
-        max_in_flight=int(env.get("IMGSTORY_FRAMES_IN_FLIGHT", Settings.max_in_flight)),
-        blob_ttl=float(env.get("IMGSTORY_BLOB_TTL", Settings.blob_ttl)),
-        work_dir=env.get("IMGSTORY_WORK_DIR") or None,
-        perception=_flag(env.get("IMGSTORY_PERCEPTION", "1")),
-        ocr=_flag(env.get("IMGSTORY_OCR", "1")),
-        transcribe=_flag(env.get("IMGSTORY_TRANSCRIBE", "1")),
+        nats_url=read.text("NATS_URL", Settings.nats_url),
+        bounds=_bounds(read),
+        max_in_flight=read.integer("IMGSTORY_FRAMES_IN_FLIGHT", Settings.max_in_flight, minimum=1),
+        blob_ttl=read.number("IMGSTORY_BLOB_TTL", Settings.blob_ttl, positive=True),
+        work_dir=read.optional("IMGSTORY_WORK_DIR"),
+        perception=read.flag("IMGSTORY_PERCEPTION", Settings.perception),
+        ocr=read.flag("IMGSTORY_OCR", Settings.ocr),
+        transcribe=read.flag("IMGSTORY_TRANSCRIBE", Settings.transcribe),
     )
 
 
-def _flag(value: str) -> bool:
-    return value.strip().lower() not in {"0", "false", "no", "off", ""}
+def _bounds(read: Env) -> FrameBounds:
+    defaults = FrameBounds()
+    max_side = read.integer("IMGSTORY_FRAME_MAX_SIDE", defaults.max_side, minimum=1)
+    short_side = read.integer("IMGSTORY_FRAME_SHORT_SIDE", defaults.short_side, minimum=1)
+    jpeg_quality = read.integer(
+        "IMGSTORY_FRAME_JPEG_QUALITY", defaults.jpeg_quality, minimum=1, maximum=95
+    )
+    max_pixels = read.integer("IMGSTORY_MAX_PIXELS", defaults.max_pixels, minimum=1)
+    try:
+        return FrameBounds(
+            max_side=max_side,
+            short_side=short_side,
+            jpeg_quality=jpeg_quality,
+            max_pixels=max_pixels,
+        )
+    except ValueError as err:
+        # FrameBounds checks itself as well; whatever it refuses, the service cannot run with.
+        raise SettingsError(str(err)) from err
