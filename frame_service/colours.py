@@ -118,7 +118,7 @@ def _color_names(lab: np.ndarray) -> np.ndarray:
     )
     # Brown is dark orange, or a dark red with little colour in it.
     brownish = ((hue >= 30.0) & (hue < 75.0) & (chroma < 60.0)) | (red & (chroma < 30.0))
-    rules = [
+    rules: list[tuple[np.ndarray, np.ndarray | str]] = [
         (chroma < _GREY_MAX_CHROMA, greys),
         (brownish & (lightness < 25.0), "dark brown"),
         (brownish & (lightness < 50.0), "brown"),

@@ -55,7 +55,7 @@ def _face_detector() -> "cv2.CascadeClassifier | None":
     if cascade_type is None or cascade_dir is None:
         log.warning("OpenCV %s has no Haar cascades; faces will not be counted", cv2.__version__)
         return None
-    detector = cascade_type(os.path.join(cascade_dir, _FACE_CASCADE))
+    detector: cv2.CascadeClassifier = cascade_type(os.path.join(cascade_dir, _FACE_CASCADE))
     if detector.empty():
         log.warning("could not load %s; faces will not be counted", _FACE_CASCADE)
         return None

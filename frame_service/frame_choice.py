@@ -64,7 +64,7 @@ def pick_scene_frames(
             key=lambda shot: ((shots[shot][1] - shots[shot][0]) / (seats[shot] + 1), -shot),
         )
         seats[best] += 1
-    picks = []
+    picks: list[int] = []
     for (start, stop), picks_in_shot in zip(shots, seats, strict=True):
         length = stop - start
         picks.extend(

@@ -96,7 +96,7 @@ class FrameExtractor:
     ) -> list[SceneFacts | None]:
         if self.perceiver is None:
             return [None] * len(pictures)
-        described = []
+        described: list[SceneFacts | None] = []
         for picture in pictures:
             with Image.open(io.BytesIO(picture.jpeg)) as image:
                 described.append(

@@ -207,7 +207,7 @@ class Transcriber:
             raise TranscribeError(str(err)) from err
         with container:
             stream = container.streams.best("audio")
-            if stream is None:
+            if not isinstance(stream, AudioStream):  # None: the video has no audio
                 return None
             if stream.codec_context is None:
                 log.warning("no decoder for the audio codec of %s", os.fspath(path))

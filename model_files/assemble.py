@@ -205,7 +205,8 @@ def _stamp_matches(stamp: Path, target: Path, *, size: int, sha256: str) -> bool
     # The file's mtime and inode catch what its size cannot: bytes changed in place.
     try:
         recorded = json.loads(stamp.read_text(encoding="utf-8"))
-        return recorded == _stamp(target, sha256=sha256) and recorded["size"] == size
+        current = _stamp(target, sha256=sha256)
+        return current["size"] == size and current == recorded
     except (OSError, ValueError):
         return False
 
