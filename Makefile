@@ -12,7 +12,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test install install-test nats-server system-packages model bench clean
+.PHONY: run test test-fast lint install install-test nats-server system-packages model bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,18 @@ model: install
 run: install nats-server system-packages model
 	$(PY) scripts/run_stack.py
 
-test: install-test nats-server system-packages-test model
+# The gate: lint, format and types. `make test` (and so CI) runs it first.
+lint: install-test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint nats-server system-packages-test model
 	$(PY) -m pytest
+
+# The edit loop: everything but the local-model and browser tests (marked slow).
+test-fast: install-test nats-server model
+	$(PY) -m pytest -m "not slow"
 
 bench: install-test nats-server model
 	$(PY) -m bench.pipeline

@@ -7,7 +7,8 @@ stops the process before it serves instead of reaching a user as a 4xx or 5xx.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import math
+from collections.abc import Callable, Collection, Mapping
 from typing import TypeVar
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -43,14 +44,8 @@ class Env:
     def integer(
         self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
     ) -> int:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-        return _in_range(name, value, minimum, maximum)
+        value = self._parsed(name, int, "a whole number")
+        return default if value is None else _in_range(name, value, minimum, maximum)
 
     def number(
         self,
@@ -61,19 +56,24 @@ class Env:
         maximum: float | None = None,
         positive: bool = False,
     ) -> float:
-        """A float; ``positive`` refuses zero and below (for timeouts and sizes)."""
+        """A finite float; ``positive`` refuses zero and below (for timeouts and sizes)."""
+        value = self._parsed(name, float, "a number")
+        if value is None:
+            return default
+        if not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number, not {value}")
+        if positive and value <= 0:
+            raise SettingsError(f"{name} must be above 0, not {value:g}")
+        return _in_range(name, value, minimum, maximum)
+
+    def _parsed(self, name: str, parse: Callable[[str], N], what: str) -> N | None:
         raw = self.optional(name)
         if raw is None:
-            return default
+            return None
         try:
-            value = float(raw)
+            return parse(raw)
         except ValueError:
-            raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise SettingsError(f"{name} must be a finite number, not {raw!r}")
-        if positive and value <= 0:
-            raise SettingsError(f"{name} must be above 0, not {raw}")
-        return _in_range(name, value, minimum, maximum)
+            raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._env.get(name)

@@ -162,20 +162,9 @@ class OpenAIChat:
             ) from err
         except openai.APIStatusError as err:
             raise self._other_status(err) from err
-        except openai.APITimeoutError as err:
-            raise ModelUnavailable("the request to the model provider timed out") from err
-        except openai.APIConnectionError as err:
-            raise ModelUnavailable(
-                "the model provider is unavailable: could not connect to it"
-            ) from err
-        except openai.APIError as err:
-            # Left over: answers the SDK could not read (e.g. APIResponseValidationError).
-            raise ModelUnavailable("the model provider sent an answer we could not read") from err
-        except json.JSONDecodeError as err:
-            # The SDK lets a broken JSON body of a 200 answer escape unwrapped.
-            raise ModelUnavailable(
-                "the model server sent malformed JSON (check the base URL)"
-            ) from err
+        except (openai.APIError, json.JSONDecodeError) as err:
+            # No answer, or none we can read: timeouts, refused connections, malformed bodies.
+            raise ModelUnavailable(_no_answer(err)) from err
         return self._completion(response, max_tokens)
 
     async def _streamed(
@@ -329,6 +318,19 @@ class OpenAIChat:
 
     def _detail(self, text: str) -> str:
         return _redact(text, getattr(self._client, "api_key", "") or "")
+
+
+def _no_answer(err: Exception) -> str:
+    """What to tell the user when the provider gave no readable answer."""
+    if isinstance(err, openai.APITimeoutError):
+        return "the request to the model provider timed out"
+    if isinstance(err, openai.APIConnectionError):
+        return "the model provider is unavailable: could not connect to it"
+    if isinstance(err, json.JSONDecodeError):
+        # The SDK lets a broken JSON body of a 200 answer escape unwrapped.
+        return "the model server sent malformed JSON (check the base URL)"
+    # Left over: answers the SDK could not read (e.g. APIResponseValidationError).
+    return "the model provider sent an answer we could not read"
 
 
 def build_openai_client(

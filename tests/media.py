@@ -137,7 +137,8 @@ def write_png(
         img.info["transparency"] = 0
     elif mode == "I;16":
         grey = Image.new("RGB", (1, 1), color).convert("L").getpixel((0, 0))
-        img = Image.new("I;16", size, int(grey) * 257)
+        assert isinstance(grey, int)  # an "L" pixel is one number
+        img = Image.new("I;16", size, grey * 257)
     else:
         img = Image.new("RGB", size, color).convert(mode)
     img.save(path, "PNG", compress_level=1)

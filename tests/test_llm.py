@@ -115,17 +115,17 @@ async def test_rate_limit_without_hint(fake: FakeOpenAI, make_client: ClientFact
     assert caught.value.retry_after is None
 
 
+def openai_error(message: str, kind: str, code: str, param: str | None = None) -> dict[str, object]:
+    """An error body as the OpenAI API writes it."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 async def test_exhausted_quota_is_not_a_rate_limit(
     fake: FakeOpenAI, make_client: ClientFactory
 ) -> None:
-    body = {
-        "error": {
-            "message": "You exceeded your current quota.",
-            "type": "insufficient_quota",
-            "param": None,
-            "code": "insufficient_quota",
-        }
-    }
+    body = openai_error(
+        "You exceeded your current quota.", "insufficient_quota", "insufficient_quota"
+    )
     fake.script(Status(429, body=body))
     with pytest.raises(ModelUnavailable, match="quota"):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -191,14 +191,12 @@ async def test_unknown_model_is_a_configuration_problem(
 async def test_bad_input_is_rejected_with_provider_detail(
     fake: FakeOpenAI, make_client: ClientFactory
 ) -> None:
-    body = {
-        "error": {
-            "message": f"Invalid image data (key {API_KEY} and sk-other-abcdefghij).",
-            "type": "invalid_request_error",
-            "param": "messages",
-            "code": "invalid_image",
-        }
-    }
+    body = openai_error(
+        f"Invalid image data (key {API_KEY} and sk-other-abcdefghij).",
+        "invalid_request_error",
+        "invalid_image",
+        param="messages",
+    )
     fake.script(Status(400, body=body))
     with pytest.raises(ModelRejected) as caught:
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -210,14 +208,11 @@ async def test_bad_input_is_rejected_with_provider_detail(
 
 
 async def test_content_policy_is_rejected(fake: FakeOpenAI, make_client: ClientFactory) -> None:
-    body = {
-        "error": {
-            "message": "Your request was rejected by our safety system.",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "content_policy_violation",
-        }
-    }
+    body = openai_error(
+        "Your request was rejected by our safety system.",
+        "invalid_request_error",
+        "content_policy_violation",
+    )
     fake.script(Status(400, body=body))
     with pytest.raises(ModelRejected, match="content policy"):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
@@ -232,14 +227,12 @@ async def test_unprocessable_is_rejected(fake: FakeOpenAI, make_client: ClientFa
 async def test_unsupported_setting_is_a_configuration_problem(
     fake: FakeOpenAI, make_client: ClientFactory
 ) -> None:
-    body = {
-        "error": {
-            "message": "Unsupported value: 'temperature' does not support 0.8 with this model.",
-            "type": "invalid_request_error",
-            "param": "temperature",
-            "code": "unsupported_value",
-        }
-    }
+    body = openai_error(
+        "Unsupported value: 'temperature' does not support 0.8 with this model.",
+        "invalid_request_error",
+        "unsupported_value",
+        param="temperature",
+    )
     fake.script(Status(400, body=body))
     with pytest.raises(ModelUnavailable, match="temperature"):
         await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.8)

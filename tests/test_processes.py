@@ -138,6 +138,7 @@ async def run_shell(command: str, cwd: Path) -> tuple[int, str, str]:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None  # communicate() waited for the exit
     return process.returncode, out.decode(), err.decode()
 
 
