@@ -27,10 +27,6 @@ DEFAULT_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec4369
 DEFAULT_PART_COUNT = 22
 DEFAULT_PART_VERSION = "0.2.0"
 
-# tests/test_llama.py patches this name to forbid hashing; the hashing itself now
-# lives in model_files.assemble, where that test should patch it instead.
-_sha256_of = assemble.sha256_of
-
 
 def default_parts() -> list[ModelPart]:
     """The parts of the default model, in the order they are concatenated."""

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from llm import local_model
 from llm.errors import ModelUnavailable
 from llm.llama_chat import LlamaChat
 from llm.local_model import ModelPart, assemble_model
+from model_files import assemble as model_files_assemble
 from tests.support.processes import ROOT
 
 # --- assembling a model from part packages (small fake parts) ---------------------------------
@@ -86,7 +86,7 @@ def test_later_calls_trust_the_stamp_but_recheck_the_size(
     def no_hashing(path: Path) -> str:
         raise AssertionError("a verified model must not be hashed again")
 
-    monkeypatch.setattr(local_model, "_sha256_of", no_hashing)
+    monkeypatch.setattr(model_files_assemble, "sha256_of", no_hashing)
     assert assemble(parts, whole, target) == target
 
     with target.open("r+b") as handle:  # a truncated file is assembled again
