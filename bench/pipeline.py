@@ -111,7 +111,7 @@ async def main(runs: int) -> None:
                 await start_story(nc, story, chat=chat),
                 await start_translation(nc, translation, chat=chat),
             ]
-            store = await blobs.open_bucket(nc.jetstream(), 900)
+            store = await blobs.open_bucket(nc.jetstream())
             print(f"model: {chat.name}; {runs} warm run(s) each, medians\n")
             print(
                 f"{'input':<28}{'frames ms':>11}{'story ms':>11}{'translate ms':>14}{'total ms':>11}"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from nats.js.api import ObjectStoreConfig, StorageType
+from nats.errors import Error as NatsError
+from nats.js.api import ObjectInfo, ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.object_store import ObjectStore
 
+from contracts.settings import Env
 from contracts.subjects import BLOB_BUCKET
 
 log = logging.getLogger(__name__)
@@ -26,21 +30,34 @@ def frame_name(upload: str, index: int) -> str:
     return f"{upload}/frame-{index}"
 
 
-async def open_bucket(js: JetStreamContext, ttl: float) -> ObjectStore:
-    """Return the blob bucket, creating it with ``ttl`` seconds of retention if missing.
+@dataclass(frozen=True)
+class Bucket:
+    """How the blob bucket is made, by whichever process makes it first."""
 
-    The TTL is the backstop: every request deletes what it stored when it ends.
-    """
+    ttl: float = 900.0  # seconds; the backstop only: every request deletes its objects
+    replicas: int = 1  # copies across a NATS cluster: 3 there, so a lost node loses nothing
+
+
+def bucket_settings(read: Env) -> Bucket:
+    """The bucket's settings, read the same way by every process that may create it."""
+    return Bucket(
+        ttl=read.number("IMGSTORY_BLOB_TTL", Bucket.ttl, positive=True),
+        replicas=read.integer("IMGSTORY_BLOB_REPLICAS", Bucket.replicas, minimum=1, maximum=5),
+    )
+
+
+async def open_bucket(js: JetStreamContext, bucket: Bucket | None = None) -> ObjectStore:
+    """Return the blob bucket, creating it as ``bucket`` says if it is missing."""
+    bucket = bucket or Bucket()
     try:
         return await js.object_store(BLOB_BUCKET)
     except BucketNotFoundError:
         pass
+    config = ObjectStoreConfig(ttl=bucket.ttl, storage=StorageType.FILE, replicas=bucket.replicas)
     try:
-        return await js.create_object_store(
-            BLOB_BUCKET, config=ObjectStoreConfig(ttl=ttl, storage=StorageType.FILE)
-        )
+        return await js.create_object_store(BLOB_BUCKET, config=config)
     except BadRequestError:
-        # Another process created it first, maybe with another TTL: use theirs.
+        # Another process created it first, maybe otherwise: use theirs.
         return await js.object_store(BLOB_BUCKET)
 
 
@@ -75,10 +92,23 @@ async def delete_quietly(store: ObjectStore, names: Iterable[str]) -> None:
             continue
 
 
-async def list_names(store: ObjectStore) -> list[str]:
-    """Names of the live (not deleted) objects in the bucket."""
+async def list_infos(store: ObjectStore) -> list[ObjectInfo]:
+    """The live (not deleted) objects in the bucket."""
     try:
-        infos = await store.list(ignore_deletes=True)
+        return list(await store.list(ignore_deletes=True))
     except NotFoundError:
         return []
-    return [info.name for info in infos]
+
+
+async def list_names(store: ObjectStore) -> list[str]:
+    """Names of the live (not deleted) objects in the bucket."""
+    return [info.name for info in await list_infos(store)]
+
+
+async def bucket_answers(store: ObjectStore, timeout: float) -> bool:
+    """Whether the bucket's stream answers within ``timeout`` seconds (for readiness)."""
+    try:
+        await asyncio.wait_for(store.status(), timeout)
+    except (NatsError, TimeoutError):
+        return False
+    return True

@@ -73,6 +73,22 @@ class Usage(Part, frozen=True):
         )
 
 
+class StageRequest(Message, frozen=True, kw_only=True):
+    """What every stage request carries besides its own fields (never sent on its own).
+
+    ``deadline`` (UNIX time) is when the caller stops waiting: the serving replica
+    abandons the work then. While a replica holds the call it publishes ``Alive``
+    beats naming ``call_id`` on ``heartbeat``; silence tells the caller the replica
+    is gone, and it sends the call again (with a new ``call_id``).
+    """
+
+    request_id: str
+    progress: str | None = None  # subject for Progress news, if the caller listens
+    heartbeat: str | None = None  # subject for Alive beats, if the caller watches
+    call_id: str = ""
+    deadline: float | None = None
+
+
 # --- frame_service ------------------------------------------------------------------
 
 
@@ -125,14 +141,12 @@ class VideoInfo(Part, frozen=True):
     transcript_language: str | None = None
 
 
-class ExtractFrames(Message, frozen=True, tag="ExtractFrames"):
+class ExtractFrames(StageRequest, frozen=True, kw_only=True, tag="ExtractFrames"):
     """Turn one stored upload into frames. The upload stays owned by the caller."""
 
-    request_id: str
     upload: str  # object name in the blob store
     kind: MediaKind
     max_frames: int = 8
-    progress: str | None = None  # subject for Progress events, if the caller listens
 
 
 class FramesExtracted(Message, frozen=True, tag="FramesExtracted"):
@@ -143,12 +157,12 @@ class FramesExtracted(Message, frozen=True, tag="FramesExtracted"):
 # --- story_service ------------------------------------------------------------------
 
 
-class WriteStory(Message, frozen=True, tag="WriteStory"):
-    request_id: str
+class WriteStory(StageRequest, frozen=True, kw_only=True, tag="WriteStory"):
+    """Write the English story; with ``progress`` set, its text is published as written."""
+
     frames: list[Frame]
     prompt: str | None = None
     video: VideoInfo | None = None
-    progress: str | None = None  # subject for Progress events (story text as it is written)
 
 
 class StoryWritten(Message, frozen=True, tag="StoryWritten"):
@@ -160,8 +174,7 @@ class StoryWritten(Message, frozen=True, tag="StoryWritten"):
 # --- translation_service ------------------------------------------------------------
 
 
-class Translate(Message, frozen=True, tag="Translate"):
-    request_id: str
+class Translate(StageRequest, frozen=True, kw_only=True, tag="Translate"):
     text: str
     target_language: str = "th"
 
@@ -190,3 +203,17 @@ class Progress(Message, frozen=True, tag="Progress"):
     stage: Stage
     detail: str = ""
     text: str | None = None  # a piece of the story, in order
+
+
+class Alive(Message, frozen=True, tag="Alive"):
+    """A replica still holds ``call_id`` (queued or working); sent about once a second."""
+
+    request_id: str
+    call_id: str
+
+
+class Cancel(Message, frozen=True, tag="Cancel"):
+    """Nobody waits for ``request_id`` any more: every replica drops its calls for it."""
+
+    request_id: str
+    reason: str = ""

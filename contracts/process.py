@@ -15,12 +15,11 @@ from typing import Protocol, TypeVar
 
 from nats.aio.client import Client
 
+from contracts.logs import configure_logging
 from contracts.rpc import Server, connect
 from contracts.settings import SettingsError
 
 log = logging.getLogger(__name__)
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class ServiceSettings(Protocol):
@@ -30,10 +29,6 @@ class ServiceSettings(Protocol):
 
 S = TypeVar("S")
 ServiceS = TypeVar("ServiceS", bound=ServiceSettings)
-
-
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 def load_settings(load: Callable[[], S]) -> S:

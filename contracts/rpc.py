@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
+from nats.errors import NoRespondersError, NoServersError, StaleConnectionError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.micro import add_service
 from nats.micro.request import ERROR_HEADER, Request
 from nats.micro.service import Service
 
-from contracts.messages import Failure, FailureCode, Progress, Stage
-from contracts.subjects import Endpoint, Rep, Req, ServiceSpec
+from contracts.logs import REQUEST_ID
+from contracts.messages import Alive, Failure, FailureCode, Progress, Stage, StageRequest
+from contracts.subjects import CANCEL_ALL, Endpoint, Rep, Req, ServiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +43,26 @@ class _ConnectionLog:
     """Tells the connection's story in one line per change of state.
 
     nats-py's default error callback logs a traceback for every failed reconnect
-    attempt; while the bus is known to be down those attempts are news to no one.
+    attempt; the loss of the server is news once, and its return once.
     """
+
+    # What a lost or refused connection raises: the disconnect line says it all.
+    CONNECTIVITY = (OSError, TimeoutError, StaleConnectionError, NoServersError)
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.client: Client | None = None
         self.down = False
 
     async def error(self, err: Exception) -> None:
-        if self.down and isinstance(err, OSError | TimeoutError | NatsError):
+        if isinstance(err, self.CONNECTIVITY):
+            log.debug("%s: NATS: %s", self.name, err)
             return
         log.warning("%s: NATS: %s", self.name, str(err) or type(err).__name__)
 
     async def disconnected(self) -> None:
+        if self.client is not None and self.client.is_closed:
+            return  # we closed it ourselves
         if not self.down:
             self.down = True
             log.warning("%s lost its NATS connection; reconnecting", self.name)
@@ -66,7 +79,7 @@ async def connect(url: str, name: str) -> Client:
     retried until it answers.
     """
     story = _ConnectionLog(name)
-    return await nats.connect(
+    story.client = await nats.connect(
         servers=server_list(url),
         name=name,
         max_reconnect_attempts=-1,
@@ -76,12 +89,13 @@ async def connect(url: str, name: str) -> Client:
         disconnected_cb=story.disconnected,
         reconnected_cb=story.reconnected,
     )
+    return story.client
 
 
 class CallError(Exception):
     """A call to a service endpoint did not produce a reply."""
 
-    def __init__(self, endpoint: Endpoint[Any, Any], detail: str) -> None:
+    def __init__(self, endpoint: Endpoint[Any, Any] | None, detail: str) -> None:
         super().__init__(detail)
         self.endpoint = endpoint
         self.detail = detail
@@ -98,6 +112,9 @@ class ServiceTimedOut(CallError):
 class BusUnavailable(CallError):
     """This process is not connected to NATS (it is reconnecting): nothing can be sent."""
 
+    def __init__(self, endpoint: Endpoint[Any, Any] | None = None) -> None:
+        super().__init__(endpoint, "the message bus (NATS) is unavailable")
+
 
 class RemoteFailure(Exception):
     """A service answered with a Failure: ``call`` raises it with the envelope."""
@@ -111,17 +128,108 @@ def _label(endpoint: Endpoint[Any, Any]) -> str:
     return endpoint.service.name.removeprefix("imgstory-") + " service"
 
 
-async def call(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, *, timeout: float) -> Rep:
+class ReplicaLost(CallError):
+    """Every replica that took the call went silent (died or hung) before answering."""
+
+
+# Replicas beat this often for each call they hold; a caller's window must be wider.
+HEARTBEAT_INTERVAL = 1.0
+
+
+class Heartbeats:
+    """When each watched call was last heard of, fed from one request's heartbeat subject."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self._heard: dict[str, float] = {}
+
+    def beat(self, call_id: str) -> None:
+        if call_id in self._heard:
+            self._heard[call_id] = time.monotonic()
+
+    async def silence(self, call_id: str, window: float) -> None:
+        """Return once ``call_id`` has not been heard of for ``window`` seconds.
+
+        The clock starts now: the first beat is due within a window of sending.
+        """
+        self._heard[call_id] = time.monotonic()
+        try:
+            while (quiet := time.monotonic() - self._heard[call_id]) < window:
+                await asyncio.sleep(window - quiet)
+        finally:
+            del self._heard[call_id]
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How a caller notices a replica that died or hangs while it holds the call."""
+
+    heartbeats: Heartbeats
+    window: float = 3.0  # silence this long means the replica is gone
+    attempts: int = 3  # sends in all; NATS gives each to whichever replica it picks
+
+
+async def call(
+    nc: Client,
+    endpoint: Endpoint[Req, Rep],
+    request: Req,
+    *,
+    timeout: float,
+    liveness: Liveness | None = None,
+) -> Rep:
     """Send ``request`` to ``endpoint`` and return its result.
 
+    With ``liveness`` the call carries a heartbeat subject and a deadline; a replica
+    that goes silent is given up on and the call sent again, up to ``attempts`` sends
+    within ``timeout`` in all. An answer from a replica given up on is dropped unread.
     Raises RemoteFailure when the service answers with a Failure, ServiceNotRunning
-    when no replica listens, ServiceTimedOut after ``timeout``, and BusUnavailable at
-    once while the connection to NATS is down (rather than queueing the request).
+    when no replica listens, ServiceTimedOut after ``timeout``, ReplicaLost when every
+    replica tried went silent, and BusUnavailable at once while the connection to
+    NATS is down (rather than queueing the request).
     """
     if not isinstance(request, endpoint.request_type):
         raise TypeError(f"{endpoint.subject} takes {endpoint.request_type.__name__}")
+    if liveness is None:
+        return await _exchange(nc, endpoint, request, timeout)
+    give_up = time.monotonic() + timeout
+    for attempt in range(1, liveness.attempts + 1):
+        remaining = give_up - time.monotonic()
+        if remaining <= 0:
+            break
+        sent = msgspec.structs.replace(
+            request,
+            heartbeat=liveness.heartbeats.subject,
+            call_id=f"{request.request_id}.{endpoint.name}.{attempt}",
+            deadline=time.time() + remaining,
+        )
+        exchange = asyncio.ensure_future(_exchange(nc, endpoint, sent, remaining))
+        silence = asyncio.ensure_future(liveness.heartbeats.silence(sent.call_id, liveness.window))
+        try:
+            await asyncio.wait({exchange, silence}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (exchange, silence):
+                task.cancel()
+            await asyncio.gather(exchange, silence, return_exceptions=True)
+        if not exchange.cancelled():
+            return exchange.result()
+        log.warning(
+            "request %s: the %s went silent holding it (send %d of %d)",
+            request.request_id,
+            _label(endpoint),
+            attempt,
+            liveness.attempts,
+        )
+    if time.monotonic() >= give_up:
+        raise ServiceTimedOut(
+            endpoint, f"the {_label(endpoint)} did not answer within {timeout:g} s"
+        )
+    raise ReplicaLost(endpoint, f"the {_label(endpoint)} stopped answering; try again later")
+
+
+async def _exchange(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, timeout: float) -> Rep:
+    """One request and its reply."""
     if not nc.is_connected:
-        raise BusUnavailable(endpoint, "the message bus (NATS) is unavailable")
+        raise BusUnavailable(endpoint)
     try:
         msg = await nc.request(endpoint.subject, _encoder.encode(request), timeout=timeout)
     except NoRespondersError as err:
@@ -145,14 +253,17 @@ async def call(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, *, timeou
 class Server:
     """A micro service whose endpoints decode contracts, run a handler and reply.
 
-    Each endpoint runs up to ``max_in_flight`` requests at once; further requests wait
-    in this replica's subscription while other replicas in the queue group take theirs.
+    Every call a replica holds, queued or running, is beaten for on its heartbeat
+    subject, dropped when a Cancel for its request arrives, and abandoned when its
+    deadline passes. Each endpoint runs up to ``max_in_flight`` calls at once.
     """
 
     def __init__(self, nc: Client, service: Service) -> None:
         self.nc = nc
         self.service = service
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._held: dict[asyncio.Task[None], StageRequest] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._cancels: Subscription | None = None
 
     @classmethod
     async def start(cls, nc: Client, spec: ServiceSpec) -> Server:
@@ -163,7 +274,10 @@ class Server:
             description=spec.description,
             queue_group=spec.queue_group,
         )
-        return cls(nc, service)
+        server = cls(nc, service)
+        server._cancels = await nc.subscribe(CANCEL_ALL, cb=server._on_cancel)
+        server._background.append(asyncio.create_task(server._beat_forever()))
+        return server
 
     async def add(
         self,
@@ -177,38 +291,58 @@ class Server:
         error_codes = dict(errors or {})
         slots = asyncio.Semaphore(max_in_flight)
 
-        async def respond(req: Request) -> None:
+        async def serve(req: Request, request: Req) -> None:
+            REQUEST_ID.set(request.request_id)  # this task's log lines name the request
+            remaining = None if request.deadline is None else request.deadline - time.time()
+            failure: Failure
             try:
-                reply = await handler(endpoint.decode_request(req.data))
+                async with asyncio.timeout(remaining) as deadline:
+                    async with slots:
+                        reply = await handler(request)
+            except tuple(error_codes) as err:
+                failure = _failure_for(err, error_codes)
+            except Exception as err:
+                if isinstance(err, TimeoutError) and deadline.expired():
+                    log.info(
+                        "request %s: %s abandoned at its deadline",
+                        request.request_id,
+                        endpoint.name,
+                    )
+                    failure = Failure(
+                        code=FailureCode.UPSTREAM_UNAVAILABLE,
+                        detail=f"the {_label(endpoint)} ran out of time",
+                    )
+                else:
+                    # The task boundary: micro never sees this task, so answer for it.
+                    log.exception("%s failed", endpoint.subject)
+                    failure = Failure(
+                        code=FailureCode.INTERNAL,
+                        detail=f"the {_label(endpoint)} failed unexpectedly",
+                    )
+            else:
+                await req.respond(_encoder.encode(reply))
+                return
+            await _respond_failure(req, failure)
+
+        async def on_request(req: Request) -> None:
+            try:
+                request = endpoint.decode_request(req.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as err:
                 failure = Failure(
                     code=FailureCode.INTERNAL, detail=f"malformed {endpoint.name} request: {err}"
                 )
-            except tuple(error_codes) as err:
-                failure = _failure_for(err, error_codes)
-            except Exception:
-                # The task boundary: micro never sees this task, so answer for it.
-                log.exception("%s failed", endpoint.subject)
-                failure = Failure(
-                    code=FailureCode.INTERNAL, detail=f"the {_label(endpoint)} failed unexpectedly"
-                )
-            else:
-                await req.respond(_encoder.encode(reply))
+                await _respond_failure(req, failure)
                 return
-            await req.respond_error(
-                str(failure.code.status), failure.detail, data=_encoder.encode(failure)
-            )
-
-        async def on_request(req: Request) -> None:
-            # Waiting here (not in the task) keeps surplus requests queued in NATS.
-            await slots.acquire()
-            task = asyncio.create_task(respond(req))
-            self._tasks.add(task)
-            task.add_done_callback(done)
-
-        def done(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
-            slots.release()
+            if request.deadline is not None and request.deadline <= time.time():
+                log.info(
+                    "request %s: %s arrived after its deadline", request.request_id, endpoint.name
+                )
+                return
+            # A task at once (not after a slot frees): queued calls are beaten for too.
+            task = asyncio.create_task(serve(req, request))
+            self._held[task] = request
+            task.add_done_callback(self._release)
+            await self._beat(request)
 
         await self.service.add_endpoint(
             name=endpoint.name,
@@ -219,11 +353,52 @@ class Server:
         # Once add() returns, the server knows the subscription: requests will reach it.
         await self.nc.flush()
 
+    @property
+    def holding(self) -> int:
+        """How many calls this replica holds, queued or running."""
+        return len(self._held)
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self._held.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a call ended with an error", exc_info=task.exception())
+
+    async def _beat(self, request: StageRequest) -> None:
+        if request.heartbeat is None:
+            return
+        alive = Alive(request_id=request.request_id, call_id=request.call_id)
+        with contextlib.suppress(NatsError):  # a beat lost to a reconnect is only a beat
+            await self.nc.publish(request.heartbeat, _encoder.encode(alive))
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            for request in list(self._held.values()):
+                await self._beat(request)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        request_id = msg.subject.rpartition(".")[2]
+        for task, request in list(self._held.items()):
+            if request.request_id == request_id:
+                log.info("request %s: cancelled by the caller", request_id)
+                task.cancel()
+
     async def stop(self) -> None:
         """Stop taking requests, then let those in flight finish."""
         await self.service.stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._held:
+            await asyncio.gather(*self._held, return_exceptions=True)
+        if self._cancels is not None:
+            with contextlib.suppress(NatsError):
+                await self._cancels.unsubscribe()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+async def _respond_failure(req: Request, failure: Failure) -> None:
+    """Answer with the envelope, and with micro's error headers so NATS tools see it."""
+    await req.respond_error(str(failure.code.status), failure.detail, data=_encoder.encode(failure))
 
 
 def _failure_for(err: Exception, codes: Mapping[type[Exception], FailureCode]) -> Failure:

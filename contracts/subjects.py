@@ -9,7 +9,7 @@ import msgspec
 
 from contracts import messages as m
 
-Req = TypeVar("Req", bound=m.Message)
+Req = TypeVar("Req", bound=m.StageRequest)
 Rep = TypeVar("Rep", bound=m.Message)
 
 
@@ -78,6 +78,20 @@ def progress_subject(request_id: str) -> str:
     return f"imgstory.v1.progress.{request_id}"
 
 
+def cancel_subject(request_id: str) -> str:
+    """Where the gateway announces that a request is abandoned (every replica listens)."""
+    return f"{CANCEL_PREFIX}.{request_id}"
+
+
+CANCEL_PREFIX = "imgstory.v1.cancel"
+CANCEL_ALL = f"{CANCEL_PREFIX}.*"
+
+
 def ping_subject(service: ServiceSpec) -> str:
     """The micro discovery subject that any replica of ``service`` answers."""
     return f"$SRV.PING.{service.name}"
+
+
+def info_subject(service: ServiceSpec) -> str:
+    """The micro discovery subject where every replica of ``service`` lists its endpoints."""
+    return f"$SRV.INFO.{service.name}"

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contracts.blobs import Bucket, bucket_settings
 from contracts.settings import Env, SettingsError
 from frame_service.frames import FrameBounds
 
@@ -15,7 +16,7 @@ class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
     bounds: FrameBounds = field(default_factory=FrameBounds)
     max_in_flight: int = 2  # decoding is CPU-bound: about one per core
-    blob_ttl: float = 900.0
+    bucket: Bucket = field(default_factory=Bucket)
     work_dir: str | None = None  # where uploads are fetched to; None means the system's temp
     perception: bool = True  # scene facts (labels, faces, colours, OCR, EXIF) for text-only models
     ocr: bool = True  # read text in pictures when tesseract is installed
@@ -32,7 +33,7 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         nats_url=read.text("NATS_URL", Settings.nats_url),
         bounds=_bounds(read),
         max_in_flight=read.integer("IMGSTORY_FRAMES_IN_FLIGHT", Settings.max_in_flight, minimum=1),
-        blob_ttl=read.number("IMGSTORY_BLOB_TTL", Settings.blob_ttl, positive=True),
+        bucket=bucket_settings(read),
         work_dir=read.optional("IMGSTORY_WORK_DIR"),
         perception=read.flag("IMGSTORY_PERCEPTION", Settings.perception),
         ocr=read.flag("IMGSTORY_OCR", Settings.ocr),

@@ -171,7 +171,7 @@ async def start_service(
         perceiver = await asyncio.to_thread(Perceiver, ocr=settings.ocr)
     if transcriber is None and settings.transcribe:
         transcriber = await asyncio.to_thread(Transcriber)
-    store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
+    store = await blobs.open_bucket(nc.jetstream(), settings.bucket)
     extractor = FrameExtractor(nc, store, settings, perceiver, transcriber)
     server = await Server.start(nc, FRAMES)
     await server.add(

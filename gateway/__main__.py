@@ -2,7 +2,8 @@
 
 import uvicorn
 
-from contracts.process import configure_logging, load_settings
+from contracts.logs import configure_logging
+from contracts.process import load_settings
 from gateway import config
 from gateway.app import create_app
 

@@ -6,31 +6,43 @@ Every object the request stores is deleted when it ends, whatever the outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
 from contracts import blobs, rpc
 from contracts.messages import (
+    Alive,
+    Cancel,
     ExtractFrames,
     Frame,
     MediaKind,
     Progress,
     Stage,
-    StoryWritten,
     Translate,
-    Translated,
     VideoInfo,
     WriteStory,
 )
-from contracts.subjects import EXTRACT_FRAMES, TRANSLATE, WRITE_STORY, progress_subject
+from contracts.subjects import (
+    EXTRACT_FRAMES,
+    TRANSLATE,
+    WRITE_STORY,
+    Endpoint,
+    Rep,
+    Req,
+    cancel_subject,
+    progress_subject,
+)
+from gateway import request_ids
+from gateway.cleanup import Janitor
 from gateway.config import Settings
 from gateway.schemas import AnalyzeResponse, Models, StageUsage, Timings, TokenUsage
 from gateway.uploads import ReceivedForm
@@ -38,7 +50,8 @@ from gateway.uploads import ReceivedForm
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[Progress], None]
-_progress_decoder = msgspec.msgpack.Decoder(Progress)
+_news_decoder = msgspec.msgpack.Decoder(Progress | Alive)
+_encoder = msgspec.msgpack.Encoder()
 
 _STAGE_DETAIL = {
     Stage.UPLOADING: "Storing your files",
@@ -59,9 +72,12 @@ class _Stored:
 class Analyzer:
     """Runs the pipeline over NATS for one upload at a time (many concurrently)."""
 
-    def __init__(self, nc: Client, store: ObjectStore, settings: Settings) -> None:
+    def __init__(
+        self, nc: Client, store: ObjectStore, janitor: Janitor, settings: Settings
+    ) -> None:
         self.nc = nc
         self.store = store
+        self.janitor = janitor
         self.settings = settings
 
     async def analyze(
@@ -70,28 +86,47 @@ class Analyzer:
         """Run the whole pipeline; raises rpc.RemoteFailure or rpc.CallError on failure.
 
         ``on_progress`` (if given) hears each stage and the story text as it is written,
-        from the gateway and from the services.
+        from the gateway and from the services. However the analysis ends short of a
+        result (a failure, or this coroutine cancelled because the client left), every
+        service is told to drop the request and its stored objects are removed.
         """
-        request_id = uuid.uuid4().hex
+        if not self.nc.is_connected:
+            raise rpc.BusUnavailable()
+        visible_id = request_ids.current()
+        request_id = request_ids.pipeline_key(visible_id)
         stored = _Stored(uploads=[], frames=[])
         news = _News(request_id, on_progress)
-        subscription = None
-        if on_progress is not None:
-            subscription = await self.nc.subscribe(news.subject, cb=news.relay)  # type: ignore[arg-type]
+        subscription = await self.nc.subscribe(news.subject, cb=news.relay)
+        liveness = rpc.Liveness(
+            news.heartbeats, window=self.settings.liveness_window, attempts=self.settings.attempts
+        )
         clock = [time.perf_counter()]
+        finished = False
         try:
-            frames, video = await self._frames(request_id, form, stored, news)
+            frames, video = await self._frames(request_id, form, stored, news, liveness)
             clock.append(time.perf_counter())
             news.stage(Stage.WRITING_STORY)
-            story = await self._story(request_id, frames, form.prompt, video, news.subject)
+            request = WriteStory(
+                request_id=request_id,
+                frames=frames,
+                prompt=form.prompt,
+                video=video,
+                progress=news.listener,
+            )
+            story = await self._call(WRITE_STORY, request, liveness)
             clock.append(time.perf_counter())
             news.stage(Stage.TRANSLATING)
-            thai = await self._translate(request_id, story.text)
+            thai = await self._call(
+                TRANSLATE, Translate(request_id=request_id, text=story.text), liveness
+            )
             clock.append(time.perf_counter())
+            finished = True
         finally:
-            if subscription is not None:
+            if not finished:
+                await self._abandon(request_id)
+            with contextlib.suppress(NatsError):
                 await subscription.unsubscribe()
-            await blobs.delete_quietly(self.store, stored.uploads + stored.frames)
+            await self.janitor.remove(stored.uploads + stored.frames)
         log.info("request %s: %d frame(s), story %s, translation %s",
                  request_id, len(frames), story.usage, thai.usage)  # fmt: skip
         return AnalyzeResponse(
@@ -104,7 +139,7 @@ class Analyzer:
             models=Models(story=story.model, translation=thai.model),
             media=form.kind.value,
             frames_used=len(frames),
-            request_id=request_id,
+            request_id=visible_id,
             timings_ms=Timings(
                 frames=_ms(clock[1] - clock[0]),
                 story=_ms(clock[2] - clock[1]),
@@ -114,7 +149,12 @@ class Analyzer:
         )
 
     async def _frames(
-        self, request_id: str, form: ReceivedForm, stored: _Stored, news: _News
+        self,
+        request_id: str,
+        form: ReceivedForm,
+        stored: _Stored,
+        news: _News,
+        liveness: rpc.Liveness,
     ) -> tuple[list[Frame], VideoInfo | None]:
         news.stage(Stage.UPLOADING)
         for index, received in enumerate(form.files):
@@ -131,51 +171,43 @@ class Analyzer:
                 upload=name,
                 kind=form.kind,
                 max_frames=max_frames,
-                progress=news.subject,
+                progress=news.listener,
             )
             for name in stored.uploads
         ]
-        replies = await asyncio.gather(
-            *(
-                rpc.call(self.nc, EXTRACT_FRAMES, r, timeout=self.settings.frames_timeout)
-                for r in requests
-            ),
-            return_exceptions=True,
-        )
-        frames: list[Frame] = []
-        video: VideoInfo | None = None
-        problem: BaseException | None = None
-        for upload, reply in zip(stored.uploads, replies, strict=True):
-            if isinstance(reply, BaseException):
-                problem = problem or reply
-                # A late or failed extraction may still have written frames: sweep their names.
-                stored.frames.extend(blobs.frame_name(upload, i) for i in range(max_frames))
-                continue
-            frames.extend(reply.frames)
-            stored.frames.extend(f.object for f in reply.frames)
-            video = reply.video or video
-        if problem is not None:
-            raise problem
+        calls = [asyncio.ensure_future(self._call(EXTRACT_FRAMES, r, liveness)) for r in requests]
+        try:
+            replies = await asyncio.gather(*calls)
+        except BaseException:
+            for pending in calls:
+                pending.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            # An extraction that failed or was dropped may still have written frames.
+            stored.frames.extend(
+                blobs.frame_name(upload, i) for upload in stored.uploads for i in range(max_frames)
+            )
+            raise
+        frames = [frame for reply in replies for frame in reply.frames]
+        stored.frames.extend(frame.object for frame in frames)
+        video = next((reply.video for reply in replies if reply.video is not None), None)
         return frames, video
 
-    async def _story(
-        self,
-        request_id: str,
-        frames: list[Frame],
-        prompt: str | None,
-        video: VideoInfo | None,
-        progress: str | None,
-    ) -> StoryWritten:
-        request = WriteStory(
-            request_id=request_id, frames=frames, prompt=prompt, video=video, progress=progress
-        )
-        return await rpc.call(self.nc, WRITE_STORY, request, timeout=self.settings.story_timeout)
+    async def _call(
+        self, endpoint: Endpoint[Req, Rep], request: Req, liveness: rpc.Liveness
+    ) -> Rep:
+        """One stage call, within the gateway's patience for that stage."""
+        timeout = {
+            EXTRACT_FRAMES.subject: self.settings.frames_timeout,
+            WRITE_STORY.subject: self.settings.story_timeout,
+            TRANSLATE.subject: self.settings.translation_timeout,
+        }[endpoint.subject]
+        return await rpc.call(self.nc, endpoint, request, timeout=timeout, liveness=liveness)
 
-    async def _translate(self, request_id: str, english: str) -> Translated:
-        request = Translate(request_id=request_id, text=english)
-        return await rpc.call(
-            self.nc, TRANSLATE, request, timeout=self.settings.translation_timeout
-        )
+    async def _abandon(self, request_id: str) -> None:
+        """Tell every replica to drop what it holds for ``request_id``."""
+        cancel = Cancel(request_id=request_id, reason="the request ended without a result")
+        with contextlib.suppress(NatsError):  # queued for the reconnect if the bus is down
+            await self.nc.publish(cancel_subject(request_id), _encoder.encode(cancel))
 
 
 def _ms(seconds: float) -> float:
@@ -183,12 +215,15 @@ def _ms(seconds: float) -> float:
 
 
 class _News:
-    """Passes one request's progress to its listener, if it has one."""
+    """One request's news subject: heartbeats for liveness, progress for its listener."""
 
     def __init__(self, request_id: str, sink: ProgressSink | None) -> None:
         self.request_id = request_id
         self.sink = sink
-        self.subject = progress_subject(request_id) if sink is not None else None
+        self.subject = progress_subject(request_id)
+        self.heartbeats = rpc.Heartbeats(self.subject)
+        # Services publish progress (and stream story text) only when someone listens.
+        self.listener = self.subject if sink is not None else None
 
     def stage(self, stage: Stage) -> None:
         if self.sink is not None:
@@ -197,9 +232,12 @@ class _News:
             )
 
     async def relay(self, msg: Msg) -> None:
-        # Subscribed only when there is a sink to relay to.
-        assert self.sink is not None
         try:
-            self.sink(_progress_decoder.decode(msg.data))
+            news = _news_decoder.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("request %s: ignored a malformed progress message", self.request_id)
+            return
+        if isinstance(news, Alive):
+            self.heartbeats.beat(news.call_id)
+        elif self.sink is not None:
+            self.sink(news)

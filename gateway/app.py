@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,9 @@ from litestar.static_files import create_static_files_router
 from contracts import blobs, rpc
 from gateway import config
 from gateway.analysis import Analyzer
+from gateway.cleanup import Janitor, sweep_orphans, sweep_upload_files
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.request_ids import RequestIdMiddleware
 from gateway.routes import ROUTES, STATIC, describe_limits, render_index
 
 log = logging.getLogger(__name__)
@@ -30,12 +33,22 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         nc = await rpc.connect(settings.nats_url, "imgstory-gateway")
+        janitor_task = None
         try:
-            store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
+            store = await blobs.open_bucket(nc.jetstream(), settings.bucket)
+            # Nothing alive is older than the longest a request may take.
+            await sweep_orphans(store, older_than=settings.longest_request)
+            sweep_upload_files(settings.upload_dir, older_than=settings.longest_request)
+            janitor = Janitor(nc, store)
+            janitor_task = asyncio.create_task(janitor.run())
             app.state.nc = nc
-            app.state.analyzer = Analyzer(nc, store, settings)
+            app.state.store = store
+            app.state.analyzer = Analyzer(nc, store, janitor, settings)
             yield
+            await janitor.close()
         finally:
+            if janitor_task is not None:
+                janitor_task.cancel()
             await nc.drain()
 
     limits = settings.limits
@@ -45,6 +58,9 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         state=State({"settings": settings, "index_html": render_index(settings.limits)}),
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[RequestIdMiddleware],
+        # Every process logs the same way (contracts.logs), with the request id.
+        logging_config=None,
         # Early 400 from Content-Length; per-file limits are enforced while streaming.
         request_max_body_size=largest_body + _FORM_OVERHEAD,
         openapi_config=OpenAPIConfig(

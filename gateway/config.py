@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contracts.blobs import Bucket, bucket_settings
+from contracts.rpc import HEARTBEAT_INTERVAL
 from contracts.settings import Env
 
 MIB = 1024 * 1024
@@ -30,8 +32,15 @@ class Settings:
     story_timeout: float = 300.0  # above the story service's own model timeout x retries
     translation_timeout: float = 300.0
     ping_timeout: float = 1.0
-    blob_ttl: float = 900.0  # backstop only: every request deletes its objects
+    liveness_window: float = 3.0  # a replica silent this long on a call is taken for gone
+    attempts: int = 3  # sends of one stage call, each to whichever replica NATS picks
+    bucket: Bucket = field(default_factory=Bucket)
     upload_dir: str | None = None  # temp files for uploads; None means the system's
+
+    @property
+    def longest_request(self) -> float:
+        """Seconds beyond which no request can still be alive."""
+        return self.frames_timeout + self.story_timeout + self.translation_timeout + 60
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
@@ -61,6 +70,10 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         translation_timeout=read.number(
             "IMGSTORY_TRANSLATION_TIMEOUT", Settings.translation_timeout, positive=True
         ),
-        blob_ttl=read.number("IMGSTORY_BLOB_TTL", Settings.blob_ttl, positive=True),
+        liveness_window=read.number(
+            "IMGSTORY_LIVENESS_WINDOW", Settings.liveness_window, minimum=2 * HEARTBEAT_INTERVAL
+        ),
+        attempts=read.integer("IMGSTORY_STAGE_ATTEMPTS", Settings.attempts, minimum=1, maximum=10),
+        bucket=bucket_settings(read),
         upload_dir=read.optional("IMGSTORY_UPLOAD_DIR"),
     )

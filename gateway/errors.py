@@ -16,7 +16,10 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 from nats.errors import Error as NatsError
 
+from contracts.logs import REQUEST_ID
 from contracts.rpc import CallError, RemoteFailure
+from gateway.disconnect import ClientGone
+from gateway.request_ids import HEADER, accepted, current
 from gateway.schemas import ErrorResponse
 from gateway.uploads import UploadError
 
@@ -36,6 +39,9 @@ def problem_of(exc: BaseException) -> Problem:
     """The status, detail and headers for ``exc``; never exposes internals of an unknown error."""
     match exc:
         case UploadError():
+            return Problem(HTTP_400_BAD_REQUEST, str(exc))
+        case ClientGone():
+            # Nobody reads this answer; it only has to be quiet in the logs.
             return Problem(HTTP_400_BAD_REQUEST, str(exc))
         case RemoteFailure(failure=failure):
             headers = None
@@ -61,16 +67,20 @@ def log_problem(method: str, path: str, exc: BaseException, problem: Problem) ->
         log.warning("%s %s: %s (%d)", method, path, problem.detail, problem.status)
 
 
-def error_response(problem: Problem) -> Response[ErrorResponse]:
+def error_response(problem: Problem, request_id: str) -> Response[ErrorResponse]:
     return Response(
-        ErrorResponse(detail=problem.detail), status_code=problem.status, headers=problem.headers
+        ErrorResponse(detail=problem.detail, request_id=request_id),
+        status_code=problem.status,
+        headers={**(problem.headers or {}), "X-Request-ID": request_id},
     )
 
 
 def _handle(request: Request, exc: Exception) -> Response[ErrorResponse]:
+    # Set by the middleware; errors raised before it runs (no such route) get theirs here.
+    request_id = REQUEST_ID.get() or accepted(request.headers.get(HEADER)) or current()
     problem = problem_of(exc)
     log_problem(request.method, request.url.path, exc, problem)
-    return error_response(problem)
+    return error_response(problem, request_id)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(

@@ -23,9 +23,11 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from contracts import blobs
 from contracts.subjects import SERVICES, ServiceSpec, ping_subject
 from gateway.analysis import Analyzer
 from gateway.config import MIB, Limits
+from gateway.disconnect import until_disconnected
 from gateway.schemas import AnalyzeResponse, ErrorResponse, Health
 from gateway.streaming import stream_analysis
 from gateway.uploads import FILES_FIELD, PROMPT_FIELD, SUPPORTED, megabytes, receive_form
@@ -127,7 +129,7 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
     )
     analyzer: Analyzer = state.analyzer
     try:
-        return await analyzer.analyze(form)
+        return await until_disconnected(request, analyzer.analyze(form))
     finally:
         form.discard()
 
@@ -165,18 +167,22 @@ def healthz() -> Health:
 
 @get(
     "/readyz",
-    summary="NATS is connected and every service answers a ping",
+    summary="NATS is connected, the blob bucket answers and every service answers a ping",
     responses={503: ResponseSpec(data_container=Health, description="Not ready")},
 )
 async def readyz(state: State) -> Response[Health]:
-    nc = state.nc
+    nc: Client = state.nc
     if not nc.is_connected:
-        return Response(Health(status="not ready", nats=False), status_code=503)
-    answers = await asyncio.gather(*(_ping(nc, s, state.settings.ping_timeout) for s in SERVICES))
+        return Response(Health(status="not ready", nats=False, bucket=False), status_code=503)
+    timeout = state.settings.ping_timeout
+    bucket, *answers = await asyncio.gather(
+        blobs.bucket_answers(state.store, timeout),
+        *(_ping(nc, s, timeout) for s in SERVICES),
+    )
     services = {s.name: ok for s, ok in zip(SERVICES, answers, strict=True)}
-    ready = all(answers)
+    ready = bucket and all(answers)
     return Response(
-        Health(status="ready" if ready else "not ready", services=services),
+        Health(status="ready" if ready else "not ready", bucket=bucket, services=services),
         status_code=200 if ready else 503,
     )
 
@@ -184,7 +190,7 @@ async def readyz(state: State) -> Response[Health]:
 async def _ping(nc: Client, spec: ServiceSpec, timeout: float) -> bool:
     try:
         await nc.request(ping_subject(spec), b"", timeout=timeout)
-    except (TimeoutError, NoRespondersError, NatsTimeoutError):
+    except (NoRespondersError, NatsTimeoutError, TimeoutError):
         return False
     return True
 

@@ -55,10 +55,14 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
 
 
 class ErrorResponse(msgspec.Struct, kw_only=True):
+    """The seed's error body, plus the request's id (also in the X-Request-ID header)."""
+
     detail: str
+    request_id: str | None = None
 
 
 class Health(msgspec.Struct, kw_only=True):
     status: str
     nats: bool = True
+    bucket: bool = True  # the blob bucket's stream answers
     services: dict[str, bool] = msgspec.field(default_factory=dict)

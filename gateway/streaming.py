@@ -11,6 +11,7 @@ from litestar.response import ServerSentEventMessage
 from contracts.messages import Progress
 from gateway.analysis import Analyzer
 from gateway.errors import log_problem, problem_of
+from gateway.request_ids import current
 from gateway.uploads import ReceivedForm
 
 _json = msgspec.json.Encoder()
@@ -48,9 +49,14 @@ async def stream_analysis(
         else:
             problem = problem_of(failure)
             log_problem("POST", path, failure, problem)
-            yield _event("error", {"status": problem.status, "detail": problem.detail})
+            yield _event(
+                "error",
+                {"status": problem.status, "detail": problem.detail, "request_id": current()},
+            )
     finally:
+        # The files go first and without an await: when the client leaves, the server
+        # cancels this generator again at every await in here.
+        form.discard()
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        form.discard()

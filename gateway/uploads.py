@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from contracts.messages import MediaKind
@@ -32,6 +32,7 @@ _MAX_OTHER_FIELD_BYTES = 8 * 1024
 _ISOBMFF_IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevm", b"hevs",
                          b"mif1", b"msf1", b"avif", b"avis"}  # fmt: skip
 SUPPORTED = "JPG or PNG images, or one MP4 video"
+UPLOAD_PREFIX = "imgstory-upload-"  # every upload's temp file starts so (see cleanup)
 
 
 class UploadError(Exception):
@@ -133,7 +134,7 @@ class _FormSink:
                 f"too many files: at most {self.limits.max_images} images per request"
             )
         filename = options.get(b"filename", b"").decode("utf-8", "replace") or "upload"
-        fd, path = tempfile.mkstemp(prefix="imgstory-upload-", dir=self.directory)
+        fd, path = tempfile.mkstemp(prefix=UPLOAD_PREFIX, dir=self.directory)
         self._file = ReceivedFile(path=Path(path), filename=filename)
         self.form.files.append(self._file)
         self._handle = os.fdopen(fd, "wb")
@@ -249,13 +250,14 @@ async def receive_form(
     if mime != b"multipart/form-data" or not boundary:
         raise UploadError("send the request as multipart/form-data with a 'files' field")
     sink = _FormSink(limits, directory)
-    parser = MultipartParser(boundary, sink.callbacks())
     try:
+        parser = MultipartParser(boundary, sink.callbacks())
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()
         return sink.finish()
-    except MultipartParseError as err:
+    except FormParserError as err:
+        # The parser's own words name its internals (limits, offsets): ours do not.
         sink.abort()
         raise UploadError("the multipart body is malformed") from err
     except BaseException:

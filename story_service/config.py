@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contracts.blobs import Bucket, bucket_settings
 from contracts.settings import Env
 from llm.provider import ModelSettings, model_settings
 from story_service.story import DETAILS
@@ -19,7 +20,7 @@ class Settings:
     max_tokens: int = 700
     temperature: float = 0.8
     max_in_flight: int = 8  # remote model calls are I/O-bound
-    blob_ttl: float = 900.0
+    bucket: Bucket = field(default_factory=Bucket)
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
@@ -37,5 +38,5 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
             "IMGSTORY_STORY_TEMPERATURE", Settings.temperature, minimum=0, maximum=2
         ),
         max_in_flight=read.integer("IMGSTORY_STORY_IN_FLIGHT", Settings.max_in_flight, minimum=1),
-        blob_ttl=read.number("IMGSTORY_BLOB_TTL", Settings.blob_ttl, positive=True),
+        bucket=bucket_settings(read),
     )

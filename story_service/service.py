@@ -76,7 +76,7 @@ class StoryWriter:
 
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
     """Start the story micro service on ``nc``; ``chat`` defaults to the configured model."""
-    store = await blobs.open_bucket(nc.jetstream(), settings.blob_ttl)
+    store = await blobs.open_bucket(nc.jetstream(), settings.bucket)
     if chat is None:
         chat = await asyncio.to_thread(build_chat, settings.model)
     writer = StoryWriter(nc, chat, store, settings)

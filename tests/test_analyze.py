@@ -118,7 +118,8 @@ async def test_bad_files_are_400_with_detail(gateway, openai, upload_dir, tmp_pa
         response = await client.post("/analyze/", files=files_of(bad))
         assert response.status_code == 400, response.text
         assert message in response.json()["detail"]
-        assert set(response.json()) == {"detail"}
+        assert set(response.json()) == {"detail", "request_id"}
+        assert response.json()["request_id"] == response.headers["x-request-id"]
         # The server keeps serving after bad input.
         good = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
         assert good.status_code == 200
@@ -282,4 +283,4 @@ async def test_unknown_route_is_404_detail(gateway):
     async with gateway() as client:
         response = await client.get("/nope")
     assert response.status_code == 404
-    assert set(response.json()) == {"detail"}
+    assert set(response.json()) == {"detail", "request_id"}

@@ -67,6 +67,6 @@ async def test_bad_upload_is_plain_400_before_streaming(gateway, openai, tmp_pat
     async with gateway() as client:
         response = await client.post("/analyze/stream", files=upload(bad))
     assert response.status_code == 400
-    assert response.json() == {"detail": response.json()["detail"]}
+    assert set(response.json()) == {"detail", "request_id"}
     assert "unsupported file type" in response.json()["detail"]
     assert list(upload_dir.iterdir()) == []

@@ -121,6 +121,6 @@ def gateway(services: dict, gateway_settings: gateway_config.Settings) -> Callab
 @pytest.fixture
 async def blob_store(nc: Client, services: dict):
     """The blob bucket; the test fails if a request left anything in it."""
-    store = await blobs.open_bucket(nc.jetstream(), ttl=900)
+    store = await blobs.open_bucket(nc.jetstream())
     yield store
     assert await blobs.list_names(store) == [], "a request left objects in the blob store"

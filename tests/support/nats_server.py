@@ -26,8 +26,10 @@ def nats_server_binary() -> str:
 class NatsServer:
     """A throwaway nats-server with JetStream on a free port and a temp store."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+        """``port`` None takes a free one; a fixed port lets a stopped server come back."""
         self.store_dir = store_dir
+        self.port = port
         self.process: subprocess.Popen | None = None
         self.url = ""
 
@@ -40,7 +42,7 @@ class NatsServer:
                 "-a",
                 "127.0.0.1",
                 "-p",
-                "-1",
+                str(self.port or -1),
                 "-sd",
                 str(self.store_dir),
             ],
@@ -48,6 +50,7 @@ class NatsServer:
             text=True,
         )
         deadline = time.monotonic() + 20
+        self.url = ""
         assert self.process.stderr is not None
         for line in self.process.stderr:
             found = re.search(r"Listening for client connections on (\S+):(\d+)", line)

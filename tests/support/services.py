@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
-import nats
+from nats.aio.client import Client
 
+from contracts import rpc
+from contracts.rpc import Server
 from frame_service import config as frame_config
 from frame_service.service import start_service as start_frames
 from llm.provider import ModelSettings
@@ -32,25 +34,42 @@ def fake_model_settings(fake: FakeOpenAI, model: str) -> ModelSettings:
 
 
 @asynccontextmanager
-async def services_on_fake(nats_url: str, fake: FakeOpenAI) -> AsyncIterator[dict]:
-    """Frames, story and translation, each on its own connection, stopped and drained on exit."""
-    connections, servers = [], {}
-    starts = {
-        "frames": lambda c: start_frames(c, replace(frame_config.load({}), nats_url=nats_url)),
-        "story": lambda c: start_story(
-            c, replace(story_config.load({}), model=fake_model_settings(fake, "fake-story"))
-        ),
+async def services_on_fake(
+    nats_url: str,
+    fake: FakeOpenAI,
+    *,
+    story: bool = True,
+    perception: bool = True,
+    model_timeout: float | None = None,
+) -> AsyncIterator[dict[str, Server]]:
+    """Frames, story and translation, each on its own connection, stopped and closed on exit.
+
+    Connections are made as the services make them (reconnecting for ever). ``story``
+    False leaves the story service out (a test runs it as a process); ``perception``
+    False skips scene facts and transcription (quick frames); ``model_timeout`` gives
+    slow-provider tests a longer, retry-free model call.
+    """
+    model = fake_model_settings(fake, "fake")
+    if model_timeout is not None:
+        model = replace(model, timeout=model_timeout, max_retries=0)
+    frames = replace(frame_config.load({}), nats_url=nats_url)
+    if not perception:
+        frames = replace(frames, perception=False, ocr=False, transcribe=False)
+    starts: dict[str, Callable[[Client], Awaitable[Server]]] = {
+        "frames": lambda c: start_frames(c, frames),
         "translation": lambda c: start_translation(
-            c,
-            replace(
-                translation_config.load({}),
-                model=fake_model_settings(fake, "fake-translate"),
-            ),
+            c, replace(translation_config.load({}), model=replace(model, model="fake-translate"))
         ),
     }
+    if story:
+        starts["story"] = lambda c: start_story(
+            c, replace(story_config.load({}), model=replace(model, model="fake-story"))
+        )
+    connections: list[Client] = []
+    servers: dict[str, Server] = {}
     try:
         for name, start in starts.items():
-            client = await nats.connect(nats_url, name=f"test-{name}")
+            client = await rpc.connect(nats_url, f"test-{name}")
             connections.append(client)
             servers[name] = await start(client)
         yield servers
@@ -58,4 +77,4 @@ async def services_on_fake(nats_url: str, fake: FakeOpenAI) -> AsyncIterator[dic
         for server in servers.values():
             await server.stop()
         for client in connections:
-            await client.drain()
+            await client.close()
