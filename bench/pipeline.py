@@ -121,12 +121,16 @@ async def main(runs: int) -> None:
                 ("video bigbuckbunny.mp4 5.3s", sample_video("bigbuckbunny.mp4")),
             ):
                 t = await stage_latency(server.url, path, runs)
-                print(f"{label:<28}{t['frames']:>11.0f}{t['story']:>11.0f}"
-                      f"{t['translation']:>14.0f}{t['total']:>11.0f}")  # fmt: skip
+                print(
+                    f"{label:<28}{t['frames']:>11.0f}{t['story']:>11.0f}"
+                    f"{t['translation']:>14.0f}{t['total']:>11.0f}"
+                )
             service_ms, direct_ms, tokens = await story_overhead(nc, store, chat, story, runs)
             overhead = service_ms / direct_ms - 1
-            print(f"\nstory, {tokens} output tokens: service {service_ms:.0f} ms, "
-                  f"llama.cpp direct {direct_ms:.0f} ms, overhead {overhead:+.1%} (goal <= 10%)")  # fmt: skip
+            print(
+                f"\nstory, {tokens} output tokens: service {service_ms:.0f} ms, "
+                f"llama.cpp direct {direct_ms:.0f} ms, overhead {overhead:+.1%} (goal <= 10%)"
+            )
             for service in services:
                 await service.stop()
             await nc.drain()

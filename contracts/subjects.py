@@ -38,21 +38,26 @@ class Endpoint(Generic[Req, Rep]):
     subject: str
     request_type: type[Req]
     reply_type: type[Rep]
-    _requests: msgspec.msgpack.Decoder = field(init=False, repr=False, compare=False)
-    _replies: msgspec.msgpack.Decoder = field(init=False, repr=False, compare=False)
+    _requests: msgspec.msgpack.Decoder[Req] = field(init=False, repr=False, compare=False)
+    _replies: msgspec.msgpack.Decoder[Rep | m.Failure] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Decoders are built once per endpoint, not per message.
         object.__setattr__(self, "_requests", msgspec.msgpack.Decoder(self.request_type))
-        object.__setattr__(self, "_replies", msgspec.msgpack.Decoder(self.reply_type | m.Failure))
+        replies: msgspec.msgpack.Decoder[Rep | m.Failure] = msgspec.msgpack.Decoder(
+            self.reply_type | m.Failure
+        )
+        object.__setattr__(self, "_replies", replies)
 
     def decode_request(self, data: bytes) -> Req:
         """Raises msgspec.DecodeError or msgspec.ValidationError."""
-        return self._requests.decode(data)  # type: ignore[no-any-return]  # Decoder is untyped here
+        return self._requests.decode(data)
 
     def decode_reply(self, data: bytes) -> Rep | m.Failure:
         """Raises msgspec.DecodeError or msgspec.ValidationError."""
-        return self._replies.decode(data)  # type: ignore[no-any-return]  # Decoder is untyped here
+        return self._replies.decode(data)
 
 
 FRAMES = ServiceSpec("imgstory-frames", "1.0.0", "Turns photos and videos into model-ready frames")

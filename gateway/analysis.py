@@ -127,8 +127,13 @@ class Analyzer:
             with contextlib.suppress(NatsError):
                 await subscription.unsubscribe()
             await self.janitor.remove(stored.uploads + stored.frames)
-        log.info("request %s: %d frame(s), story %s, translation %s",
-                 request_id, len(frames), story.usage, thai.usage)  # fmt: skip
+        log.info(
+            "request %s: %d frame(s), story %s, translation %s",
+            request_id,
+            len(frames),
+            story.usage,
+            thai.usage,
+        )
         return AnalyzeResponse(
             english=story.text,
             thai=thai.text,

@@ -29,8 +29,19 @@ FILES_FIELD = "files"
 PROMPT_FIELD = "prompt"
 _SNIFF_BYTES = 16
 _MAX_OTHER_FIELD_BYTES = 8 * 1024
-_ISOBMFF_IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevm", b"hevs",
-                         b"mif1", b"msf1", b"avif", b"avis"}  # fmt: skip
+_ISOBMFF_IMAGE_BRANDS = {
+    b"heic",
+    b"heix",
+    b"hevc",
+    b"heim",
+    b"heis",
+    b"hevm",
+    b"hevs",
+    b"mif1",
+    b"msf1",
+    b"avif",
+    b"avis",
+}
 SUPPORTED = "JPG or PNG images, or one MP4 video"
 UPLOAD_PREFIX = "imgstory-upload-"  # every upload's temp file starts so (see cleanup)
 

@@ -202,16 +202,20 @@ class OpenAIChat:
                     pieces.append(text)
                     on_text(text)
                 if getattr(delta, "refusal", None):
-                    refusal.append(delta.refusal)  # type: ignore[union-attr]
+                    refusal.append(delta.refusal)  # type: ignore[union-attr]  # getattr just said it is there
                 finish_reason = getattr(choice, "finish_reason", None) or finish_reason
         message = ChatCompletionMessage.model_construct(
             role="assistant", content="".join(pieces) or None, refusal="".join(refusal) or None
         )
         choice = Choice.model_construct(index=0, message=message, finish_reason=finish_reason)
         return ChatCompletion.model_construct(
-            id="stream", object="chat.completion", created=0, model=model or self.model,
-            choices=[choice], usage=usage,
-        )  # fmt: skip
+            id="stream",
+            object="chat.completion",
+            created=0,
+            model=model or self.model,
+            choices=[choice],
+            usage=usage,
+        )
 
     def _completion(self, response: object, max_tokens: int) -> Completion:
         if not isinstance(response, ChatCompletion):

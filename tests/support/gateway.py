@@ -21,7 +21,7 @@ async def gateway_client(settings: gateway_config.Settings) -> AsyncIterator[htt
     app = create_app(settings)
     async with app.lifespan():
         # A Litestar app is an ASGI app; its signature is only typed more narrowly than httpx's.
-        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # see above
         async with httpx.AsyncClient(
             transport=transport, base_url="http://testserver", timeout=60
         ) as client:
