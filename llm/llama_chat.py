@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import codecs
 import ctypes
 import logging
 import os
@@ -16,23 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from llm.chat import Completion
 from llm.errors import ModelRejected, ModelUnavailable
 from llm.script_mask import ThaiMask, thai_text_layout
+from llm.token_watch import TokenWatcher
 
 log = logging.getLogger(__name__)
 
 SCRIPTS = ("thai",)
 
-# A generation that repeats the same run of tokens this many times in a row, over at
-# least this many tokens, is a loop: small models fall into them, especially when their
-# script is constrained.
-_LOOP_REPEATS = 3
-_LOOP_MIN_SPAN = 24
-_LOOP_MAX_PERIOD = 64
 
 _TOO_LONG = re.compile(r"exceed context window|exceeds n_ctx", re.IGNORECASE)
 
@@ -239,7 +230,7 @@ class LlamaChat:
         with self._busy:
             if cancelled.is_set():
                 raise ModelUnavailable("the request was cancelled before the model started")
-            watcher = _Watcher(self._llama, on_text, cancelled, self._mask(script))
+            watcher = TokenWatcher(self._llama, on_text, cancelled, self._mask(script))
             seed = self._seed if self._seed is not None else random.randrange(2**31)
             started = time.perf_counter()
             try:
@@ -261,7 +252,7 @@ class LlamaChat:
         return self._completion(response, watcher, max_tokens, elapsed)
 
     def _completion(
-        self, response: Any, watcher: _Watcher, max_tokens: int, elapsed: float
+        self, response: Any, watcher: TokenWatcher, max_tokens: int, elapsed: float
     ) -> Completion:
         choice = response["choices"][0]
         text = choice["message"].get("content") or ""
@@ -363,98 +354,3 @@ def _image_url(part: dict[str, Any]) -> str:
     if isinstance(value, dict):
         value = value.get("url")
     return value if isinstance(value, str) else ""
-
-
-class _Watcher:
-    """Runs before each sampled token: keeps the script, streams new text, stops on cancel or a loop.
-
-    llama-cpp-python calls logits processors with the tokens so far (prompt and
-    answer) and the next token's logits; leaving only end-of-text makes it stop.
-    """
-
-    def __init__(
-        self,
-        llama: Any,
-        on_text: Callable[[str], None] | None,
-        cancelled: threading.Event,
-        mask: ThaiMask | None,
-    ) -> None:
-        self._llama = llama
-        self._on_text = on_text
-        self._cancelled = cancelled
-        self._mask = mask
-        self.masked = mask is not None
-        self._prompt_length: int | None = None
-        self._answer: list[int] = []
-        self._decoded = 0
-        # Tracks the answer's bytes; its buffered bytes are an unfinished character.
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
-        self._sent = ""
-        self.loop_at: int | None = None
-
-    def __call__(
-        self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]
-    ) -> npt.NDArray[np.single]:
-        if self._prompt_length is None:
-            self._prompt_length = len(input_ids)
-        self._answer = input_ids[self._prompt_length :].tolist()
-        self._decode()
-        if self._cancelled.is_set() or self.loop_at is not None:
-            return self._only_end(scores)
-        loop_at = _loop_start(self._answer)
-        if loop_at is not None:
-            self.loop_at = loop_at
-            return self._only_end(scores)
-        if self._mask is not None:
-            return self._mask.apply(scores, self._decoder.getstate()[0], first=not self._answer)
-        return scores
-
-    def text_before_loop(self) -> str:
-        """The answer up to the end of the first pass through the loop."""
-        kept = self._answer[: self.loop_at]
-        text: str = self._llama.detokenize(kept).decode("utf-8", errors="ignore")
-        return text
-
-    def finish(self, text: str) -> None:
-        """Send whatever the last callbacks did not (the final token is never seen before sampling)."""
-        if text.startswith(self._sent) and len(text) > len(self._sent):
-            self._emit(text[len(self._sent) :])
-
-    def _decode(self) -> None:
-        new = self._answer[self._decoded :]
-        if not new:
-            return
-        piece = self._llama.detokenize(new, prev_tokens=self._answer[: self._decoded])
-        self._decoded = len(self._answer)
-        text = self._decoder.decode(piece)
-        if text:
-            self._emit(text)
-
-    def _emit(self, text: str) -> None:
-        self._sent += text
-        if self._on_text is not None:
-            self._on_text(text)
-
-    def _only_end(self, scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
-        stopped = np.full_like(scores, -np.inf)
-        stopped[self._llama.token_eos()] = 0.0
-        return stopped
-
-
-def _loop_start(tokens: list[int]) -> int | None:
-    """Where to cut `tokens` if they end in a loop (one run repeated _LOOP_REPEATS times), else None.
-
-    The cut keeps the text up to the end of the run's first occurrence.
-    """
-    count = len(tokens)
-    if count < _LOOP_MIN_SPAN:
-        return None
-    tail = np.asarray(tokens[-_LOOP_MAX_PERIOD * _LOOP_REPEATS :])
-    for period in range(1, _LOOP_MAX_PERIOD + 1):
-        span = max(period * _LOOP_REPEATS, _LOOP_MIN_SPAN)
-        if span > len(tail):
-            break
-        window = tail[-span:]
-        if np.array_equal(window[period:], window[:-period]):
-            return count - span + period
-    return None

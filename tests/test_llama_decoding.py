@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llm.llama_chat import _loop_start
 from llm.script_mask import ThaiMask, thai_text_layout
+from llm.token_watch import loop_start
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from llm.script_mask import ThaiMask, thai_text_layout
     ],
 )
 def test_loop_detection(tokens: list[int], cut: int | None) -> None:
-    assert _loop_start(tokens) == cut
+    assert loop_start(tokens) == cut
 
 
 def test_thai_mask_allows_only_thai_continuations() -> None:
