@@ -6,11 +6,11 @@ import base64
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.messages import SceneFacts
-from llm.chat import ChatModel
+from llm.chat import ChatModel, Completion
 from story_service.scene import SheetPicture, format_clock, scene_sheet
 
 log = logging.getLogger(__name__)
@@ -80,16 +80,6 @@ class VideoFacts:
     has_audio: bool
     transcript: str | None = None
     transcript_language: str | None = None
-
-
-@dataclass(frozen=True)
-class Story:
-    """A finished English story and the tokens it cost."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int
-    model: str
 
 
 def _data_url(jpeg: bytes) -> str:
@@ -216,8 +206,8 @@ async def write_story(
     max_tokens: int = 700,
     temperature: float = 0.8,
     on_text: Callable[[str], None] | None = None,
-) -> Story:
-    """Ask `chat` for a story about `frames` and return it with its token usage.
+) -> Completion:
+    """Ask `chat` for a story about `frames` and return it (tidied) with its token usage.
 
     A model that sees images gets the pictures; a text-only one gets the scene sheet.
     ``on_text`` hears each piece of the story as it is generated (possibly from a
@@ -238,9 +228,4 @@ async def write_story(
         completion.input_tokens,
         completion.output_tokens,
     )
-    return Story(
-        text=tidy_story(completion.text),
-        input_tokens=completion.input_tokens,
-        output_tokens=completion.output_tokens,
-        model=completion.model,
-    )
+    return replace(completion, text=tidy_story(completion.text))

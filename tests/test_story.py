@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from llm import OpenAIChat, RateLimited
+from llm import Completion, OpenAIChat, RateLimited
 from story_service.story import (
     DEFAULT_PROMPT,
-    Story,
     StoryFrame,
     VideoFacts,
     build_story_messages,
@@ -207,7 +206,7 @@ async def test_write_story_passes_usage_and_settings_through(
         chat, frames, None, video, detail="high", max_tokens=300, temperature=0.5
     )
 
-    assert story == Story(
+    assert story == Completion(
         text="The Red Door\n\nOnce upon a time.", input_tokens=1234, output_tokens=56, model=MODEL
     )
     [request] = fake.requests
