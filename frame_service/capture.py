@@ -90,20 +90,8 @@ def _capture_from_exif(exif: Image.Exif) -> Capture:
         return _NO_CAPTURE
     details = _sub_ifd(exif, ExifTags.IFD.Exif)
     location = _sub_ifd(exif, ExifTags.IFD.GPSInfo)
-    latitude = _coordinate(
-        location.get(ExifTags.GPS.GPSLatitude),
-        location.get(ExifTags.GPS.GPSLatitudeRef),
-        "N",
-        "S",
-        90.0,
-    )
-    longitude = _coordinate(
-        location.get(ExifTags.GPS.GPSLongitude),
-        location.get(ExifTags.GPS.GPSLongitudeRef),
-        "E",
-        "W",
-        180.0,
-    )
+    latitude = _coordinate(location, _LATITUDE)
+    longitude = _coordinate(location, _LONGITUDE)
     place = None
     if latitude is None or longitude is None or (latitude == 0.0 and longitude == 0.0):
         # Half a position is no position, and 0,0 is what broken GPS units write.
@@ -171,14 +159,28 @@ def _exif_datetime(value: object) -> datetime | None:
     return None
 
 
-def _coordinate(
-    value: object, reference: object, positive: str, negative: str, limit: float
-) -> float | None:
+@dataclass(frozen=True)
+class _Axis:
+    """Where one GPS coordinate and its hemisphere letter are, and its range in degrees."""
+
+    value: int
+    reference: int
+    positive: str
+    negative: str
+    limit: float
+
+
+_LATITUDE = _Axis(ExifTags.GPS.GPSLatitude, ExifTags.GPS.GPSLatitudeRef, "N", "S", 90.0)
+_LONGITUDE = _Axis(ExifTags.GPS.GPSLongitude, ExifTags.GPS.GPSLongitudeRef, "E", "W", 180.0)
+
+
+def _coordinate(location: Mapping[int, Any], axis: _Axis) -> float | None:
     """Turn EXIF degrees/minutes/seconds rationals and a hemisphere letter into signed degrees."""
-    hemisphere = _exif_text(reference)
-    if hemisphere is None or hemisphere.upper() not in (positive, negative):
+    hemisphere = _exif_text(location.get(axis.reference))
+    if hemisphere is None or hemisphere.upper() not in (axis.positive, axis.negative):
         # Guessing the hemisphere would put the photo on the wrong side of the world.
         return None
+    value = location.get(axis.value)
     parts = value if isinstance(value, tuple) else (value,)
     if not 1 <= len(parts) <= 3:
         return None
@@ -193,9 +195,9 @@ def _coordinate(
     if minutes >= 60.0 or seconds >= 60.0:
         return None
     result = degrees + minutes / 60.0 + seconds / 3600.0
-    if result > limit:
+    if result > axis.limit:
         return None
-    return -result if hemisphere.upper() == negative else result
+    return -result if hemisphere.upper() == axis.negative else result
 
 
 def _camera(exif: Image.Exif) -> str | None:

@@ -4,6 +4,7 @@ import functools
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy
 import pytest
@@ -268,43 +269,52 @@ def test_photos_without_legible_text_have_none(described: Describe, name: str) -
 # --- capture metadata ---------------------------------------------------------------
 
 
-def test_bangkok_photo_capture(tmp_path: Path) -> None:
-    path = media.write_exif_jpeg(
-        tmp_path / "bangkok.jpg",
-        taken_at="2024:03:15 14:30:00",
-        offset="+07:00",
-        make="Apple",
-        model="iPhone 13",
-        gps=media.gps_tags(13.7563, 100.5018),
+@pytest.mark.parametrize(
+    ("exif", "expected"),
+    [
+        pytest.param(
+            {
+                "taken_at": "2024:03:15 14:30:00",
+                "offset": "+07:00",
+                "make": "Apple",
+                "model": "iPhone 13",
+                "gps": media.gps_tags(13.7563, 100.5018),
+            },
+            Capture(
+                "2024-03-15T14:30:00+07:00",
+                13.7563,
+                100.5018,
+                "Bangkok, Thailand",
+                "Apple iPhone 13",
+            ),
+            id="bangkok",
+        ),
+        pytest.param(
+            # Some writers store one rational of decimal degrees instead of degrees/minutes/seconds.
+            {
+                "taken_at": "2023:12:01 09:05:00",
+                "make": "Canon",
+                "model": "Canon EOS R5",
+                "gps": {1: "N", 2: 18.79, 3: "E", 4: 98.98},
+            },
+            Capture("2023-12-01T09:05:00", 18.79, 98.98, "Chiang Mai, Thailand", "Canon EOS R5"),
+            id="chiang-mai-in-decimal-degrees",
+        ),
+    ],
+)
+def test_photo_capture_is_read_from_exif(
+    tmp_path: Path, exif: dict[str, Any], expected: Capture
+) -> None:
+    capture = read_capture(media.write_exif_jpeg(tmp_path / "photo.jpg", **exif))
+
+    assert (capture.taken_at, capture.place, capture.camera) == (
+        expected.taken_at,
+        expected.place,
+        expected.camera,
     )
-
-    capture = read_capture(path)
-
-    assert capture.taken_at == "2024-03-15T14:30:00+07:00"
-    assert capture.latitude == pytest.approx(13.7563, abs=1e-5)
-    assert capture.longitude == pytest.approx(100.5018, abs=1e-5)
-    assert capture.place == "Bangkok, Thailand"
-    assert capture.camera == "Apple iPhone 13"
-
-
-def test_chiang_mai_photo_in_decimal_degrees(tmp_path: Path) -> None:
-    # Some writers store one rational of decimal degrees instead of degrees/minutes/seconds.
-    gps = {1: "N", 2: 18.79, 3: "E", 4: 98.98}
-    path = media.write_exif_jpeg(
-        tmp_path / "chiang_mai.jpg",
-        taken_at="2023:12:01 09:05:00",
-        make="Canon",
-        model="Canon EOS R5",
-        gps=gps,
+    assert (capture.latitude, capture.longitude) == pytest.approx(
+        (expected.latitude, expected.longitude), abs=1e-5
     )
-
-    capture = read_capture(path)
-
-    assert capture.taken_at == "2023-12-01T09:05:00"
-    assert capture.latitude == pytest.approx(18.79, abs=1e-5)
-    assert capture.longitude == pytest.approx(98.98, abs=1e-5)
-    assert capture.place == "Chiang Mai, Thailand"
-    assert capture.camera == "Canon EOS R5"
 
 
 def test_place_names_the_region_when_it_differs_from_the_town(tmp_path: Path) -> None:
