@@ -1,11 +1,14 @@
 """Photos to pictures: Pillow decodes, orients, converts to RGB and re-encodes without metadata."""
 
 import io
+import logging
 import os
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from frame_service.frames import FrameBounds, MediaError, Picture
+
+log = logging.getLogger(__name__)
 
 # Restricting Pillow to these plugins means hostile files never reach the
 # dozens of rarely used decoders Pillow ships.
@@ -34,11 +37,14 @@ def prepare_image(path: str | os.PathLike[str], bounds: FrameBounds) -> Picture:
             with Image.open(fh, formats=IMAGE_PLUGINS) as img:
                 return _prepare_opened(img, bounds)
         except Image.DecompressionBombError as err:
-            raise MediaError(f"the image is too large to decode safely: {err}") from err
+            log.info("Pillow refused a decompression bomb: %s", err)
+            raise MediaError("the image is too large to decode safely") from err
         except UnidentifiedImageError as err:
             raise MediaError("the file is not a JPEG or PNG image") from err
         except _CORRUPT_IMAGE_ERRORS as err:
-            raise MediaError(f"the image is corrupt or truncated: {err}") from err
+            # Pillow's words describe its decoder's state; the client gets ours.
+            log.info("Pillow cannot decode the image: %s", err)
+            raise MediaError("the image is corrupt or truncated") from err
 
 
 def to_picture(

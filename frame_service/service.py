@@ -38,10 +38,15 @@ from frame_service.video import extract_video
 
 log = logging.getLogger(__name__)
 
+
+class UploadMissing(Exception):
+    """The upload a request names is not in the blob store (expired, or never stored)."""
+
+
 ERRORS = {
     MediaError: FailureCode.INVALID_MEDIA,
     UnprocessableMedia: FailureCode.UNPROCESSABLE,
-    ObjectNotFoundError: FailureCode.INTERNAL,
+    UploadMissing: FailureCode.INTERNAL,
 }
 
 
@@ -70,7 +75,12 @@ class FrameExtractor:
             prefix="imgstory-frames-", dir=self.settings.work_dir
         ) as tmp:
             path = Path(tmp) / "upload"
-            await blobs.fetch_to_file(self.store, request.upload, path)
+            try:
+                await blobs.fetch_to_file(self.store, request.upload, path)
+            except ObjectNotFoundError as err:
+                # nats-py's text is a repr of its error; the client gets a sentence.
+                log.warning("upload %s is not in the blob store: %s", request.upload, err)
+                raise UploadMissing("the upload is no longer stored; send it again") from err
             if request.kind is MediaKind.VIDEO:
                 meta, pictures = await asyncio.to_thread(
                     extract_video, path, request.max_frames, self.settings.bounds

@@ -85,7 +85,9 @@ def open_video(path: str | os.PathLike[str]) -> InputContainer:
         # sequence or other format that could read further files or URLs.
         return av.open(os.fspath(path), mode="r", format="mov")
     except av.error.FFmpegError as err:
-        raise MediaError(f"the video container cannot be read: {err}") from err
+        # FFmpeg's words name the server's file; they are for the log, not the client.
+        log.info("FFmpeg cannot read the video container: %s", err)
+        raise MediaError("the video container cannot be read: the file is damaged") from err
 
 
 def _extract_from_container(
