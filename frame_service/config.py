@@ -49,12 +49,16 @@ def _bounds(read: Env) -> FrameBounds:
         "IMGSTORY_FRAME_JPEG_QUALITY", defaults.jpeg_quality, minimum=1, maximum=95
     )
     max_pixels = read.integer("IMGSTORY_MAX_PIXELS", defaults.max_pixels, minimum=1)
+    max_decoded_mb = read.integer(
+        "IMGSTORY_MAX_DECODED_MB", defaults.max_decoded_mb, minimum=16, maximum=65_536
+    )
     try:
         return FrameBounds(
             max_side=max_side,
             short_side=short_side,
             jpeg_quality=jpeg_quality,
             max_pixels=max_pixels,
+            max_decoded_mb=max_decoded_mb,
         )
     except ValueError as err:
         # FrameBounds checks itself as well; whatever it refuses, the service cannot run with.

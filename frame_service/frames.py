@@ -6,6 +6,8 @@ frame choice of frame_choice.py); both produce the types defined here.
 
 from dataclasses import dataclass
 
+_MB = 1 << 20
+
 
 class MediaError(Exception):
     """The file is not a valid or supported image or video."""
@@ -23,9 +25,12 @@ class FrameBounds:
     short_side: int = 768
     jpeg_quality: int = 85
     max_pixels: int = 40_000_000
+    # Memory one photo may take while it is decoded and converted, checked from its
+    # header: a 43 kB PNG can declare 40 million pixels.
+    max_decoded_mb: int = 192
 
     def __post_init__(self) -> None:
-        if min(self.max_side, self.short_side, self.max_pixels) < 1:
+        if min(self.max_side, self.short_side, self.max_pixels, self.max_decoded_mb) < 1:
             raise ValueError("FrameBounds sizes must be positive")
         if not 1 <= self.jpeg_quality <= 95:
             # Pillow documents quality above 95 as wasteful and 0 as meaningless.
@@ -37,6 +42,14 @@ class FrameBounds:
             raise MediaError(
                 f"the {what} is {width}x{height} ({width * height} pixels), "
                 f"more than the {self.max_pixels} allowed"
+            )
+
+    def check_memory(self, needed: int, width: int, height: int) -> None:
+        """Raise MediaError if decoding a width x height photo needs more than max_decoded_mb."""
+        if needed > self.max_decoded_mb * _MB:
+            raise MediaError(
+                f"the image is {width}x{height} and would need about {-(-needed // _MB)} MB "
+                f"of memory to decode, more than the {self.max_decoded_mb} MB allowed"
             )
 
     def fit_size(self, width: int, height: int) -> tuple[int, int]:

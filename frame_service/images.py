@@ -19,6 +19,14 @@ _DRAFTABLE_FORMATS = frozenset({"JPEG", "MPO"})
 # Pillow can only resample these modes properly; palette, bilevel and 16-bit
 # images are converted to RGB before resizing instead.
 _RESIZABLE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "CMYK"})
+# Bytes per pixel Pillow stores in memory: one for these, two for 16-bit grey,
+# four for everything else (RGB included, padded to four).
+_ONE_BYTE_MODES = frozenset({"1", "L", "P"})
+# Pillow's advice: box-reduce to within this factor of the target, then resample.
+_REDUCING_GAP = 3.0
+# Pictures that must change mode first are converted this many pixels at a time,
+# so the four-byte copies the conversion makes stay small.
+_STRIP_PIXELS = 1 << 20
 # Everything Pillow might raise for damaged image data once the file has been opened.
 _CORRUPT_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
@@ -51,11 +59,15 @@ def to_picture(
     img: Image.Image, size: tuple[int, int], quality: int, timestamp: float | None = None
 ) -> Picture:
     """Convert to RGB, downscale to size and encode as a metadata-free baseline JPEG."""
-    if img.mode not in _RESIZABLE_MODES or "transparency" in img.info:
-        img = _to_rgb(img)
+    # The region of img to resample: all of it, in reduced pixels once reduced.
+    box = (0.0, 0.0, float(img.width), float(img.height))
+    if _needs_conversion(img):
+        across, down = _reduce_factor(img.size, size)
+        box = (0.0, 0.0, img.width / across, img.height / down)
+        img = _to_rgb_reduced(img, (across, down))
     if img.size != size:
         # reducing_gap lets Pillow box-reduce first, so huge images stay cheap.
-        img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        img = img.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP)
     img = _to_rgb(img)
     # resize/convert copy info, and Pillow writes info["comment"] back into the
     # JPEG; emptying it guarantees nothing from the upload travels upstream.
@@ -82,6 +94,8 @@ def _prepare_opened(img: Image.Image, bounds: FrameBounds) -> Picture:
     if img.format in _DRAFTABLE_FORMATS:
         # Lets libjpeg decode at 1/2, 1/4 or 1/8 scale, never below target.
         img.draft("RGB", target)
+    # Nothing is decoded yet: the header (and the draft scale) tell what it will cost.
+    bounds.check_memory(_decoding_bytes(img, target), width, height)
     # In place: the copy exif_transpose would otherwise make can be 100+ MB.
     ImageOps.exif_transpose(img, in_place=True)
     if (img.width > img.height) != (target[0] > target[1]):
@@ -89,6 +103,57 @@ def _prepare_opened(img: Image.Image, bounds: FrameBounds) -> Picture:
         # the target simply swaps too.
         target = (target[1], target[0])
     return to_picture(img, target, bounds.jpeg_quality)
+
+
+def _needs_conversion(img: Image.Image) -> bool:
+    return img.mode not in _RESIZABLE_MODES or "transparency" in img.info
+
+
+def _reduce_factor(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The box reduction Pillow's resize would make first (what reducing_gap asks for)."""
+    return (
+        max(1, int(size[0] / target[0] / _REDUCING_GAP)),
+        max(1, int(size[1] / target[1] / _REDUCING_GAP)),
+    )
+
+
+def _decoding_bytes(img: Image.Image, target: tuple[int, int]) -> int:
+    """Memory the decoded picture and its reduced working copy will take at once."""
+    width, height = img.size
+    if img.mode in _ONE_BYTE_MODES:
+        depth = 1
+    elif img.mode.startswith("I;16"):
+        depth = 2
+    else:
+        depth = 4
+    across, down = _reduce_factor(img.size, target)
+    if (across, down) == (1, 1) and not _needs_conversion(img):
+        # Resampled straight to the target size: no working copy.
+        return width * height * depth
+    # The reduced working copy is four bytes a pixel (RGB, RGBA or CMYK); a picture
+    # that must change mode is converted at full size when it cannot be reduced.
+    return width * height * depth + -(-width // across) * -(-height // down) * 4
+
+
+def _to_rgb_reduced(img: Image.Image, factor: tuple[int, int]) -> Image.Image:
+    """_to_rgb, then Image.reduce by factor, a strip at a time.
+
+    Converting a palette or 16-bit picture makes four-byte copies of it (RGBA to
+    flatten transparency, then RGB); done whole, a 6000x6600 palette PNG took 660 MB.
+    Strips are a multiple of the factor tall, so the result equals reducing the whole,
+    which is what Pillow's resize does first with reducing_gap.
+    """
+    across, down = factor
+    width, height = img.size
+    img.load()
+    reduced = Image.new("RGB", (-(-width // across), -(-height // down)))
+    rows = down * max(1, _STRIP_PIXELS // (width * down))
+    for top in range(0, height, rows):
+        strip = _to_rgb(img.crop((0, top, width, min(height, top + rows))))
+        if factor != (1, 1):
+            strip = strip.reduce(factor)
+        reduced.paste(strip, (0, top // down))
+    return reduced
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -289,6 +289,66 @@ def write_undecodable_mp4(path: str | os.PathLike[str], packets: int = 10) -> Pa
     return Path(path)
 
 
+def write_sparse_keyframe_video(
+    path: str | os.PathLike[str],
+    seconds: float,
+    fps: int = 30,
+    size: tuple[int, int] = (3840, 2160),
+    color: RGB = (40, 90, 160),
+) -> Path:
+    """Write a hostile H.264 MP4: one keyframe, then nothing but identical P-frames.
+
+    This is the shape of a tiny upload that is costly to decode (10 minutes at 4K is
+    under 1 MB): every frame is a full-size picture, and the only way to reach a late
+    one is to decode all before it. libx264 encodes the keyframe and one P-frame, whose
+    packet is repeated, so writing takes well under a second whatever the length.
+    """
+    frame_count = max(2, round(seconds * fps))
+    picture = av.VideoFrame.from_image(Image.new("RGB", size, color))
+    with tempfile.TemporaryDirectory() as scratch:
+        pair = Path(scratch) / "pair.mp4"
+        with av.open(os.fspath(pair), "w") as out:
+            encoder = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+            encoder.width, encoder.height = size
+            encoder.pix_fmt = "yuv420p"
+            for index in range(2):
+                picture.pts = index
+                picture.time_base = Fraction(1, fps)
+                out.mux(encoder.encode(picture))
+            out.mux(encoder.encode(None))
+        with av.open(os.fspath(pair)) as source:
+            stream = source.streams.video[0]
+            keyframe, repeated = (bytes(packet) for packet in list(source.demux(stream))[:2])
+            with av.open(os.fspath(path), "w", format="mp4") as out:
+                copy = out.add_stream_from_template(stream)
+                for index in range(frame_count):
+                    packet = av.Packet(keyframe if index == 0 else repeated)
+                    packet.stream = copy
+                    packet.pts = packet.dts = index
+                    packet.time_base = Fraction(1, fps)
+                    packet.is_keyframe = index == 0
+                    out.mux(packet)
+    return Path(path)
+
+
+def write_transparent_palette_png(
+    path: str | os.PathLike[str], size: tuple[int, int] = (6000, 6600)
+) -> Path:
+    """Write a palette PNG with a transparent colour: tens of kB that decode to tens of MB.
+
+    Converted to RGBA at full size, as a naive pipeline does to flatten the
+    transparency, 6000x6600 pixels take 160 MB per copy.
+    """
+    width, height = size
+    img = Image.new("P", size, 1)
+    img.putpalette([0, 0, 0, 20, 40, 200, 230, 210, 40])
+    img.paste(0, (0, 0, width // 2, height))
+    img.paste(2, (width // 2, 0, width, height // 3))
+    img.info["transparency"] = 0
+    img.save(path, "PNG", optimize=True)
+    return Path(path)
+
+
 def jpeg_markers(data: bytes) -> list[int]:
     """Return the JPEG marker codes (0xD8 SOI, 0xE0 APP0, 0xC0 SOF0, ...) up to start of scan."""
     if data[:2] != b"\xff\xd8":
