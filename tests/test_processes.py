@@ -222,6 +222,74 @@ def test_compose_defines_nats_and_scalable_services():
         assert result.returncode == 0, result.stderr
 
 
+def test_compose_cluster_profile_runs_three_routed_nats_nodes_and_replicated_blobs():
+    import itertools
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from contracts.blobs import bucket_settings
+    from contracts.settings import Env
+
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    nodes = ["nats-1", "nats-2", "nats-3"]
+    imgstory = {
+        "cluster-gateway": "gateway",
+        "cluster-frames": "frame_service",
+        "cluster-story": "story_service",
+        "cluster-translation": "translation_service",
+    }
+    # The default stays one NATS: nothing without the profile knows of the cluster.
+    for name, service in services.items():
+        if name not in nodes and name not in imgstory:
+            assert "profiles" not in service, name
+            assert not set(nodes) & set(service.get("depends_on", [])), name
+    routes: set[str] = set()
+    volumes: set[str] = set()
+    cluster_names: set[str] = set()
+    for name in nodes:
+        node = services[name]
+        assert node["profiles"] == ["cluster"]
+        assert "ports" not in node  # the cluster is reached only inside compose's network
+        args = node["command"]
+        flags = dict(itertools.pairwise(args))  # each flag and the word after it
+        assert "-js" in args
+        assert flags["--name"] == name  # JetStream peers need stable, distinct names
+        assert flags["--cluster"].endswith(":6222")
+        cluster_names.add(flags["--cluster_name"])
+        routes.add(flags["--routes"])
+        volumes.update(volume.split(":")[0] for volume in node["volumes"])
+    assert len(cluster_names) == 1 and len(volumes) == 3
+    # Every node routes to all three.
+    (route_list,) = routes
+    assert sorted(route_list.split(",")) == [f"nats://{name}:6222" for name in nodes]
+    for name, module in imgstory.items():
+        service = services[name]
+        assert service["profiles"] == ["cluster"]
+        assert service["command"] == ["python", "-m", module]
+        assert set(nodes) <= set(service["depends_on"])
+        env = service["environment"]
+        assert rpc.server_list(env["NATS_URL"]) == [f"nats://{node}:4222" for node in nodes]
+        assert bucket_settings(Env({k: str(v) for k, v in env.items()})).replicas == 3
+        if name != "cluster-gateway":
+            # A fixed container name or host port would stop `--scale` from working.
+            assert "container_name" not in service and "ports" not in service
+    # Naming the gateway brings up the whole cluster stack.
+    assert set(imgstory) - {"cluster-gateway"} <= set(services["cluster-gateway"]["depends_on"])
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        result = subprocess.run(
+            [docker, "compose", "--profile", "cluster", "config", "--quiet"],
+            cwd=ROOT,
+            capture_output=True,
+        )
+        assert result.returncode == 0, result.stderr
+
+
 async def test_page_checks_match_the_server_limits(gateway, gateway_settings):
     limits = replace(gateway_settings.limits, max_images=3, max_prompt_chars=500)
     async with gateway(replace(gateway_settings, limits=limits)) as client:
