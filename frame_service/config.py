@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from contracts.blobs import Bucket, bucket_settings
 from contracts.settings import Env, SettingsError
-from frame_service.frames import FrameBounds
+from frame_service.frames import DecodeBudget, FrameBounds
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,7 @@ class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
     bounds: FrameBounds = field(default_factory=FrameBounds)
     max_in_flight: int = 2  # decoding is CPU-bound: about one per core
+    video_budget: DecodeBudget = field(default_factory=DecodeBudget)
     bucket: Bucket = field(default_factory=Bucket)
     work_dir: str | None = None  # where uploads are fetched to; None means the system's temp
     perception: bool = True  # scene facts (labels, faces, colours, OCR, EXIF) for text-only models
@@ -33,11 +34,24 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         nats_url=read.text("NATS_URL", Settings.nats_url),
         bounds=_bounds(read),
         max_in_flight=read.integer("IMGSTORY_FRAMES_IN_FLIGHT", Settings.max_in_flight, minimum=1),
+        video_budget=_video_budget(read),
         bucket=bucket_settings(read),
         work_dir=read.optional("IMGSTORY_WORK_DIR"),
         perception=read.flag("IMGSTORY_PERCEPTION", Settings.perception),
         ocr=read.flag("IMGSTORY_OCR", Settings.ocr),
         transcribe=read.flag("IMGSTORY_TRANSCRIBE", Settings.transcribe),
+    )
+
+
+def _video_budget(read: Env) -> DecodeBudget:
+    defaults = DecodeBudget()
+    return DecodeBudget(
+        seconds=read.number(
+            "IMGSTORY_VIDEO_DECODE_SECONDS", defaults.seconds, positive=True, maximum=3600
+        ),
+        frames=read.integer(
+            "IMGSTORY_VIDEO_DECODE_FRAMES", defaults.frames, minimum=1, maximum=10_000_000
+        ),
     )
 
 

@@ -6,6 +6,7 @@ import os
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from frame_service.cancellation import CancelToken
 from frame_service.frames import FrameBounds, MediaError, Picture
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,15 @@ _STRIP_PIXELS = 1 << 20
 _CORRUPT_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 
-def prepare_image(path: str | os.PathLike[str], bounds: FrameBounds) -> Picture:
+def prepare_image(
+    path: str | os.PathLike[str], bounds: FrameBounds, cancel: CancelToken | None = None
+) -> Picture:
     """Decode a JPEG or PNG photo, apply its EXIF orientation, and re-encode it within bounds.
 
-    Raises MediaError if the file is not a JPEG or PNG, is corrupt or truncated, or has
-    more pixels than bounds.max_pixels (or than Pillow's decompression-bomb limit).
+    Raises MediaError if the file is not a JPEG or PNG, is corrupt or truncated, has
+    more pixels than bounds.max_pixels (or than Pillow's decompression-bomb limit) or
+    would take more memory than bounds.max_decoded_mb; Cancelled once cancel is set
+    (checked before decoding and between strips of a conversion).
     Raises OSError if the file itself cannot be opened.
     """
     # Opened here rather than by Pillow so a missing file stays an OSError (a
@@ -43,7 +48,7 @@ def prepare_image(path: str | os.PathLike[str], bounds: FrameBounds) -> Picture:
     with open(path, "rb") as fh:
         try:
             with Image.open(fh, formats=IMAGE_PLUGINS) as img:
-                return _prepare_opened(img, bounds)
+                return _prepare_opened(img, bounds, cancel or CancelToken())
         except Image.DecompressionBombError as err:
             log.info("Pillow refused a decompression bomb: %s", err)
             raise MediaError("the image is too large to decode safely") from err
@@ -56,7 +61,11 @@ def prepare_image(path: str | os.PathLike[str], bounds: FrameBounds) -> Picture:
 
 
 def to_picture(
-    img: Image.Image, size: tuple[int, int], quality: int, timestamp: float | None = None
+    img: Image.Image,
+    size: tuple[int, int],
+    quality: int,
+    timestamp: float | None = None,
+    cancel: CancelToken | None = None,
 ) -> Picture:
     """Convert to RGB, downscale to size and encode as a metadata-free baseline JPEG."""
     # The region of img to resample: all of it, in reduced pixels once reduced.
@@ -64,7 +73,7 @@ def to_picture(
     if _needs_conversion(img):
         across, down = _reduce_factor(img.size, size)
         box = (0.0, 0.0, img.width / across, img.height / down)
-        img = _to_rgb_reduced(img, (across, down))
+        img = _to_rgb_reduced(img, (across, down), cancel or CancelToken())
     if img.size != size:
         # reducing_gap lets Pillow box-reduce first, so huge images stay cheap.
         img = img.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP)
@@ -85,7 +94,7 @@ def to_picture(
     return Picture(jpeg=buffer.getvalue(), width=img.width, height=img.height, timestamp=timestamp)
 
 
-def _prepare_opened(img: Image.Image, bounds: FrameBounds) -> Picture:
+def _prepare_opened(img: Image.Image, bounds: FrameBounds, cancel: CancelToken) -> Picture:
     if img.format not in _ACCEPTED_IMAGE_FORMATS:
         raise MediaError(f"unsupported image format {img.format}; only JPEG and PNG are accepted")
     width, height = img.size
@@ -96,13 +105,14 @@ def _prepare_opened(img: Image.Image, bounds: FrameBounds) -> Picture:
         img.draft("RGB", target)
     # Nothing is decoded yet: the header (and the draft scale) tell what it will cost.
     bounds.check_memory(_decoding_bytes(img, target), width, height)
+    cancel.check()
     # In place: the copy exif_transpose would otherwise make can be 100+ MB.
     ImageOps.exif_transpose(img, in_place=True)
     if (img.width > img.height) != (target[0] > target[1]):
         # The EXIF orientation swapped the axes; the bounds are symmetric, so
         # the target simply swaps too.
         target = (target[1], target[0])
-    return to_picture(img, target, bounds.jpeg_quality)
+    return to_picture(img, target, bounds.jpeg_quality, cancel=cancel)
 
 
 def _needs_conversion(img: Image.Image) -> bool:
@@ -135,7 +145,7 @@ def _decoding_bytes(img: Image.Image, target: tuple[int, int]) -> int:
     return width * height * depth + -(-width // across) * -(-height // down) * 4
 
 
-def _to_rgb_reduced(img: Image.Image, factor: tuple[int, int]) -> Image.Image:
+def _to_rgb_reduced(img: Image.Image, factor: tuple[int, int], cancel: CancelToken) -> Image.Image:
     """_to_rgb, then Image.reduce by factor, a strip at a time.
 
     Converting a palette or 16-bit picture makes four-byte copies of it (RGBA to
@@ -149,6 +159,7 @@ def _to_rgb_reduced(img: Image.Image, factor: tuple[int, int]) -> Image.Image:
     reduced = Image.new("RGB", (-(-width // across), -(-height // down)))
     rows = down * max(1, _STRIP_PIXELS // (width * down))
     for top in range(0, height, rows):
+        cancel.check()
         strip = _to_rgb(img.crop((0, top, width, min(height, top + rows))))
         if factor != (1, 1):
             strip = strip.reduce(factor)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from frame_service.cancellation import CancelToken
+
 log = logging.getLogger(__name__)
 
 _OCR_LANGUAGES = ("tha", "eng")
@@ -80,38 +82,52 @@ def find_tesseract() -> Tesseract | None:
     return Tesseract(executable=executable, languages="+".join(languages))
 
 
-def read_text(image: Image.Image, tesseract: Tesseract) -> str | None:
+def read_text(
+    image: Image.Image, tesseract: Tesseract, cancel: CancelToken | None = None
+) -> str | None:
     """The lines tesseract reads confidently in image, at most 300 characters; blocking.
 
     None if nothing is legible or tesseract fails or takes longer than 20 s (logged,
-    never raised).
+    never raised). Raises Cancelled soon after cancel is set, tesseract killed.
     """
     buffer = io.BytesIO()
     image.convert("L").save(buffer, format="PNG", compress_level=1)
     command = [tesseract.executable, "stdin", "stdout", "-l", tesseract.languages, *_OCR_ARGS]
+    tsv = _run_tesseract(command, buffer.getvalue(), cancel or CancelToken())
+    return _text_from_tsv(tsv) if tsv is not None else None
+
+
+def _run_tesseract(command: list[str], picture: bytes, cancel: CancelToken) -> str | None:
+    """tesseract's output for picture, or None (logged) if it fails or runs out of time."""
     try:
-        result = subprocess.run(
+        process = subprocess.Popen(
             command,
-            input=buffer.getvalue(),
-            capture_output=True,
-            timeout=_OCR_TIMEOUT,
-            check=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env={**os.environ, **_OCR_THREAD_LIMIT},
         )
-    except subprocess.TimeoutExpired:
-        log.warning("tesseract took longer than %.0f s; skipping text", _OCR_TIMEOUT)
-        return None
-    except subprocess.CalledProcessError as err:
-        log.warning(
-            "tesseract failed with exit code %d: %s",
-            err.returncode,
-            err.stderr.decode("utf-8", errors="replace")[-200:],
-        )
-        return None
     except OSError as err:
         log.warning("could not run tesseract: %s", err)
         return None
-    return _text_from_tsv(result.stdout.decode("utf-8", errors="replace"))
+    # Killed as soon as the call is cancelled: its output then ends early.
+    with process, cancel.on_cancel(process.kill):
+        try:
+            stdout, stderr = process.communicate(picture, timeout=_OCR_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            log.warning("tesseract took longer than %.0f s; skipping text", _OCR_TIMEOUT)
+            return None
+    cancel.check()
+    if process.returncode != 0:
+        log.warning(
+            "tesseract failed with exit code %d: %s",
+            process.returncode,
+            stderr.decode("utf-8", errors="replace")[-200:],
+        )
+        return None
+    return stdout.decode("utf-8", errors="replace")
 
 
 def _text_from_tsv(tsv: str) -> str | None:

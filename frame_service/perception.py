@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from frame_service.cancellation import CancelToken
 from frame_service.classifier import CLASS_COUNT, Classifier, Label
 from frame_service.colours import measure_look
 from frame_service.faces import FaceCounter
@@ -55,7 +56,7 @@ class Perceiver:
         self._tesseract = find_tesseract() if ocr else None
         self._lock = threading.Lock()
 
-    def describe(self, image: Image.Image) -> Facts:
+    def describe(self, image: Image.Image, cancel: CancelToken | None = None) -> Facts:
         """Measure what image shows; blocking, so call it from a worker thread.
 
         Takes 70-120 ms on the 2-core machines, plus 0.15-0.7 s of OCR (more for a
@@ -76,16 +77,20 @@ class Perceiver:
         text: what tesseract read (Thai and English), keeping only lines it is
           confident about; None if nothing legible, OCR was disabled or tesseract is
           not installed.
-        Raises ValueError if the image has no pixels.
+        Raises ValueError if the image has no pixels; Cancelled once cancel is set,
+        between measurements (OCR is stopped at once).
         """
         if image.width < 1 or image.height < 1:
             raise ValueError("the image has no pixels")
+        cancel = cancel or CancelToken()
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         with self._lock:
+            cancel.check()  # the model may have been busy with other calls meanwhile
             labels, people_likely = self._classifier.classify(rgb, self._top_k)
             faces = self._faces.count(rgb)
         look = measure_look(rgb)
-        text = read_text(rgb, self._tesseract) if self._tesseract is not None else None
+        cancel.check()
+        text = read_text(rgb, self._tesseract, cancel) if self._tesseract is not None else None
         return Facts(
             labels=labels,
             faces=faces,

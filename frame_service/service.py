@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import io
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 from nats.aio.client import Client
 from nats.js.errors import ObjectNotFoundError
@@ -28,6 +33,7 @@ from contracts.messages import (
 )
 from contracts.rpc import Reporter, Server
 from contracts.subjects import EXTRACT_FRAMES, FRAMES
+from frame_service.cancellation import CancelToken
 from frame_service.capture import Capture, read_capture
 from frame_service.config import Settings
 from frame_service.frames import MediaError, Picture, UnprocessableMedia, VideoMeta
@@ -37,6 +43,9 @@ from frame_service.transcribe import Transcriber, Transcript
 from frame_service.video import extract_video
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class UploadMissing(Exception):
@@ -50,8 +59,17 @@ ERRORS = {
 }
 
 
+# How long a cancelled call waits for its worker thread to reach its next check.
+_STOP_GRACE = 5.0
+
+
 class FrameExtractor:
-    """Turns uploads into frames; perception and transcription are optional extras."""
+    """Turns uploads into frames; perception and transcription are optional extras.
+
+    Blocking work runs on a thread pool with a thread for every call in flight. When
+    a call is cancelled (its deadline passed, or its caller sent Cancel) its worker
+    thread is told to stop, and the call ends once the thread has.
+    """
 
     def __init__(
         self,
@@ -68,9 +86,15 @@ class FrameExtractor:
         self.transcriber = transcriber
         # Whisper runs one clip at a time per process; frames keep flowing meanwhile.
         self._transcribing = threading.Lock()
+        self._threads = ThreadPoolExecutor(
+            max_workers=settings.max_in_flight, thread_name_prefix="frames"
+        )
+        self.working = 0  # blocking jobs running on worker threads right now
 
     async def extract(self, request: ExtractFrames) -> FramesExtracted:
+        cancel = CancelToken()
         reporter = Reporter(self.nc, request.progress, request.request_id)
+        bounds = self.settings.bounds
         with tempfile.TemporaryDirectory(
             prefix="imgstory-frames-", dir=self.settings.work_dir
         ) as tmp:
@@ -82,42 +106,84 @@ class FrameExtractor:
                 log.warning("upload %s is not in the blob store: %s", request.upload, err)
                 raise UploadMissing("the upload is no longer stored; send it again") from err
             if request.kind is MediaKind.VIDEO:
-                meta, pictures = await asyncio.to_thread(
-                    extract_video, path, request.max_frames, self.settings.bounds
+                meta, pictures = await self._blocking(
+                    cancel,
+                    extract_video,
+                    path,
+                    request.max_frames,
+                    bounds,
+                    budget=self.settings.video_budget,
+                    cancel=cancel,
                 )
-                facts = await asyncio.to_thread(self._describe, pictures, None)
+                facts = await self._blocking(cancel, self._describe, pictures, None, cancel)
                 transcript = None
                 if meta.has_audio and self.transcriber is not None:
                     await reporter.stage(Stage.TRANSCRIBING, "Listening to what is said")
-                    transcript = await asyncio.to_thread(self._transcribe, path)
+                    transcript = await self._blocking(cancel, self._transcribe, path, cancel)
                 video = _video_info(meta, transcript)
             else:
-                picture = await asyncio.to_thread(prepare_image, path, self.settings.bounds)
-                capture = await asyncio.to_thread(read_capture, path)
+                picture = await self._blocking(cancel, prepare_image, path, bounds, cancel)
+                capture = await self._blocking(cancel, read_capture, path)
                 pictures = [picture]
-                facts = await asyncio.to_thread(self._describe, pictures, capture)
+                facts = await self._blocking(cancel, self._describe, pictures, capture, cancel)
                 video = None
         frames = await self._store(request.upload, pictures, facts)
         log.info("request %s: %s -> %d frame(s)", request.request_id, request.kind, len(frames))
         return FramesExtracted(frames=frames, video=video)
 
+    async def _blocking(
+        self, cancel: CancelToken, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run work on a worker thread; if this call is cancelled meanwhile, stop it there too.
+
+        Cancelling the awaiting task does not stop a thread: cancel is set, the work
+        raises Cancelled at its next check, and the call waits for that (up to
+        _STOP_GRACE s) so its slot and work directory are released only once no
+        thread uses them.
+        """
+        # The copied context carries the request id into the thread's log lines.
+        call = functools.partial(contextvars.copy_context().run, work, *args, **kwargs)
+        job = asyncio.get_running_loop().run_in_executor(self._threads, call)
+        self.working += 1
+        job.add_done_callback(self._job_done)
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            cancel.cancel()
+            finished, _ = await asyncio.wait({job}, timeout=_STOP_GRACE)
+            if not finished:
+                log.warning("a worker thread runs on %.0f s after its call ended", _STOP_GRACE)
+            raise
+
+    def _job_done(self, job: asyncio.Future[Any]) -> None:
+        self.working -= 1
+        if not job.cancelled():
+            # Read, so asyncio does not log it: once a call is cancelled shield lets
+            # go of the job, and the Cancelled it then ends with is expected.
+            job.exception()
+
     def _describe(
-        self, pictures: list[Picture], capture: Capture | None
+        self, pictures: list[Picture], capture: Capture | None, cancel: CancelToken
     ) -> list[SceneFacts | None]:
         if self.perceiver is None:
             return [None] * len(pictures)
         described: list[SceneFacts | None] = []
         for picture in pictures:
+            cancel.check()
             with Image.open(io.BytesIO(picture.jpeg)) as image:
-                described.append(
-                    _scene_facts(self.perceiver.describe(image.convert("RGB")), capture)
-                )
+                facts = self.perceiver.describe(image.convert("RGB"), cancel)
+            described.append(_scene_facts(facts, capture))
         return described
 
-    def _transcribe(self, path: Path) -> Transcript | None:
+    def _transcribe(self, path: Path, cancel: CancelToken) -> Transcript | None:
         assert self.transcriber is not None
-        with self._transcribing:
-            return self.transcriber.transcribe(path)
+        # Another video's clip may hold the model for a while: keep an eye on cancel.
+        while not self._transcribing.acquire(timeout=0.25):
+            cancel.check()
+        try:
+            return self.transcriber.transcribe(path, cancel)
+        finally:
+            self._transcribing.release()
 
     async def _store(
         self, upload: str, pictures: list[Picture], facts: list[SceneFacts | None]

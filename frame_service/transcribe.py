@@ -17,6 +17,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.transcribe import Segment
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from frame_service.cancellation import CancelToken
 from frame_service.frames import MediaError
 from frame_service.video import open_video
 from model_files import assemble
@@ -148,20 +149,26 @@ class Transcriber:
             ) from err
         log.info("loaded Whisper from %s in %.1f s", directory, time.perf_counter() - started)
 
-    def transcribe(self, path: str | os.PathLike[str]) -> Transcript | None:
+    def transcribe(
+        self, path: str | os.PathLike[str], cancel: CancelToken | None = None
+    ) -> Transcript | None:
         """Transcribe the speech in the first max_seconds of a video's audio; blocking.
 
         Returns None when the video has no audio stream, its audio cannot be decoded,
         or it holds no speech (silence, music, noise). Segments that look like Whisper
         hallucinations (repetition loops, low confidence) are dropped.
         Raises TranscribeError if the file is not a readable MP4/MOV container; OSError
-        if it cannot be opened.
+        if it cannot be opened; Cancelled once cancel is set, at the next audio packet
+        or between voice detection and Whisper's segments.
         """
+        cancel = cancel or CancelToken()
         started = time.perf_counter()
-        audio = self._decode(path)
+        audio = self._decode(path, cancel)
         if audio is None or audio.size == 0:
             return None
+        cancel.check()
         chunks = get_speech_timestamps(audio, _VAD, sampling_rate=_SAMPLE_RATE)
+        cancel.check()
         if not chunks:
             log.debug("no speech detected in %s", os.fspath(path))
             return None
@@ -181,7 +188,7 @@ class Transcriber:
             max_new_tokens=_MAX_NEW_TOKENS,
             vad_filter=False,
         )
-        text = _join(_believable(segments))
+        text = _join(_believable(segments, cancel))
         log.debug(
             "transcribed %.1f s of speech from %s in %.1f s (%s, p=%.2f): %r",
             speech.size / _SAMPLE_RATE,
@@ -200,7 +207,7 @@ class Transcriber:
             duration=speech.size / _SAMPLE_RATE,
         )
 
-    def _decode(self, path: str | os.PathLike[str]) -> np.ndarray | None:
+    def _decode(self, path: str | os.PathLike[str], cancel: CancelToken) -> np.ndarray | None:
         try:
             container = open_video(path)
         except MediaError as err:
@@ -215,7 +222,7 @@ class Transcriber:
             limit = int(self.max_seconds * _SAMPLE_RATE)
             pieces: list[np.ndarray] = []
             total = 0
-            for piece in _mono_16k(container, stream):
+            for piece in _mono_16k(container, stream, cancel):
                 pieces.append(piece)
                 total += piece.size
                 if total >= limit:
@@ -225,11 +232,14 @@ class Transcriber:
         return np.concatenate(pieces)[:limit]
 
 
-def _mono_16k(container: InputContainer, stream: AudioStream) -> Iterator[np.ndarray]:
+def _mono_16k(
+    container: InputContainer, stream: AudioStream, cancel: CancelToken
+) -> Iterator[np.ndarray]:
     """Yield the stream's audio as float32 mono 16 kHz arrays, skipping damaged packets."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=_SAMPLE_RATE)
     try:
         for packet in container.demux(stream):
+            cancel.check()
             try:
                 frames = packet.decode()
             except av.error.InvalidDataError:
@@ -248,8 +258,10 @@ def _mono_16k(container: InputContainer, stream: AudioStream) -> Iterator[np.nda
         yield out.to_ndarray().reshape(-1)
 
 
-def _believable(segments: Iterable[Segment]) -> Iterator[str]:
+def _believable(segments: Iterable[Segment], cancel: CancelToken) -> Iterator[str]:
+    # Whisper decodes each 30 s window as the next segment is asked for: check between.
     for segment in segments:
+        cancel.check()
         text = _ANNOTATION.sub(" ", segment.text)
         if (
             segment.compression_ratio > _MAX_COMPRESSION_RATIO

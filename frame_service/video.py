@@ -2,6 +2,7 @@
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -13,8 +14,16 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image, ImageChops, ImageStat
 
+from frame_service.cancellation import CancelToken
 from frame_service.frame_choice import frame_times, pick_scene_frames
-from frame_service.frames import FrameBounds, MediaError, Picture, UnprocessableMedia, VideoMeta
+from frame_service.frames import (
+    DecodeBudget,
+    FrameBounds,
+    MediaError,
+    Picture,
+    UnprocessableMedia,
+    VideoMeta,
+)
 from frame_service.images import to_picture
 
 log = logging.getLogger(__name__)
@@ -37,28 +46,72 @@ class DecodeStats:
     decode_errors: int = 0
 
 
+class _Meter:
+    """One video's decoding, counted against its budget; every step checks for cancellation."""
+
+    def __init__(self, budget: DecodeBudget, cancel: CancelToken, stats: DecodeStats) -> None:
+        self.budget = budget
+        self.cancel = cancel
+        self.stats = stats
+        self._ends = time.monotonic() + budget.seconds
+
+    def step(self) -> None:
+        """Raise Cancelled when cancelled, UnprocessableMedia once the time budget is spent."""
+        self.cancel.check()
+        if time.monotonic() > self._ends:
+            raise UnprocessableMedia(
+                f"decoding the video takes more than the {self.budget.seconds:g} s allowed; "
+                "send a shorter or smaller video, or one with a keyframe every few seconds"
+            )
+
+    def decoded(self) -> None:
+        """Count one decoded frame; raise UnprocessableMedia past the frame budget."""
+        self.stats.frames_decoded += 1
+        if self.stats.frames_decoded > self.budget.frames:
+            raise self._too_many(f"more than {self.budget.frames}")
+        self.step()
+
+    def plan(self, frames: int | None) -> None:
+        """Refuse before decoding when the index says the chosen frames cost too many."""
+        if frames is not None and frames > self.budget.frames:
+            raise self._too_many(str(frames))
+
+    def _too_many(self, frames: str) -> UnprocessableMedia:
+        return UnprocessableMedia(
+            f"sampling the video means decoding {frames} frames, more than the "
+            f"{self.budget.frames} allowed: its keyframes are too far apart; "
+            "send one with a keyframe every few seconds"
+        )
+
+
 def extract_video(
     path: str | os.PathLike[str],
     max_frames: int,
     bounds: FrameBounds,
     stats: DecodeStats | None = None,
+    *,
+    budget: DecodeBudget | None = None,
+    cancel: CancelToken | None = None,
 ) -> tuple[VideoMeta, list[Picture]]:
     """Read a video's metadata and up to max_frames pictures spread over it, favouring new scenes.
 
     Pictures are in time order, timestamped in seconds from the start of the video, and
     shown as displayed (rotation metadata applied). A video with fewer distinct frames
     than max_frames yields fewer pictures. Pass a DecodeStats to learn how many seeks and
-    decoded frames it took.
+    decoded frames it took. Sparse keyframes are decoded forward once, never from the
+    same keyframe again; the work stays within budget (default DecodeBudget()).
     Raises MediaError if the file is not a readable MP4/MOV container or its frames
-    exceed bounds.max_pixels; UnprocessableMedia if it has no video stream or no frame
-    can be decoded (including codecs FFmpeg has no decoder for); ValueError if
+    exceed bounds.max_pixels; UnprocessableMedia if it has no video stream, no frame
+    can be decoded (including codecs FFmpeg has no decoder for) or sampling it would
+    exceed the budget; Cancelled soon after cancel is set; ValueError if
     max_frames < 1; OSError if the file itself cannot be opened.
     """
     if max_frames < 1:
         raise ValueError("max_frames must be at least 1")
     stats = stats if stats is not None else DecodeStats()
+    meter = _Meter(budget or DecodeBudget(), cancel or CancelToken(), stats)
     with open_video(path) as container:
-        meta, pictures = _extract_from_container(container, max_frames, bounds, stats)
+        meta, pictures = _extract_from_container(container, max_frames, bounds, meter)
     log.debug(
         "extracted %d of %d candidate frames from %s (%d seeks, %d frames decoded)",
         len(pictures),
@@ -91,7 +144,7 @@ def open_video(path: str | os.PathLike[str]) -> InputContainer:
 
 
 def _extract_from_container(
-    container: InputContainer, max_frames: int, bounds: FrameBounds, stats: DecodeStats
+    container: InputContainer, max_frames: int, bounds: FrameBounds, meter: _Meter
 ) -> tuple[VideoMeta, list[Picture]]:
     stream = _video_stream(container)
     if stream.codec_context is None:
@@ -104,23 +157,25 @@ def _extract_from_container(
     start = stream.start_time or 0
     duration = _header_duration(container, stream)
     if duration is None:
-        duration = _scanned_duration(container, stream, start)
+        duration = _scanned_duration(container, stream, start, meter)
 
     count = max(max_frames, min(_CANDIDATES_PER_FRAME * max_frames, _MAX_CANDIDATES))
     if stream.frames > 0:
         # No point seeking for more candidates than the container says it has frames.
         count = min(count, stream.frames)
     targets = [start + int(seconds / time_base) for seconds in frame_times(duration, count)]
-    stats.candidates = len(targets)
+    meter.stats.candidates = len(targets)
+    meter.plan(_planned_decodes(stream, targets))
 
     pictures: list[Picture] = []
     scores: list[float] = []
     previous: Image.Image | None = None
     seen: set[int | None] = set()
     rotation = 0
-    for frame in _frames_at(container, stream, targets, stats):
+    for frame in _frames_at(container, stream, targets, meter):
         if frame.pts in seen:
             continue
+        meter.step()
         seen.add(frame.pts)
         rotation = _quarter_turns(frame.rotation)
         signature = frame.to_image(
@@ -163,12 +218,15 @@ def _header_duration(container: InputContainer, stream: VideoStream) -> float | 
     return None
 
 
-def _scanned_duration(container: InputContainer, stream: VideoStream, start: int) -> float:
+def _scanned_duration(
+    container: InputContainer, stream: VideoStream, start: int, meter: _Meter
+) -> float:
     """Find where the last video packet ends by demuxing (not decoding) the whole stream."""
     # Some writers leave the durations in an MP4's headers at zero; its packets still tell.
     end: int | None = None
     try:
         for packet in container.demux(stream):
+            meter.step()
             if packet.pts is not None:
                 stop = packet.pts + (packet.duration or 0)
                 end = stop if end is None else max(end, stop)
@@ -181,7 +239,7 @@ def _scanned_duration(container: InputContainer, stream: VideoStream, start: int
 
 
 def _frames_at(
-    container: InputContainer, stream: VideoStream, targets: Sequence[int], stats: DecodeStats
+    container: InputContainer, stream: VideoStream, targets: Sequence[int], meter: _Meter
 ) -> Iterator[VideoFrame]:
     """Yield, for each target pts in ascending order, the frame on screen at that moment.
 
@@ -204,13 +262,13 @@ def _frames_at(
             furthest = ahead if ahead is not None else shown
             if frames is None or _should_seek(stream, target, furthest):
                 container.seek(target, stream=stream, backward=True)
-                stats.seeks += 1
+                meter.stats.seeks += 1
                 frames = container.decode(stream)
                 shown = ahead = None
             if ahead is not None:
                 shown, ahead = ahead, None
             for frame in frames:
-                stats.frames_decoded += 1
+                meter.decoded()
                 if _after(frame, target):
                     ahead = frame
                     break
@@ -220,7 +278,7 @@ def _frames_at(
         except av.error.FFmpegError as err:
             # One broken stretch should not cost the other candidates; the next
             # one seeks afresh because the decode generator is now finished.
-            stats.decode_errors += 1
+            meter.stats.decode_errors += 1
             log.info("skipping the frame at pts %d, which failed to decode: %s", target, err)
             frames = None
             shown = ahead = None
@@ -228,6 +286,31 @@ def _frames_at(
         current = shown if shown is not None else ahead
         if current is not None:
             yield current
+
+
+def _planned_decodes(stream: VideoStream, targets: Sequence[int]) -> int | None:
+    """How many frames _frames_at will decode to reach targets, read from the index.
+
+    Follows its rule: from the keyframe before a target when that lies beyond what is
+    decoded, else onwards from there, up to the first frame after the target. An
+    estimate (the index is in decode order); None when the container has no index.
+    """
+    entries = stream.index_entries
+    if len(entries) == 0:
+        return None
+    total = 0
+    furthest = -1  # index position of the last packet decoded so far
+    for target in targets:
+        wanted = min(
+            entries.search_timestamp(target, backward=True, any_frame=True) + 1, len(entries) - 1
+        )
+        if wanted <= furthest:
+            continue
+        keyframe = entries.search_timestamp(target, backward=True)
+        first = keyframe if keyframe > furthest else furthest + 1
+        total += wanted - first + 1
+        furthest = wanted
+    return total
 
 
 def _after(frame: VideoFrame, target: int) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -17,13 +20,16 @@ from PIL import Image, ImageChops, ImageStat
 
 from contracts import blobs, rpc
 from contracts.messages import ExtractFrames, FailureCode, FramesExtracted, MediaKind
+from contracts.settings import SettingsError
 from contracts.subjects import EXTRACT_FRAMES
-from frame_service import config
-from frame_service.frames import FrameBounds, MediaError, UnprocessableMedia
+from frame_service import config, video
+from frame_service.cancellation import Cancelled, CancelToken
+from frame_service.frames import DecodeBudget, FrameBounds, MediaError, UnprocessableMedia
 from frame_service.images import prepare_image, to_picture
-from frame_service.service import start_service
-from frame_service.video import extract_video
+from frame_service.service import FrameExtractor, start_service
+from frame_service.video import DecodeStats, extract_video
 from tests import media
+from tests.support.faults import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUNDS = FrameBounds()
@@ -31,20 +37,24 @@ BOUNDS = FrameBounds()
 LEAKS = ("/", "Errno", "<", "av.error", "PIL", "errno", "0x")
 
 
-@asynccontextmanager
-async def frame_service(
-    url: str, work_dir: Path, **changes: Any
-) -> AsyncIterator[tuple[Client, ObjectStore]]:
-    """The frame service alone on its own connection (no perception: quick), and a client."""
-    settings = replace(
+def quick_settings(work_dir: Path, **changes: Any) -> config.Settings:
+    """Frame settings without perception or transcription (no models: quick to start)."""
+    return replace(
         config.load({}),
-        nats_url=url,
         work_dir=str(work_dir),
         perception=False,
         ocr=False,
         transcribe=False,
         **changes,
     )
+
+
+@asynccontextmanager
+async def frame_service(
+    url: str, work_dir: Path, **changes: Any
+) -> AsyncIterator[tuple[Client, ObjectStore]]:
+    """The frame service alone on its own connection, and a client with the blob bucket."""
+    settings = replace(quick_settings(work_dir, **changes), nats_url=url)
     service_nc = await rpc.connect(url, "test-frames")
     client = await rpc.connect(url, "test-client")
     server = await start_service(service_nc, settings)
@@ -190,3 +200,137 @@ def test_a_photo_over_the_memory_budget_is_refused_before_decoding(tmp_path: Pat
         "the image is 4000x3000 and would need about 46 MB of memory to decode, "
         "more than the 32 MB allowed"
     )
+
+
+# --- bounded video work ---------------------------------------------------------------
+
+# Lifted so the hostile video decodes for as long as a test lets it (85 s to the end).
+UNBOUNDED = DecodeBudget(seconds=600, frames=10_000_000)
+
+
+@pytest.fixture(scope="module")
+def four_k_still(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten minutes of 4K at 30 fps with one keyframe: 0.6 MB, 17,627 frames to decode."""
+    return media.write_sparse_keyframe_video(tmp_path_factory.mktemp("hostile") / "still.mp4", 600)
+
+
+def test_a_video_whose_frames_cost_too_much_is_refused_before_decoding(four_k_still: Path):
+    stats = DecodeStats()
+    started = time.monotonic()
+    with pytest.raises(UnprocessableMedia, match="keyframes are too far apart"):
+        extract_video(four_k_still, 8, BOUNDS, stats)
+    assert stats.frames_decoded == 0
+    # Decoded to its end it kept a core busy for 85 s.
+    assert time.monotonic() - started < 10
+
+
+def test_decoding_stops_when_the_time_budget_is_spent(four_k_still: Path):
+    stats = DecodeStats()
+    started = time.monotonic()
+    with pytest.raises(UnprocessableMedia, match=r"more than the 0\.5 s allowed"):
+        extract_video(four_k_still, 8, BOUNDS, stats, budget=replace(UNBOUNDED, seconds=0.5))
+    assert 0 < stats.frames_decoded < 17_000
+    assert time.monotonic() - started < 10
+
+
+def test_without_an_index_the_frame_budget_holds_while_decoding(
+    four_k_still: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # As for a container whose index says nothing: the count is kept frame by frame.
+    monkeypatch.setattr(video, "_planned_decodes", lambda stream, targets: None)
+    stats = DecodeStats()
+    with pytest.raises(UnprocessableMedia, match="more than 50 frames"):
+        extract_video(four_k_still, 8, BOUNDS, stats, budget=replace(UNBOUNDED, frames=50))
+    assert stats.frames_decoded == 51
+
+
+def test_a_video_within_its_budget_is_sampled_as_before(tmp_path: Path):
+    path = media.write_sparse_keyframe_video(tmp_path / "short.mp4", 10, size=(320, 180))
+    stats = DecodeStats()
+    _, pictures = extract_video(path, 8, BOUNDS, stats, budget=DecodeBudget(frames=300))
+    # One keyframe: a single forward pass reaches every candidate.
+    assert len(pictures) >= 1 and stats.seeks == 1
+    assert stats.frames_decoded <= 300
+
+
+# --- cancellation reaches the threads -------------------------------------------------
+
+
+def test_a_cancelled_decode_stops_at_its_next_frame(four_k_still: Path):
+    cancel = CancelToken()
+    threading.Timer(0.5, cancel.cancel).start()
+    stats = DecodeStats()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        extract_video(four_k_still, 8, BOUNDS, stats, budget=UNBOUNDED, cancel=cancel)
+    assert time.monotonic() - started < 10
+    assert 0 < stats.frames_decoded < 17_000
+
+
+def test_a_cancelled_photo_conversion_stops_between_strips(tmp_path: Path):
+    path = media.write_transparent_palette_png(tmp_path / "poster.png", (6000, 6600))
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        prepare_image(path, BOUNDS, cancel)
+
+
+async def test_cancelling_a_call_stops_its_worker_thread_and_removes_its_files(
+    empty_nats_url: str, tmp_path: Path, four_k_still: Path
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    nc = await rpc.connect(empty_nats_url, "test-frames")
+    try:
+        store = await blobs.open_bucket(nc.jetstream())
+        await blobs.put_file(store, "still/upload-0", four_k_still)
+        extractor = FrameExtractor(nc, store, quick_settings(work, video_budget=UNBOUNDED))
+        request = ExtractFrames(request_id="still", upload="still/upload-0", kind=MediaKind.VIDEO)
+        call = asyncio.create_task(extractor.extract(request))
+        await eventually(lambda: extractor.working == 1)
+        await asyncio.sleep(0.5)  # well into the 85 s of decoding
+        cancelled = time.monotonic()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # The call ends once its thread has stopped, not 85 s later.
+        assert time.monotonic() - cancelled < 5
+        assert extractor.working == 0
+        assert list(work.iterdir()) == []
+        await blobs.delete_quietly(store, ["still/upload-0"])
+    finally:
+        await nc.close()
+
+
+async def test_a_passed_deadline_stops_the_decoding_and_removes_its_files(
+    empty_nats_url: str, tmp_path: Path, four_k_still: Path
+):
+    async with frame_service(empty_nats_url, tmp_path, video_budget=UNBOUNDED) as (nc, store):
+        await blobs.put_file(store, "late/upload-0", four_k_still)
+        request = ExtractFrames(
+            request_id="late",
+            upload="late/upload-0",
+            kind=MediaKind.VIDEO,
+            deadline=time.time() + 1.5,
+        )
+        with pytest.raises(rpc.RemoteFailure, match="ran out of time"):
+            await rpc.call(nc, EXTRACT_FRAMES, request, timeout=30)
+        await eventually(lambda: list(tmp_path.glob("imgstory-frames-*")) == [], timeout=5)
+        await blobs.delete_quietly(store, ["late/upload-0"])
+
+
+# --- the limits are settings ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("IMGSTORY_VIDEO_DECODE_SECONDS", "0", "above 0"),
+        ("IMGSTORY_VIDEO_DECODE_FRAMES", "many", "whole number"),
+        ("IMGSTORY_MAX_DECODED_MB", "8", "at least 16"),
+    ],
+)
+def test_a_bad_limit_is_refused_at_load(variable: str, value: str, words: str):
+    with pytest.raises(SettingsError, match=words) as caught:
+        config.load({variable: value})
+    assert variable in str(caught.value)

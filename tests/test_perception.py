@@ -2,6 +2,9 @@
 
 import functools
 import random
+import signal
+import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from PIL import Image, ImageDraw, ImageOps
 from PIL.TiffImagePlugin import IFDRational
 
 from frame_service import ocr
+from frame_service.cancellation import Cancelled, CancelToken
 from frame_service.capture import Capture, read_capture
 from frame_service.ocr import ocr_available
 from frame_service.perception import Facts, Perceiver
@@ -264,6 +268,28 @@ def test_ocr_reads_the_typed_page_photo(described: Describe) -> None:
 def test_photos_without_legible_text_have_none(described: Describe, name: str) -> None:
     # coins.png makes tesseract see rows of Thai digit ones; text.png is slanted handwriting.
     assert described(name).text is None
+
+
+@needs_ocr
+def test_cancelling_ocr_kills_tesseract_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    tesseract = ocr.find_tesseract()
+    assert tesseract is not None
+    started: list[subprocess.Popen[bytes]] = []
+    popen = subprocess.Popen
+
+    def recorded(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(ocr.subprocess, "Popen", recorded)
+    # Noise keeps tesseract busy for seconds.
+    noise = Image.frombytes("L", (3000, 3000), random.Random(5).randbytes(9_000_000))
+    cancel = CancelToken()
+    threading.Timer(0.3, cancel.cancel).start()
+    with pytest.raises(Cancelled):
+        ocr.read_text(noise, tesseract, cancel)
+    assert len(started) == 1
+    assert started[0].returncode == -signal.SIGKILL
 
 
 # --- capture metadata ---------------------------------------------------------------

@@ -6,10 +6,12 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from frame_service import transcribe
+from frame_service.cancellation import Cancelled, CancelToken
 from frame_service.transcribe import (
     MODEL_SHA256,
     MODEL_SIZE,
@@ -101,6 +103,34 @@ def test_only_the_first_max_seconds_of_audio_are_transcribed(model_dir, tmp_path
     assert len(heard & set(LIGHTHOUSE_WORDS)) >= 3, transcript.text
     assert not heard & set(BOAT_WORDS), transcript.text
     assert transcript.duration <= 4.3
+
+
+def test_a_cancelled_transcription_stops_before_reading_the_audio(transcriber, lighthouse_video):
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        transcriber.transcribe(lighthouse_video, cancel)
+
+
+def test_a_transcription_cancelled_mid_way_stops_between_segments(
+    transcriber, lighthouse_video, monkeypatch
+):
+    cancel = CancelToken()
+    asked: list[int] = []
+
+    def segments():
+        # Whisper decodes a window as its segment is asked for; the call is
+        # cancelled while the first is being read.
+        for index in range(3):
+            asked.append(index)
+            cancel.cancel()
+            yield SimpleNamespace(text="words", compression_ratio=1.0, avg_logprob=-0.1)
+
+    model = SimpleNamespace(transcribe=lambda *args, **kwargs: (segments(), None))
+    monkeypatch.setattr(transcriber, "_model", model)
+    with pytest.raises(Cancelled):
+        transcriber.transcribe(lighthouse_video, cancel)
+    assert asked == [0]
 
 
 def test_video_without_an_audio_stream_gives_none(transcriber):
