@@ -3,22 +3,51 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ObjectInfo, ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.object_store import ObjectStore
 
 from contracts.settings import Env
 from contracts.subjects import BLOB_BUCKET
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_STREAM_NAME_IN_USE = 10058  # JetStream's error code when the bucket exists already
+
+# Short attempts and a grace longer than a leader election (see _through_elections).
+ATTEMPT_TIMEOUT = 2.0
+ELECTION_GRACE = 15.0
+
+
+class BlobsUnavailable(Exception):
+    """The blob bucket did not answer, even through a leader election's worth of retries."""
+
+
+def jetstream(nc: Client) -> JetStreamContext:
+    """The JetStream context the bucket is used through: its requests give up after
+    ATTEMPT_TIMEOUT, so one sent while the stream has no leader is sent again soon."""
+    return nc.jetstream(timeout=ATTEMPT_TIMEOUT)
 
 
 def upload_name(request_id: str, index: int) -> str:
@@ -56,48 +85,92 @@ async def open_bucket(js: JetStreamContext, bucket: Bucket | None = None) -> Obj
     config = ObjectStoreConfig(ttl=bucket.ttl, storage=StorageType.FILE, replicas=bucket.replicas)
     try:
         return await js.create_object_store(BLOB_BUCKET, config=config)
-    except BadRequestError:
+    except BadRequestError as err:
+        if err.err_code != _STREAM_NAME_IN_USE:
+            raise  # a real refusal (say, replicas a forming cluster cannot place yet)
         # Another process created it first, maybe otherwise: use theirs.
         return await js.object_store(BLOB_BUCKET)
 
 
-async def put_file(store: ObjectStore, name: str, path: str | os.PathLike) -> None:
-    with open(path, "rb") as f:
-        await store.put(name, f)
+async def put_file(store: ObjectStore, name: str, path: str | os.PathLike[str]) -> None:
+    async def put() -> None:
+        with open(path, "rb") as f:  # from the start again on every attempt
+            await store.put(name, f)
+
+    await _through_elections(put, f"storing {name}")
 
 
 async def put_bytes(store: ObjectStore, name: str, data: bytes) -> None:
-    await store.put(name, data)
+    async def put() -> None:
+        await store.put(name, data)
+
+    await _through_elections(put, f"storing {name}")
 
 
-async def fetch_to_file(store: ObjectStore, name: str, path: str | os.PathLike) -> None:
+async def fetch_to_file(store: ObjectStore, name: str, path: str | os.PathLike[str]) -> None:
     """Stream an object into a file (never whole into memory). Raises NotFoundError."""
-    with open(path, "wb") as f:
-        await store.get(name, writeinto=f)
+
+    async def fetch() -> None:
+        with open(path, "wb") as f:
+            await store.get(name, writeinto=f)
+
+    await _through_elections(fetch, f"fetching {name}")
 
 
 async def fetch_bytes(store: ObjectStore, name: str) -> bytes:
-    # writeinto avoids the client's quadratic bytes concatenation on large objects.
-    buf = io.BytesIO()
-    await store.get(name, writeinto=buf)
-    return buf.getvalue()
+    """An object's bytes. Raises NotFoundError."""
+
+    async def fetch() -> bytes:
+        # writeinto avoids the client's quadratic bytes concatenation on large objects.
+        buf = io.BytesIO()
+        await store.get(name, writeinto=buf)
+        return buf.getvalue()
+
+    return await _through_elections(fetch, f"fetching {name}")
 
 
 async def delete_quietly(store: ObjectStore, names: Iterable[str]) -> None:
     """Delete each object that exists; missing ones are fine (already gone or never made)."""
     for name in names:
-        try:
-            await store.delete(name)
-        except NotFoundError:
-            continue
+
+        async def delete(name: str = name) -> None:
+            with contextlib.suppress(NotFoundError):
+                await store.delete(name)
+
+        await _through_elections(delete, f"deleting {name}")
 
 
 async def list_infos(store: ObjectStore) -> list[ObjectInfo]:
     """The live (not deleted) objects in the bucket."""
-    try:
-        return list(await store.list(ignore_deletes=True))
-    except NotFoundError:
-        return []
+
+    async def listing() -> list[ObjectInfo]:
+        try:
+            return list(await store.list(ignore_deletes=True))
+        except NotFoundError:
+            return []
+
+    return await _through_elections(listing, "listing the bucket")
+
+
+async def _through_elections(operation: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``operation``, again while the bucket's stream has no leader to answer it.
+
+    When the node leading the stream dies, a three-node cluster elects another in 5 to
+    8 s (measured here); an operation sent meanwhile goes unanswered. Storing or
+    deleting by name twice is harmless, so such an operation is simply sent again, in
+    ATTEMPT_TIMEOUT attempts (see ``jetstream``), for up to ELECTION_GRACE seconds.
+    """
+    give_up = time.monotonic() + ELECTION_GRACE
+    while True:
+        try:
+            return await operation()
+        except (TimeoutError, NatsTimeoutError, NoRespondersError, ServiceUnavailableError) as err:
+            if time.monotonic() >= give_up:
+                raise BlobsUnavailable(
+                    f"the blob store did not answer for {ELECTION_GRACE:g} s"
+                ) from err
+            log.info("%s: the blob bucket did not answer (%s); trying again", what, err)
+            await asyncio.sleep(0.2)
 
 
 async def list_names(store: ObjectStore) -> list[str]:

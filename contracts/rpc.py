@@ -134,6 +134,8 @@ class ReplicaLost(CallError):
 
 # Replicas beat this often for each call they hold; a caller's window must be wider.
 HEARTBEAT_INTERVAL = 1.0
+# How long a stopping replica lets its calls finish before it cancels them.
+STOP_GRACE = 30.0
 
 
 class Heartbeats:
@@ -383,11 +385,15 @@ class Server:
                 log.info("request %s: cancelled by the caller", request_id)
                 task.cancel()
 
-    async def stop(self) -> None:
-        """Stop taking requests, then let those in flight finish."""
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop taking requests, let those in flight finish for up to ``grace`` seconds,
+        then cancel the rest (their callers resend them to another replica)."""
         await self.service.stop()
         if self._held:
-            await asyncio.gather(*self._held, return_exceptions=True)
+            _, late = await asyncio.wait(list(self._held), timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._cancels is not None:
             with contextlib.suppress(NatsError):
                 await self._cancels.unsubscribe()

@@ -126,7 +126,7 @@ class Analyzer:
                 await self._abandon(request_id)
             with contextlib.suppress(NatsError):
                 await subscription.unsubscribe()
-            await self.janitor.remove(stored.uploads + stored.frames)
+            self.janitor.remove(stored.uploads + stored.frames)
         log.info(
             "request %s: %d frame(s), story %s, translation %s",
             request_id,

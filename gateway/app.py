@@ -35,7 +35,7 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
         nc = await rpc.connect(settings.nats_url, "imgstory-gateway")
         janitor_task = None
         try:
-            store = await blobs.open_bucket(nc.jetstream(), settings.bucket)
+            store = await blobs.open_bucket(blobs.jetstream(nc), settings.bucket)
             # Nothing alive is older than the longest a request may take.
             await sweep_orphans(store, older_than=settings.longest_request)
             sweep_upload_files(settings.upload_dir, older_than=settings.longest_request)

@@ -29,29 +29,38 @@ RETRY_EVERY = 2.0  # seconds between attempts to remove what is still owed
 
 
 class Janitor:
-    """Owns the removal of stored objects once their request has ended."""
+    """Owns the removal of stored objects once their request has ended.
+
+    Removal runs behind the answer: the client never waits for it (during a leader
+    election it can take seconds). What fails stays owed and is tried again.
+    """
 
     def __init__(self, nc: Client, store: ObjectStore) -> None:
         self.nc = nc
         self.store = store
         self.owed: set[str] = set()
+        self._settling = asyncio.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
 
-    async def remove(self, names: Iterable[str]) -> None:
-        """Remove ``names`` now, or as soon as the bus allows; never raises for NATS."""
+    def remove(self, names: Iterable[str]) -> None:
+        """Remove ``names`` soon, in the background; never raises."""
         self.owed.update(names)
-        await self.settle()
+        task = asyncio.create_task(self.settle())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def settle(self) -> None:
         """Try to remove everything owed; what fails stays owed."""
-        if not self.owed or not self.nc.is_connected:
-            return
-        names = sorted(self.owed)
-        try:
-            await blobs.delete_quietly(self.store, names)
-        except (NatsError, TimeoutError) as err:
-            log.warning("could not remove %d stored object(s) yet: %s", len(names), err)
-            return
-        self.owed.difference_update(names)
+        async with self._settling:
+            if not self.owed or not self.nc.is_connected:
+                return
+            names = sorted(self.owed)
+            try:
+                await blobs.delete_quietly(self.store, names)
+            except (NatsError, TimeoutError, blobs.BlobsUnavailable) as err:
+                log.warning("could not remove %d stored object(s) yet: %s", len(names), err)
+                return
+            self.owed.difference_update(names)
 
     async def run(self) -> None:
         """Retry what is owed until cancelled (a background task of the gateway)."""
@@ -60,8 +69,10 @@ class Janitor:
             await self.settle()
 
     async def close(self) -> None:
-        """One last try at shutdown; what stays owed expires with the bucket's TTL."""
-        with contextlib.suppress(NatsError, TimeoutError):
+        """Finish the removals under way, then one last try; what stays owed expires
+        with the bucket's TTL."""
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        with contextlib.suppress(NatsError, TimeoutError, blobs.BlobsUnavailable):
             await self.settle()
         if self.owed:
             log.warning("%d stored object(s) left to the bucket's TTL at shutdown", len(self.owed))

@@ -16,6 +16,7 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 from nats.errors import Error as NatsError
 
+from contracts.blobs import BlobsUnavailable
 from contracts.logs import REQUEST_ID
 from contracts.rpc import CallError, RemoteFailure
 from gateway.disconnect import ClientGone
@@ -50,6 +51,8 @@ def problem_of(exc: BaseException) -> Problem:
             return Problem(failure.code.status, failure.detail, headers)
         case CallError():
             return Problem(HTTP_503_SERVICE_UNAVAILABLE, exc.detail)
+        case BlobsUnavailable():
+            return Problem(HTTP_503_SERVICE_UNAVAILABLE, "the blob store did not answer; try again")
         case NatsError():
             return Problem(HTTP_503_SERVICE_UNAVAILABLE, "the message bus (NATS) is unavailable")
         case HTTPException(status_code=status_codes.HTTP_413_REQUEST_ENTITY_TOO_LARGE):
@@ -84,5 +87,6 @@ def _handle(request: Request, exc: Exception) -> Response[ErrorResponse]:
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(
-    (UploadError, RemoteFailure, CallError, NatsError, HTTPException, Exception), _handle
+    (UploadError, RemoteFailure, CallError, BlobsUnavailable, NatsError, HTTPException, Exception),
+    _handle,
 )

@@ -23,6 +23,7 @@ ERRORS = {
     ModelUnavailable: FailureCode.UPSTREAM_UNAVAILABLE,
     ModelRejected: FailureCode.UNPROCESSABLE,
     ObjectNotFoundError: FailureCode.INTERNAL,
+    blobs.BlobsUnavailable: FailureCode.UPSTREAM_UNAVAILABLE,
 }
 
 
@@ -76,7 +77,7 @@ class StoryWriter:
 
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:
     """Start the story micro service on ``nc``; ``chat`` defaults to the configured model."""
-    store = await blobs.open_bucket(nc.jetstream(), settings.bucket)
+    store = await blobs.open_bucket(blobs.jetstream(nc), settings.bucket)
     if chat is None:
         chat = await asyncio.to_thread(build_chat, settings.model)
     writer = StoryWriter(nc, chat, store, settings)
