@@ -11,11 +11,28 @@ from contracts.settings import Env, SettingsError
 from frame_service.frames import DecodeBudget, FrameBounds
 
 
+def _cores() -> int:
+    """The CPUs this process may run on: its affinity, which a container's cpuset narrows."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not every platform has it
+        return os.cpu_count() or 1
+
+
+def _videos_at_once() -> int:
+    # A video decodes on several cores (FFmpeg's frame threads): half of them for videos
+    # leaves the rest to photos.
+    return max(1, _cores() // 2)
+
+
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
     bounds: FrameBounds = field(default_factory=FrameBounds)
-    max_in_flight: int = 2  # decoding is CPU-bound: about one per core
+    # Photos and videos wait in separate queues, so a photo never waits behind videos;
+    # decoding is CPU-bound, so the defaults follow the cores.
+    photos_in_flight: int = field(default_factory=_cores)
+    videos_in_flight: int = field(default_factory=_videos_at_once)
     video_budget: DecodeBudget = field(default_factory=DecodeBudget)
     bucket: Bucket = field(default_factory=Bucket)
     work_dir: str | None = None  # where uploads are fetched to; None means the system's temp
@@ -33,7 +50,8 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
     return Settings(
         nats_url=read.text("NATS_URL", Settings.nats_url),
         bounds=_bounds(read),
-        max_in_flight=read.integer("IMGSTORY_FRAMES_IN_FLIGHT", Settings.max_in_flight, minimum=1),
+        photos_in_flight=read.integer("IMGSTORY_FRAMES_IN_FLIGHT", _cores(), minimum=1),
+        videos_in_flight=read.integer("IMGSTORY_VIDEOS_IN_FLIGHT", _videos_at_once(), minimum=1),
         video_budget=_video_budget(read),
         bucket=bucket_settings(read),
         work_dir=read.optional("IMGSTORY_WORK_DIR"),

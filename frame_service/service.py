@@ -66,9 +66,11 @@ _STOP_GRACE = 5.0
 class FrameExtractor:
     """Turns uploads into frames; perception and transcription are optional extras.
 
-    Blocking work runs on a thread pool with a thread for every call in flight. When
-    a call is cancelled (its deadline passed, or its caller sent Cancel) its worker
-    thread is told to stop, and the call ends once the thread has.
+    Photos and videos hold slots of their own (settings.photos_in_flight and
+    videos_in_flight), so a photo never queues behind videos, and run their blocking
+    work on a thread pool with a thread for every slot. When a call is cancelled (its
+    deadline passed, or its caller sent Cancel) its worker thread is told to stop,
+    and the call ends once the thread has.
     """
 
     def __init__(
@@ -86,13 +88,21 @@ class FrameExtractor:
         self.transcriber = transcriber
         # Whisper runs one clip at a time per process; frames keep flowing meanwhile.
         self._transcribing = threading.Lock()
+        self._slots = {
+            MediaKind.IMAGE: asyncio.Semaphore(settings.photos_in_flight),
+            MediaKind.VIDEO: asyncio.Semaphore(settings.videos_in_flight),
+        }
         self._threads = ThreadPoolExecutor(
-            max_workers=settings.max_in_flight, thread_name_prefix="frames"
+            max_workers=settings.photos_in_flight + settings.videos_in_flight,
+            thread_name_prefix="frames",
         )
         self.working = 0  # blocking jobs running on worker threads right now
 
     async def extract(self, request: ExtractFrames) -> FramesExtracted:
-        cancel = CancelToken()
+        async with self._slots[request.kind]:
+            return await self._extract(request, CancelToken())
+
+    async def _extract(self, request: ExtractFrames, cancel: CancelToken) -> FramesExtracted:
         reporter = Reporter(self.nc, request.progress, request.request_id)
         bounds = self.settings.bounds
         with tempfile.TemporaryDirectory(
@@ -250,7 +260,7 @@ async def start_service(
     store = await blobs.open_bucket(nc.jetstream(), settings.bucket)
     extractor = FrameExtractor(nc, store, settings, perceiver, transcriber)
     server = await Server.start(nc, FRAMES)
-    await server.add(
-        EXTRACT_FRAMES, extractor.extract, errors=ERRORS, max_in_flight=settings.max_in_flight
-    )
+    # The extractor queues photos and videos apart; the server must not queue them together.
+    held = settings.photos_in_flight + settings.videos_in_flight
+    await server.add(EXTRACT_FRAMES, extractor.extract, errors=ERRORS, max_in_flight=held)
     return server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -13,15 +14,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 from PIL import Image, ImageChops, ImageStat
 
 from contracts import blobs, rpc
-from contracts.messages import ExtractFrames, FailureCode, FramesExtracted, MediaKind
+from contracts.messages import Cancel, ExtractFrames, FailureCode, FramesExtracted, MediaKind
 from contracts.settings import SettingsError
-from contracts.subjects import EXTRACT_FRAMES
+from contracts.subjects import EXTRACT_FRAMES, cancel_subject
 from frame_service import config, video
 from frame_service.cancellation import Cancelled, CancelToken
 from frame_service.frames import DecodeBudget, FrameBounds, MediaError, UnprocessableMedia
@@ -319,12 +321,52 @@ async def test_a_passed_deadline_stops_the_decoding_and_removes_its_files(
         await blobs.delete_quietly(store, ["late/upload-0"])
 
 
+# --- one hostile upload does not delay other users' photos ----------------------------
+
+
+async def test_a_photo_is_answered_while_a_hostile_video_decodes(
+    empty_nats_url: str, tmp_path: Path, four_k_still: Path
+):
+    one_each = {"photos_in_flight": 1, "videos_in_flight": 1, "video_budget": UNBOUNDED}
+    async with frame_service(empty_nats_url, tmp_path, **one_each) as (nc, store):
+        await blobs.put_file(store, "video/upload-0", four_k_still)
+        await blobs.put_file(store, "photo/upload-0", media.sample_photo("chelsea.png"))
+        hostile = asyncio.create_task(
+            extract(nc, "video/upload-0", MediaKind.VIDEO, request_id="video")
+        )
+        await eventually(lambda: any(tmp_path.glob("imgstory-frames-*/upload")))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        photo = await extract(nc, "photo/upload-0", MediaKind.IMAGE, request_id="photo")
+        # Queued behind the video, it would have waited for the 85 s of decoding.
+        assert time.monotonic() - started < 10
+        assert len(photo.frames) == 1
+        await nc.publish(
+            cancel_subject("video"), msgspec.msgpack.encode(Cancel(request_id="video"))
+        )
+        hostile.cancel()
+        await asyncio.gather(hostile, return_exceptions=True)
+        await eventually(lambda: list(tmp_path.glob("imgstory-frames-*")) == [], timeout=5)
+        await blobs.delete_quietly(
+            store, ["video/upload-0", "photo/upload-0", photo.frames[0].object]
+        )
+
+
+def test_photos_and_videos_at_once_follow_the_cores_unless_set():
+    cores = len(os.sched_getaffinity(0))
+    defaults = config.load({})
+    assert (defaults.photos_in_flight, defaults.videos_in_flight) == (cores, max(1, cores // 2))
+    chosen = config.load({"IMGSTORY_FRAMES_IN_FLIGHT": "3", "IMGSTORY_VIDEOS_IN_FLIGHT": "2"})
+    assert (chosen.photos_in_flight, chosen.videos_in_flight) == (3, 2)
+
+
 # --- the limits are settings ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "words"),
     [
+        ("IMGSTORY_VIDEOS_IN_FLIGHT", "0", "at least 1"),
         ("IMGSTORY_VIDEO_DECODE_SECONDS", "0", "above 0"),
         ("IMGSTORY_VIDEO_DECODE_FRAMES", "many", "whole number"),
         ("IMGSTORY_MAX_DECODED_MB", "8", "at least 16"),
