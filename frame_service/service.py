@@ -7,7 +7,6 @@ import contextvars
 import functools
 import io
 import logging
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,7 @@ from frame_service.images import prepare_image
 from frame_service.perception import Facts, Perceiver
 from frame_service.transcribe import Transcriber, Transcript
 from frame_service.video import extract_video
+from frame_service.workspace import request_dir, sweep_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ class FrameExtractor:
     async def _extract(self, request: ExtractFrames, cancel: CancelToken) -> FramesExtracted:
         reporter = Reporter(self.nc, request.progress, request.request_id)
         bounds = self.settings.bounds
-        with tempfile.TemporaryDirectory(
-            prefix="imgstory-frames-", dir=self.settings.work_dir
-        ) as tmp:
+        with request_dir(self.settings.work_dir) as tmp:
             path = Path(tmp) / "upload"
             try:
                 await blobs.fetch_to_file(self.store, request.upload, path)
@@ -252,7 +250,11 @@ async def start_service(
     perceiver: Perceiver | None = None,
     transcriber: Transcriber | None = None,
 ) -> Server:
-    """Start the frames micro service on ``nc``; models load here, once, unless given."""
+    """Start the frames micro service on ``nc``; models load here, once, unless given.
+
+    What an earlier, killed process left in the work directory is swept first.
+    """
+    await asyncio.to_thread(sweep_leftovers, settings.work_dir)
     if perceiver is None and settings.perception:
         perceiver = await asyncio.to_thread(Perceiver, ocr=settings.ocr)
     if transcriber is None and settings.transcribe:

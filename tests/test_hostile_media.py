@@ -360,6 +360,51 @@ def test_photos_and_videos_at_once_follow_the_cores_unless_set():
     assert (chosen.photos_in_flight, chosen.videos_in_flight) == (3, 2)
 
 
+# --- nothing left behind ----------------------------------------------------------------
+
+
+async def test_work_files_are_removed_after_success_and_after_failure(
+    empty_nats_url: str, tmp_path: Path
+):
+    broken = media.write_garbage(tmp_path / "broken.png", prefix=b"\x89PNG\r\n\x1a\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    async with frame_service(empty_nats_url, work) as (nc, store):
+        await blobs.put_file(store, "good/upload-0", media.sample_photo("coffee.png"))
+        await blobs.put_file(store, "bad/upload-0", broken)
+        done = await extract(nc, "good/upload-0", MediaKind.IMAGE)
+        with pytest.raises(rpc.RemoteFailure, match="not a JPEG or PNG"):
+            await extract(nc, "bad/upload-0", MediaKind.IMAGE)
+        assert list(work.iterdir()) == []
+        await blobs.delete_quietly(
+            store, ["good/upload-0", "bad/upload-0", *(f.object for f in done.frames)]
+        )
+
+
+async def test_a_starting_service_sweeps_work_dirs_an_earlier_crash_left(
+    empty_nats_url: str, tmp_path: Path
+):
+    work = tmp_path / "work"
+    an_hour_ago = time.time() - 3700
+    crashed = work / "imgstory-frames-crashed"
+    (crashed / "nested").mkdir(parents=True)
+    (crashed / "upload").write_bytes(b"half a video")
+    os.utime(crashed, (an_hour_ago, an_hour_ago))
+    in_flight = work / "imgstory-frames-another-replicas"
+    in_flight.mkdir()
+    not_a_dir = work / "imgstory-frames-not-a-dir"
+    not_a_dir.write_bytes(b"not ours to judge")
+    os.utime(not_a_dir, (an_hour_ago, an_hour_ago))
+    unrelated = work / "notes"
+    unrelated.mkdir()
+    os.utime(unrelated, (an_hour_ago, an_hour_ago))
+    async with frame_service(empty_nats_url, work):
+        pass
+    assert sorted(p.name for p in work.iterdir()) == sorted(
+        [in_flight.name, not_a_dir.name, unrelated.name]
+    )
+
+
 # --- the limits are settings ---------------------------------------------------------
 
 
