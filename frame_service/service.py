@@ -56,6 +56,7 @@ ERRORS = {
     MediaError: FailureCode.INVALID_MEDIA,
     UnprocessableMedia: FailureCode.UNPROCESSABLE,
     UploadMissing: FailureCode.INTERNAL,
+    blobs.BlobsUnavailable: FailureCode.UPSTREAM_UNAVAILABLE,
 }
 
 
@@ -259,7 +260,7 @@ async def start_service(
         perceiver = await asyncio.to_thread(Perceiver, ocr=settings.ocr)
     if transcriber is None and settings.transcribe:
         transcriber = await asyncio.to_thread(Transcriber)
-    store = await blobs.open_bucket(nc.jetstream(), settings.bucket)
+    store = await blobs.open_bucket(blobs.jetstream(nc), settings.bucket)
     extractor = FrameExtractor(nc, store, settings, perceiver, transcriber)
     server = await Server.start(nc, FRAMES)
     # The extractor queues photos and videos apart; the server must not queue them together.

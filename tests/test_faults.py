@@ -34,13 +34,6 @@ def bus(tmp_path: Path) -> Iterator[NatsServer]:
     server.stop()
 
 
-@pytest.fixture
-def uploads(tmp_path: Path) -> Path:
-    path = tmp_path / "uploads"
-    path.mkdir()
-    return path
-
-
 def assert_nothing_left(outcome: faults.Outcome) -> None:
     assert outcome.left_objects == [] and outcome.left_files == [], outcome
 
@@ -49,9 +42,9 @@ def assert_nothing_left(outcome: faults.Outcome) -> None:
 
 
 async def test_a_killed_story_replica_is_noticed_and_its_calls_run_on_the_other(
-    empty_nats_url: str, fake: FakeOpenAI, uploads: Path
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
 ) -> None:
-    outcome = await faults.killed_replica(empty_nats_url, fake, uploads, held=4)
+    outcome = await faults.killed_replica(empty_nats_url, fake, upload_dir, held=4)
     assert outcome.statuses == [200] * 4, outcome
     assert outcome.seconds < 10, outcome.seconds
     baseline = outcome.notes["baseline"]
@@ -63,9 +56,9 @@ async def test_a_killed_story_replica_is_noticed_and_its_calls_run_on_the_other(
 
 
 async def test_with_no_replica_left_the_client_gets_503_within_seconds(
-    empty_nats_url: str, fake: FakeOpenAI, uploads: Path
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
 ) -> None:
-    outcome = await faults.no_replica_left(empty_nats_url, fake, uploads)
+    outcome = await faults.no_replica_left(empty_nats_url, fake, upload_dir)
     assert outcome.statuses == [503], outcome
     assert "story service is not running" in outcome.details[0]
     assert outcome.seconds < 8, outcome.seconds
@@ -76,9 +69,9 @@ async def test_with_no_replica_left_the_client_gets_503_within_seconds(
 
 
 async def test_a_passed_deadline_is_503_and_the_service_stops_the_work(
-    empty_nats_url: str, fake: FakeOpenAI, uploads: Path
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
 ) -> None:
-    outcome = await faults.deadline_passed(empty_nats_url, fake, uploads, patience=2.0)
+    outcome = await faults.deadline_passed(empty_nats_url, fake, upload_dir, patience=2.0)
     assert outcome.statuses == [503], outcome
     assert "did not answer within 2 s" in outcome.details[0]
     assert outcome.seconds < 6, outcome.seconds
@@ -88,18 +81,18 @@ async def test_a_passed_deadline_is_503_and_the_service_stops_the_work(
 
 
 async def test_a_client_that_leaves_mid_request_stops_the_work(
-    empty_nats_url: str, fake: FakeOpenAI, uploads: Path
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
 ) -> None:
-    outcome = await faults.client_leaves(empty_nats_url, fake, uploads)
+    outcome = await faults.client_leaves(empty_nats_url, fake, upload_dir)
     assert outcome.seconds < 5, outcome.seconds
     assert_nothing_left(outcome)
 
 
 @pytest.mark.parametrize("closed_at", ["uploading", "writing_story"])
 async def test_closing_the_event_stream_stops_the_work_and_leaves_nothing(
-    empty_nats_url: str, fake: FakeOpenAI, uploads: Path, closed_at: str
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path, closed_at: str
 ) -> None:
-    outcome = await faults.stream_closed(empty_nats_url, fake, uploads, closed_at)
+    outcome = await faults.stream_closed(empty_nats_url, fake, upload_dir, closed_at)
     assert outcome.notes["stream_status"] == 200
     assert outcome.seconds < 5, outcome.seconds
     assert_nothing_left(outcome)
@@ -109,9 +102,9 @@ async def test_closing_the_event_stream_stops_the_work_and_leaves_nothing(
 
 
 async def test_while_nats_is_down_requests_get_503_fast_and_service_resumes_after(
-    bus: NatsServer, fake: FakeOpenAI, uploads: Path
+    bus: NatsServer, fake: FakeOpenAI, upload_dir: Path
 ) -> None:
-    outcome = await faults.nats_outage(bus, fake, uploads)
+    outcome = await faults.nats_outage(bus, fake, upload_dir)
     assert outcome.statuses == [200, 503, 200], outcome
     assert outcome.details[1] == "the message bus (NATS) is unavailable"
     assert outcome.seconds < 2, outcome.seconds
@@ -128,7 +121,7 @@ async def test_while_nats_is_down_requests_get_503_fast_and_service_resumes_afte
 
 
 async def test_a_boundary_longer_than_the_parser_allows_is_400(
-    empty_nats_url: str, fake: FakeOpenAI, uploads: Path
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
 ) -> None:
     boundary = "b" * 300
     body = (
@@ -140,7 +133,7 @@ async def test_a_boundary_longer_than_the_parser_allows_is_400(
         + f"\r\n--{boundary}--\r\n".encode()
     )
     async with in_process(empty_nats_url, fake):
-        async with gateway_client(gateway_settings(empty_nats_url, uploads)) as client:
+        async with gateway_client(gateway_settings(empty_nats_url, upload_dir)) as client:
             response = await client.post(
                 "/analyze/",
                 content=body,
@@ -148,15 +141,15 @@ async def test_a_boundary_longer_than_the_parser_allows_is_400(
             )
     assert response.status_code == 400, response.text
     assert response.json()["detail"] == "the multipart body is malformed"
-    assert list(uploads.iterdir()) == []
+    assert list(upload_dir.iterdir()) == []
 
 
 async def test_a_corrupt_mp4_detail_names_no_server_path(
-    empty_nats_url: str, fake: FakeOpenAI, uploads: Path
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
 ) -> None:
     corrupt = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 64
     async with in_process(empty_nats_url, fake):
-        async with gateway_client(gateway_settings(empty_nats_url, uploads)) as client:
+        async with gateway_client(gateway_settings(empty_nats_url, upload_dir)) as client:
             response = await client.post(
                 "/analyze/", files=[("files", ("broken.mp4", corrupt, "video/mp4"))]
             )
@@ -171,19 +164,19 @@ async def test_a_corrupt_mp4_detail_names_no_server_path(
 
 
 async def test_a_starting_gateway_sweeps_what_a_crashed_one_left(
-    empty_nats_url: str, fake: FakeOpenAI, uploads: Path
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
 ) -> None:
-    stale = uploads / f"{UPLOAD_PREFIX}crashed"
+    stale = upload_dir / f"{UPLOAD_PREFIX}crashed"
     stale.write_bytes(b"half an upload")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    fresh = uploads / f"{UPLOAD_PREFIX}in-flight-elsewhere"
+    fresh = upload_dir / f"{UPLOAD_PREFIX}in-flight-elsewhere"
     fresh.write_bytes(b"someone's upload")
-    unrelated = uploads / "notes.txt"
+    unrelated = upload_dir / "notes.txt"
     unrelated.write_text("not ours")
     async with in_process(empty_nats_url, fake):
-        async with gateway_client(gateway_settings(empty_nats_url, uploads)):
+        async with gateway_client(gateway_settings(empty_nats_url, upload_dir)):
             pass
-    assert sorted(p.name for p in uploads.iterdir()) == sorted([fresh.name, unrelated.name])
+    assert sorted(p.name for p in upload_dir.iterdir()) == sorted([fresh.name, unrelated.name])
 
 
 async def test_sweeping_the_bucket_removes_only_what_is_older_than_any_live_request(

@@ -56,6 +56,10 @@ def test_no_environment_gives_the_documented_defaults(service: str) -> None:
         ("frame_service", "IMGSTORY_FRAMES_IN_FLIGHT", "0", "at least 1"),
         ("frame_service", "IMGSTORY_FRAME_JPEG_QUALITY", "100", "95"),
         ("frame_service", "IMGSTORY_PERCEPTION", "perhaps", "1 or 0"),
+        ("frame_service", "IMGSTORY_VIDEOS_IN_FLIGHT", "0", "at least 1"),
+        ("frame_service", "IMGSTORY_VIDEO_DECODE_SECONDS", "0", "above 0"),
+        ("frame_service", "IMGSTORY_VIDEO_DECODE_FRAMES", "many", "whole number"),
+        ("frame_service", "IMGSTORY_MAX_DECODED_MB", "8", "at least 16"),
     ],
 )
 def test_a_bad_value_is_refused_at_load_naming_the_variable(
