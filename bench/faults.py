@@ -33,6 +33,7 @@ SCENARIOS: list[tuple[str, str, Scenario, dict[str, Any]]] = [
     ("client leaves a POST mid-story", "leave -> work stopped", faults.client_leaves, {}),
     ("event stream closed while uploading", "close -> all clean", faults.stream_closed, {"closed_at": "uploading"}),
     ("event stream closed mid-story", "close -> all clean", faults.stream_closed, {"closed_at": "writing_story"}),
+    ("gateway told to stop (SIGTERM) mid-request", "signal -> answer", faults.gateway_stopped, {}),
     ("NATS down for a request, then back", "send -> answer", faults.nats_outage, {}),
 ]  # fmt: skip  # one scenario a line reads as the table it prints
 

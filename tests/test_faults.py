@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,16 @@ async def test_closing_the_event_stream_stops_the_work_and_leaves_nothing(
     outcome = await faults.stream_closed(empty_nats_url, fake, upload_dir, closed_at)
     assert outcome.notes["stream_status"] == 200
     assert outcome.seconds < 5, outcome.seconds
+    assert_nothing_left(outcome)
+
+
+async def test_a_gateway_told_to_stop_finishes_its_requests_and_leaves_nothing(
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
+) -> None:
+    outcome = await faults.gateway_stopped(empty_nats_url, fake, upload_dir)
+    assert outcome.statuses == [200], outcome
+    # uvicorn drains, then re-raises the signal it caught: a graceful end shows as -SIGTERM.
+    assert outcome.notes["exit_code"] in (0, -signal.SIGTERM)
     assert_nothing_left(outcome)
 
 

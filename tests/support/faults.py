@@ -287,6 +287,25 @@ async def stream_closed(url: str, fake: FakeOpenAI, uploads: Path, closed_at: st
     return await _outcome([], seconds, url, uploads, stream_status=response.status_code)
 
 
+async def gateway_stopped(url: str, fake: FakeOpenAI, uploads: Path) -> Outcome:
+    """The gateway gets SIGTERM while a request waits on the provider (3 s).
+
+    ``seconds``: from the signal to the answer. ``notes["exit_code"]``: the gateway's.
+    """
+    fake.script(Delay(3.0))
+    port = free_port()
+    async with in_process(url, fake):
+        async with running_gateway(url, port, IMGSTORY_UPLOAD_DIR=str(uploads)) as gateway:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                sent = await held_by_the_provider(client, fake)
+                stopped_at = time.monotonic()
+                gateway.send_signal(signal.SIGTERM)
+                responses = await asyncio.wait_for(sent, 30)
+                seconds = time.monotonic() - stopped_at
+            exit_code = await asyncio.wait_for(gateway.wait(), 20)
+    return await _outcome(responses, seconds, url, uploads, exit_code=exit_code)
+
+
 async def _nothing_in(url: str, uploads: Path) -> bool:
     return not list(uploads.iterdir()) and await bucket_names(url) == []
 

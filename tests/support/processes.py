@@ -57,10 +57,12 @@ async def wait_for_port(
 
 
 @asynccontextmanager
-async def running_gateway(nats_url: str, port: int, **extra: str) -> AsyncIterator[None]:
+async def running_gateway(
+    nats_url: str, port: int, **extra: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m gateway` on `port`, listening inside the block and stopped by SIGTERM after it.
 
-    `extra` are further environment variables for it.
+    `extra` are further environment variables for it. The block gets the process.
     """
     env = service_env(nats_url, IMGSTORY_PORT=str(port))
     env.update(extra)
@@ -69,7 +71,7 @@ async def running_gateway(nats_url: str, port: int, **extra: str) -> AsyncIterat
     )
     try:
         await wait_for_port(port, process)
-        yield
+        yield process
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
