@@ -17,6 +17,7 @@ import nats
 import pytest
 
 from contracts import blobs
+from contracts.subjects import BLOB_BUCKET
 from gateway.cleanup import sweep_orphans
 from gateway.uploads import UPLOAD_PREFIX
 from tests.support import faults
@@ -126,6 +127,23 @@ async def test_while_nats_is_down_requests_get_503_fast_and_service_resumes_afte
     # way for the gateway and each of the three services.
     assert outcome.notes["tracebacks"] == []
     assert len(outcome.notes["lost"]) == 4 and len(outcome.notes["back"]) == 4, outcome.notes
+
+
+async def test_readiness_says_so_when_the_blob_bucket_does_not_answer(
+    empty_nats_url: str, fake: FakeOpenAI, upload_dir: Path
+) -> None:
+    async with in_process(empty_nats_url, fake):
+        async with gateway_client(gateway_settings(empty_nats_url, upload_dir)) as client:
+            before = await client.get("/readyz")
+            admin = await nats.connect(empty_nats_url)
+            try:
+                await admin.jetstream().delete_object_store(BLOB_BUCKET)
+            finally:
+                await admin.close()
+            after = await client.get("/readyz")
+    assert before.status_code == 200 and before.json()["bucket"] is True
+    assert after.status_code == 503, after.text
+    assert after.json()["bucket"] is False and after.json()["nats"] is True
 
 
 # --- bad input stays a 4xx ---------------------------------------------------------------
