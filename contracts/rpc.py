@@ -264,7 +264,7 @@ class Server:
         self.nc = nc
         self.service = service
         self._held: dict[asyncio.Task[None], StageRequest] = {}
-        self._background: list[asyncio.Task[None]] = []
+        self._ticker: asyncio.Task[None] | None = None
         self._cancels: Subscription | None = None
 
     @classmethod
@@ -278,7 +278,7 @@ class Server:
         )
         server = cls(nc, service)
         server._cancels = await nc.subscribe(CANCEL_ALL, cb=server._on_cancel)
-        server._background.append(asyncio.create_task(server._beat_forever()))
+        server._ticker = asyncio.create_task(server._beat_forever())
         return server
 
     async def add(
@@ -397,9 +397,9 @@ class Server:
         if self._cancels is not None:
             with contextlib.suppress(NatsError):
                 await self._cancels.unsubscribe()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
 
 
 async def _respond_failure(req: Request, failure: Failure) -> None:

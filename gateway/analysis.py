@@ -79,6 +79,12 @@ class Analyzer:
         self.store = store
         self.janitor = janitor
         self.settings = settings
+        # How long the gateway waits for each stage, by endpoint subject.
+        self._patience = {
+            EXTRACT_FRAMES.subject: settings.frames_timeout,
+            WRITE_STORY.subject: settings.story_timeout,
+            TRANSLATE.subject: settings.translation_timeout,
+        }
 
     async def analyze(
         self, form: ReceivedForm, on_progress: ProgressSink | None = None
@@ -201,11 +207,7 @@ class Analyzer:
         self, endpoint: Endpoint[Req, Rep], request: Req, liveness: rpc.Liveness
     ) -> Rep:
         """One stage call, within the gateway's patience for that stage."""
-        timeout = {
-            EXTRACT_FRAMES.subject: self.settings.frames_timeout,
-            WRITE_STORY.subject: self.settings.story_timeout,
-            TRANSLATE.subject: self.settings.translation_timeout,
-        }[endpoint.subject]
+        timeout = self._patience[endpoint.subject]
         return await rpc.call(self.nc, endpoint, request, timeout=timeout, liveness=liveness)
 
     async def _abandon(self, request_id: str) -> None:

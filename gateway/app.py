@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,22 +32,21 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         nc = await rpc.connect(settings.nats_url, "imgstory-gateway")
-        janitor_task = None
+        janitor = None
         try:
             store = await blobs.open_bucket(blobs.jetstream(nc), settings.bucket)
             # Nothing alive is older than the longest a request may take.
             await sweep_orphans(store, older_than=settings.longest_request)
             sweep_upload_files(settings.upload_dir, older_than=settings.longest_request)
             janitor = Janitor(nc, store)
-            janitor_task = asyncio.create_task(janitor.run())
+            janitor.start()
             app.state.nc = nc
             app.state.store = store
             app.state.analyzer = Analyzer(nc, store, janitor, settings)
             yield
-            await janitor.close()
         finally:
-            if janitor_task is not None:
-                janitor_task.cancel()
+            if janitor is not None:
+                await janitor.close()
             await nc.drain()
 
     limits = settings.limits

@@ -41,6 +41,11 @@ class Janitor:
         self.owed: set[str] = set()
         self._settling = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
+        self._retrying: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Retry what is owed every RETRY_EVERY seconds until close()."""
+        self._retrying = asyncio.create_task(self._retry_forever())
 
     def remove(self, names: Iterable[str]) -> None:
         """Remove ``names`` soon, in the background; never raises."""
@@ -62,8 +67,7 @@ class Janitor:
                 return
             self.owed.difference_update(names)
 
-    async def run(self) -> None:
-        """Retry what is owed until cancelled (a background task of the gateway)."""
+    async def _retry_forever(self) -> None:
         while True:
             await asyncio.sleep(RETRY_EVERY)
             await self.settle()
@@ -71,6 +75,8 @@ class Janitor:
     async def close(self) -> None:
         """Finish the removals under way, then one last try; what stays owed expires
         with the bucket's TTL."""
+        if self._retrying is not None:
+            self._retrying.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
         with contextlib.suppress(NatsError, TimeoutError, blobs.BlobsUnavailable):
             await self.settle()

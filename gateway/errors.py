@@ -20,7 +20,7 @@ from contracts.blobs import BlobsUnavailable
 from contracts.logs import REQUEST_ID
 from contracts.rpc import CallError, RemoteFailure
 from gateway.disconnect import ClientGone
-from gateway.request_ids import HEADER, accepted, current
+from gateway.request_ids import HEADER, from_header
 from gateway.schemas import ErrorResponse
 from gateway.uploads import UploadError
 
@@ -80,7 +80,7 @@ def error_response(problem: Problem, request_id: str) -> Response[ErrorResponse]
 
 def _handle(request: Request, exc: Exception) -> Response[ErrorResponse]:
     # Set by the middleware; errors raised before it runs (no such route) get theirs here.
-    request_id = REQUEST_ID.get() or accepted(request.headers.get(HEADER)) or current()
+    request_id = REQUEST_ID.get() or from_header(request.headers.get(HEADER))
     problem = problem_of(exc)
     log_problem(request.method, request.url.path, exc, problem)
     return error_response(problem, request_id)

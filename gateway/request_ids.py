@@ -21,9 +21,11 @@ HEADER = "x-request-id"
 _SOUND = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def accepted(value: str | None) -> str | None:
-    """``value`` if it is a sound request id, else None."""
-    return value if value is not None and _SOUND.fullmatch(value) else None
+def from_header(value: str | None) -> str:
+    """The client's id when it is sound, else a new one."""
+    if value is not None and _SOUND.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
 
 
 def current() -> str:
@@ -48,9 +50,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         sent = dict(scope["headers"]).get(HEADER.encode())
-        request_id = accepted(sent.decode("latin-1") if sent else None) or uuid.uuid4().hex
+        request_id = from_header(sent.decode("latin-1") if sent else None)
         token = REQUEST_ID.set(request_id)
-        scope["state"]["request_id_minted"] = sent is None or request_id != sent.decode("latin-1")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,15 +22,14 @@ from contracts.subjects import BLOB_BUCKET
 from gateway import config as gateway_config
 from story_service import config as story_config
 from story_service.service import start_service as start_story
-from tests.media import sample_photo
 from tests.support.fake_openai import Delay, FakeOpenAI
+from tests.support.faults import eventually, photo_upload
 from tests.support.gateway import gateway_client
 from tests.support.nats_cluster import ClusterNode, NatsCluster
 from tests.support.services import fake_model_settings, services_on_fake
 
 log = logging.getLogger(__name__)
 
-PHOTO = sample_photo("chelsea.png")
 REPLICATED = Bucket(replicas=3)
 STREAM = f"OBJ_{BLOB_BUCKET}"
 PROVIDER_DELAY = 1.5  # seconds the fake provider takes over each story and translation
@@ -123,8 +122,7 @@ async def story_on(url: str, fake: FakeOpenAI) -> AsyncIterator[rpc.Server]:
 
 async def post_photo(client: httpx.AsyncClient) -> tuple[httpx.Response, float]:
     """One photo request: its response and when it came (monotonic seconds)."""
-    files = [("files", ("chelsea.png", PHOTO.read_bytes(), "image/png"))]
-    response = await client.post("/analyze/", files=files)
+    response = await client.post("/analyze/", files=photo_upload())
     return response, time.monotonic()
 
 
@@ -132,20 +130,12 @@ async def bucket_is_empty(url: str) -> bool:
     """Whether the bucket holds no live object; False while its stream cannot answer."""
     client = await rpc.connect(url, "test-bucket")
     try:
-        store = await blobs.open_bucket(client.jetstream(timeout=2))
+        store = await blobs.open_bucket(blobs.jetstream(client))
         return await blobs.list_names(store) == []
-    except (NatsError, TimeoutError):
+    except (NatsError, TimeoutError, blobs.BlobsUnavailable):
         return False  # still electing a leader: ask again
     finally:
         await client.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.wait_for(check(), timeout):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true within {timeout} s: {check}")
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize(
