@@ -147,6 +147,9 @@ class ExtractFrames(StageRequest, frozen=True, kw_only=True, tag="ExtractFrames"
     upload: str  # object name in the blob store
     kind: MediaKind
     max_frames: int = 8
+    # Measure SceneFacts (labels, faces, OCR, capture) for each frame. Only a text-only
+    # story model reads them; a vision model sees the frames themselves.
+    scene_facts: bool = True
 
 
 class FramesExtracted(Message, frozen=True, tag="FramesExtracted"):
@@ -158,11 +161,16 @@ class FramesExtracted(Message, frozen=True, tag="FramesExtracted"):
 
 
 class WriteStory(StageRequest, frozen=True, kw_only=True, tag="WriteStory"):
-    """Write the English story; with ``progress`` set, its text is published as written."""
+    """Write the English story; with ``progress`` set, its text is published as written.
+
+    With ``paragraphs`` set too, each finished paragraph is also published as a
+    ``Paragraph``, so the caller can translate it while the rest is being written.
+    """
 
     frames: list[Frame]
     prompt: str | None = None
     video: VideoInfo | None = None
+    paragraphs: bool = False
 
 
 class StoryWritten(Message, frozen=True, tag="StoryWritten"):
@@ -174,9 +182,20 @@ class StoryWritten(Message, frozen=True, tag="StoryWritten"):
 # --- translation_service ------------------------------------------------------------
 
 
+class TranslationContext(Part, frozen=True):
+    """What comes before the text being translated, so names and tone stay consistent
+    when a story is translated a paragraph at a time."""
+
+    title: str | None = None  # the story's title (English)
+    before: list[str] = []  # the English paragraphs before this one, in order
+    translated: list[str] = []  # translations already made of earlier paragraphs, in order
+    names: list[str] = []  # names the story has used so far
+
+
 class Translate(StageRequest, frozen=True, kw_only=True, tag="Translate"):
     text: str
     target_language: str = "th"
+    context: TranslationContext | None = None
 
 
 class Translated(Message, frozen=True, tag="Translated"):
@@ -203,6 +222,16 @@ class Progress(Message, frozen=True, tag="Progress"):
     stage: Stage
     detail: str = ""
     text: str | None = None  # a piece of the story, in order
+
+
+class Paragraph(Message, frozen=True, tag="Paragraph"):
+    """One finished paragraph of the story (``index`` from 0; the title is a paragraph),
+    published while the rest is still being written. The reply's text is the authority:
+    a caller checks the paragraphs it heard against it."""
+
+    request_id: str
+    index: int
+    text: str
 
 
 class Alive(Message, frozen=True, tag="Alive"):

@@ -268,12 +268,16 @@ class Server:
         self._cancels: Subscription | None = None
 
     @classmethod
-    async def start(cls, nc: Client, spec: ServiceSpec) -> Server:
+    async def start(
+        cls, nc: Client, spec: ServiceSpec, metadata: Mapping[str, str] | None = None
+    ) -> Server:
+        """Start the micro service; ``metadata`` is what its $SRV.INFO states (capabilities)."""
         service = await add_service(
             nc,
             name=spec.name,
             version=spec.version,
             description=spec.description,
+            metadata=dict(metadata or {}),
             queue_group=spec.queue_group,
         )
         server = cls(nc, service)

@@ -66,6 +66,10 @@ TRANSLATION = ServiceSpec("imgstory-translation", "1.0.0", "Translates a story i
 
 SERVICES = (FRAMES, STORY, TRANSLATION)
 
+# Capabilities a story replica states in its micro metadata ($SRV.INFO), as "true"/"false".
+# A replica whose model sees images needs no scene facts, so none are measured for it.
+SEES_IMAGES = "sees_images"
+
 EXTRACT_FRAMES = Endpoint(
     FRAMES, "extract", "imgstory.v1.frames.extract", m.ExtractFrames, m.FramesExtracted
 )

@@ -115,7 +115,7 @@ async def test_a_slow_service_is_a_timeout(echo_server, empty_nats_url: str) -> 
         await client.close()
 
 
-# The tags of version 1.0.0. A class may be renamed; its tag may not change.
+# The wire tags (1.0.0 unless marked). A class may be renamed; its tag may not change.
 WIRE_TAGS: dict[type[m.Message], str] = {
     m.Failure: "Failure",
     m.ExtractFrames: "ExtractFrames",
@@ -127,6 +127,7 @@ WIRE_TAGS: dict[type[m.Message], str] = {
     m.Progress: "Progress",
     m.Alive: "Alive",
     m.Cancel: "Cancel",
+    m.Paragraph: "Paragraph",  # 1.1.0
 }
 ABSTRACT = {m.StageRequest}  # fields every stage request shares; never sent on its own
 
