@@ -1,5 +1,6 @@
 // ImgStory page: pick or drop media, check it here first, then POST /analyze/stream and show
-// the upload percentage, the server's stages, the English story as it is written and the result.
+// the upload percentage, the server's stages, the English story as it is written, its Thai
+// translation paragraph by paragraph, and the result.
 // This entry module wires the page's controls to the modules that do the work:
 // limits.js (the checks), selection.js (the chosen files), controls.js (prompt, presets, busy),
 // request.js (the upload and its event stream), progress.js (the stages), results.js (the stories).

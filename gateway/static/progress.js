@@ -1,9 +1,9 @@
 // The progress card: the stages as the server reports them, the upload bar, the story so far
-// and the status line that screen readers hear.
+// in English and in Thai, and the status line that screen readers hear.
 
 import { $, scrollBehavior } from "./dom.js";
 import { formatBytes } from "./limits.js";
-import { hasTitle, renderStory } from "./story.js";
+import { hasTitle, renderStory, thaiHasTitle } from "./story.js";
 
 const progress = $("#progress");
 const stageItems = [...document.querySelectorAll("#stages .stage")];
@@ -11,10 +11,13 @@ const STAGES = stageItems.map((item) => item.dataset.stage);
 const uploadBar = $("#upload-bar");
 const live = $("#live");
 const liveText = $("#live-text");
+const liveThai = $("#live-thai");
+const thaiWaiting = $("#live-thai-waiting");
 
 // What the current run has shown; reset for each run by openProgress().
 let stageIndex = -1;
 let story = "";
+let thai = "";
 let lastAnnounced = -1;
 
 export function announce(text) {
@@ -41,12 +44,15 @@ function resetStages(isVideo) {
   setTitle("Working on your story");
   live.hidden = true;
   liveText.textContent = "";
+  liveThai.textContent = "";
+  thaiWaiting.hidden = false;
 }
 
 /** Show the card for a new run, at its first stage. */
 export function openProgress(isVideo) {
   stageIndex = -1;
   story = "";
+  thai = "";
   lastAnnounced = -1;
   resetStages(isVideo);
   progress.hidden = false;
@@ -58,7 +64,22 @@ export function closeProgress() {
   progress.hidden = true;
 }
 
-/** Make `stage` the current one: earlier stages are done (or skipped), later ones wait. */
+/** Translation starts on the first finished paragraph: the story goes on being written. */
+function writesOnWhile(item, stage) {
+  return stage === "translating" && item.dataset.stage === "writing_story"
+    && item.classList.contains("is-active") && story !== "";
+}
+
+function showLiveTitle() {
+  const writing = stageItems[STAGES.indexOf("writing_story")];
+  const written = stageIndex > STAGES.indexOf("writing_story") && !writing.classList.contains("is-active");
+  $("#live-title").textContent = written ? "The English story" : "The story so far";
+}
+
+/**
+ * Make `stage` the current one: earlier stages are done (or skipped), later ones wait. The
+ * story being written stays in progress when the translation begins alongside it.
+ */
 export function setStage(stage, detail) {
   const index = STAGES.indexOf(stage);
   if (index < 0) {
@@ -67,7 +88,7 @@ export function setStage(stage, detail) {
   }
   if (index < stageIndex) return; // never go backwards
   stageItems.forEach((item, i) => {
-    if (i < index) {
+    if (i < index && !writesOnWhile(item, stage)) {
       const reached = item.classList.contains("is-active") || item.classList.contains("is-done");
       item.classList.remove("is-active");
       item.classList.add(reached ? "is-done" : "is-skipped");
@@ -76,8 +97,6 @@ export function setStage(stage, detail) {
     }
   });
   if (index > 0) uploadBar.hidden = true;
-  $(".live__title").textContent =
-    index > STAGES.indexOf("writing_story") ? "The English story" : "The story so far";
   const item = stageItems[index];
   item.classList.add("is-active");
   part(item, "state").textContent = ", in progress";
@@ -90,6 +109,7 @@ export function setStage(stage, detail) {
     announce(detail && detail.toLowerCase() !== name.toLowerCase() ? `${name}: ${detail}` : name);
   }
   stageIndex = index;
+  showLiveTitle();
 }
 
 function uploadDetail() {
@@ -122,6 +142,17 @@ export function addStoryText(text) {
   liveText.scrollTop = liveText.scrollHeight;
 }
 
+/** More of the Thai translation is in (a paragraph at a time): show it beside the English. */
+export function addThaiText(text) {
+  if (stageIndex < STAGES.indexOf("translating")) setStage("translating", "");
+  thai += text;
+  if (!thai.trim()) return;
+  live.hidden = false;
+  thaiWaiting.hidden = true;
+  renderStory(liveThai, thai, thaiHasTitle(story, thai));
+  liveThai.scrollTop = liveThai.scrollHeight;
+}
+
 /** The result is in: every stage is done and the card makes way for the stories. */
 export function finishStages() {
   setStage("translating", "");
@@ -134,13 +165,14 @@ export function finishStages() {
   closeProgress();
 }
 
-/** The run failed: mark the stage it was at, and keep what was written of the story. */
+/** The run failed: mark the stages it was at, and keep what was written in either language. */
 export function failStages() {
-  const active = stageItems.find((item) => item.classList.contains("is-active"));
-  if (active) {
-    active.classList.replace("is-active", "is-failed");
-    part(active, "state").textContent = ", failed";
+  for (const item of stageItems) {
+    if (item.classList.contains("is-active")) {
+      item.classList.replace("is-active", "is-failed");
+      part(item, "state").textContent = ", failed";
+    }
   }
   setTitle("The story could not be finished");
-  live.hidden = !story;
+  live.hidden = !story && !thai;
 }

@@ -5,8 +5,8 @@ import { $, scrollBehavior } from "./dom.js";
 import { setBusy } from "./controls.js";
 import { plural } from "./limits.js";
 import {
-  addStoryText, announce, closeProgress, failStages, finishStages, openProgress, setStage,
-  showUploaded, uploadSent,
+  addStoryText, addThaiText, announce, closeProgress, failStages, finishStages, openProgress,
+  setStage, showUploaded, uploadSent,
 } from "./progress.js";
 import { clearResult, showResult } from "./results.js";
 import { showFileProblems } from "./selection.js";
@@ -127,6 +127,9 @@ function onEvent(event, payload) {
       break;
     case "story":
       addStoryText(payload.text || "");
+      break;
+    case "thai":
+      addThaiText(payload.text || "");
       break;
     case "result":
       run.result = true;

@@ -2,19 +2,44 @@
 
 import { paragraph } from "./dom.js";
 
+const firstPart = (text) => text.trim().split(/\n\s*\n/)[0] || "";
+const isTitleLine = (line) => !line.includes("\n") && line.length <= 90 && !/[.!?…"”]$/.test(line);
+
 /** A short first line without final punctuation is the story's title. */
 export function hasTitle(text) {
-  const first = text.trim().split(/\n\s*\n/)[0] || "";
-  return text.trim().includes("\n") && !first.includes("\n") && first.length <= 90 && !/[.!?…"”]$/.test(first);
+  return text.trim().includes("\n") && isTitleLine(firstPart(text));
 }
 
-/** The story as paragraphs, the first one styled as the title when `withTitle`. */
+/**
+ * Whether the Thai so far starts with the title, when `english` (so far) has one. The title
+ * is translated first and on its own, so a lone first line can be the title already.
+ */
+export function thaiHasTitle(english, thai) {
+  if (!hasTitle(english)) return false;
+  return thai.trim().includes("\n") ? hasTitle(thai) : isTitleLine(firstPart(thai));
+}
+
+/**
+ * The story as paragraphs, the first one styled as the title when `withTitle`. Paragraphs
+ * already on the page are kept when unchanged, so a growing story only adds or updates
+ * its last paragraphs (and a live region reads out only what is new).
+ */
 export function renderStory(element, text, withTitle) {
-  element.replaceChildren();
   const parts = text.trim().split(/\n\s*\n/);
   parts.forEach((part, i) => {
-    element.append(paragraph(part.trim(), i === 0 && withTitle ? "story__title" : ""));
+    const words = part.trim();
+    const className = i === 0 && withTitle ? "story__title" : "";
+    const shown = element.children[i];
+    if (!shown || shown.tagName !== "P") {
+      const fresh = paragraph(words, className);
+      if (shown) shown.replaceWith(fresh);
+      else element.append(fresh);
+      return;
+    }
+    if (shown.textContent !== words) shown.textContent = words;
+    if (shown.className !== className) shown.className = className;
   });
+  while (element.children.length > parts.length) element.lastElementChild.remove();
 }
 
 function storyTitle(result) {
