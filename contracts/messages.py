@@ -6,6 +6,7 @@ changes type, and unknown fields are ignored so old readers skip new ones.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 import msgspec
@@ -189,7 +190,6 @@ class TranslationContext(Part, frozen=True):
     title: str | None = None  # the story's title (English)
     before: list[str] = []  # the English paragraphs before this one, in order
     translated: list[str] = []  # translations already made of earlier paragraphs, in order
-    names: list[str] = []  # names the story has used so far
 
 
 class Translate(StageRequest, frozen=True, kw_only=True, tag="Translate"):
@@ -221,7 +221,9 @@ class Progress(Message, frozen=True, tag="Progress"):
     request_id: str
     stage: Stage
     detail: str = ""
-    text: str | None = None  # a piece of the story, in order
+    # A piece of text, in order: of the story (stage writing_story) or of its
+    # translation (stage translating; the gateway's own news, never on the wire).
+    text: str | None = None
 
 
 class Paragraph(Message, frozen=True, tag="Paragraph"):
@@ -232,6 +234,15 @@ class Paragraph(Message, frozen=True, tag="Paragraph"):
     request_id: str
     index: int
     text: str
+
+
+PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")  # a blank line
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """The paragraphs of a story as ``Paragraph`` counts them: blocks between blank
+    lines, stripped, empty ones dropped (a title line on its own is a paragraph)."""
+    return [block.strip() for block in PARAGRAPH_BREAK.split(text) if block.strip()]
 
 
 class Alive(Message, frozen=True, tag="Alive"):

@@ -23,7 +23,16 @@ from nats.micro.request import ERROR_HEADER, Request
 from nats.micro.service import Service
 
 from contracts.logs import REQUEST_ID
-from contracts.messages import Alive, Failure, FailureCode, Progress, Stage, StageRequest
+from contracts.messages import (
+    Alive,
+    Failure,
+    FailureCode,
+    Message,
+    Paragraph,
+    Progress,
+    Stage,
+    StageRequest,
+)
 from contracts.subjects import CANCEL_ALL, Endpoint, Rep, Req, ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -431,11 +440,18 @@ class Reporter:
 
     def text_from_thread(self, stage: Stage, piece: str) -> None:
         """Publish a piece of generated text; safe to call from a worker thread."""
-        if self.subject is None or not piece:
-            return
-        progress = Progress(request_id=self.request_id, stage=stage, text=piece)
-        asyncio.run_coroutine_threadsafe(self._publish(progress), self._loop)
+        if piece:
+            self._from_thread(Progress(request_id=self.request_id, stage=stage, text=piece))
 
-    async def _publish(self, progress: Progress) -> None:
+    def paragraph_from_thread(self, index: int, text: str) -> None:
+        """Publish a finished paragraph; safe to call from a worker thread."""
+        self._from_thread(Paragraph(request_id=self.request_id, index=index, text=text))
+
+    def _from_thread(self, news: Message) -> None:
         if self.subject is not None:
-            await self.nc.publish(self.subject, _encoder.encode(progress))
+            asyncio.run_coroutine_threadsafe(self._publish(news), self._loop)
+
+    async def _publish(self, news: Message) -> None:
+        if self.subject is not None:
+            with contextlib.suppress(NatsError):  # news lost to a reconnect is only news
+                await self.nc.publish(self.subject, _encoder.encode(news))

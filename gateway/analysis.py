@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client
@@ -25,9 +26,10 @@ from contracts.messages import (
     ExtractFrames,
     Frame,
     MediaKind,
+    Paragraph,
     Progress,
     Stage,
-    Translate,
+    StoryWritten,
     VideoInfo,
     WriteStory,
 )
@@ -42,15 +44,17 @@ from contracts.subjects import (
     progress_subject,
 )
 from gateway import request_ids
+from gateway.capabilities import StoryCapabilities
 from gateway.cleanup import Janitor
 from gateway.config import Settings
 from gateway.schemas import AnalyzeResponse, Models, StageUsage, Timings, TokenUsage
+from gateway.thai import StoryTranslation
 from gateway.uploads import ReceivedForm
 
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[Progress], None]
-_news_decoder = msgspec.msgpack.Decoder(Progress | Alive)
+_news_decoder = msgspec.msgpack.Decoder(Progress | Paragraph | Alive)
 _encoder = msgspec.msgpack.Encoder()
 
 _STAGE_DETAIL = {
@@ -73,12 +77,19 @@ class Analyzer:
     """Runs the pipeline over NATS for one upload at a time (many concurrently)."""
 
     def __init__(
-        self, nc: Client, store: ObjectStore, janitor: Janitor, settings: Settings
+        self,
+        nc: Client,
+        store: ObjectStore,
+        janitor: Janitor,
+        settings: Settings,
+        capabilities: StoryCapabilities | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
         self.janitor = janitor
         self.settings = settings
+        # None: nothing known of the story replicas, so scene facts are always measured.
+        self.capabilities = capabilities
         # How long the gateway waits for each stage, by endpoint subject.
         self._patience = {
             EXTRACT_FRAMES.subject: settings.frames_timeout,
@@ -91,10 +102,11 @@ class Analyzer:
     ) -> AnalyzeResponse:
         """Run the whole pipeline; raises rpc.RemoteFailure or rpc.CallError on failure.
 
-        ``on_progress`` (if given) hears each stage and the story text as it is written,
-        from the gateway and from the services. However the analysis ends short of a
-        result (a failure, or this coroutine cancelled because the client left), every
-        service is told to drop the request and its stored objects are removed.
+        ``on_progress`` (if given) hears each stage, the story text as it is written and
+        the Thai as each paragraph is translated, from the gateway and from the services.
+        However the analysis ends short of a result (a failure, or this coroutine
+        cancelled because the client left), every service is told to drop the request
+        and its stored objects are removed.
         """
         if not self.nc.is_connected:
             raise rpc.BusUnavailable()
@@ -102,10 +114,17 @@ class Analyzer:
         request_id = request_ids.pipeline_key(visible_id)
         stored = _Stored(uploads=[], frames=[])
         news = _News(request_id, on_progress)
-        subscription = await self.nc.subscribe(news.subject, cb=news.relay)
         liveness = rpc.Liveness(
             news.heartbeats, window=self.settings.liveness_window, attempts=self.settings.attempts
         )
+        thai = StoryTranslation(
+            lambda request: self._call(TRANSLATE, request, liveness),
+            request_id,
+            on_thai=news.thai if on_progress is not None else None,
+            on_start=lambda: news.stage(Stage.TRANSLATING),
+        )
+        news.paragraphs = thai.heard
+        subscription = await self.nc.subscribe(news.subject, cb=news.relay)
         clock = [time.perf_counter()]
         finished = False
         try:
@@ -117,32 +136,32 @@ class Analyzer:
                 frames=frames,
                 prompt=form.prompt,
                 video=video,
-                progress=news.listener,
+                progress=news.subject,
+                paragraphs=True,
             )
-            story = await self._call(WRITE_STORY, request, liveness)
+            story = await self._story(request, liveness, thai)
             clock.append(time.perf_counter())
-            news.stage(Stage.TRANSLATING)
-            thai = await self._call(
-                TRANSLATE, Translate(request_id=request_id, text=story.text), liveness
-            )
+            thai_text, paragraphs = await thai.finish(story.text)
             clock.append(time.perf_counter())
             finished = True
         finally:
+            await thai.close()
             if not finished:
                 await self._abandon(request_id)
             with contextlib.suppress(NatsError):
                 await subscription.unsubscribe()
             self.janitor.remove(stored.uploads + stored.frames)
         log.info(
-            "request %s: %d frame(s), story %s, translation %s",
+            "request %s: %d frame(s), story %s, translation of %d paragraph(s) %s",
             request_id,
             len(frames),
             story.usage,
+            paragraphs,
             thai.usage,
         )
         return AnalyzeResponse(
             english=story.text,
-            thai=thai.text,
+            thai=thai_text,
             token_usage=TokenUsage.of(story.usage + thai.usage),
             usage_by_stage=StageUsage(
                 story=TokenUsage.of(story.usage), translation=TokenUsage.of(thai.usage)
@@ -158,6 +177,23 @@ class Analyzer:
                 total=_ms(clock[3] - clock[0]),
             ),
         )
+
+    async def _story(
+        self, request: WriteStory, liveness: rpc.Liveness, thai: StoryTranslation
+    ) -> StoryWritten:
+        """The story call; a paragraph's translation failing meanwhile fails it at once
+        (the request cannot succeed, so the story stops too)."""
+        call = asyncio.create_task(self._call(WRITE_STORY, request, liveness))
+        try:
+            either: set[asyncio.Future[Any]] = {call, thai.failed}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not call.done():
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+        if thai.failed.done() and not thai.failed.cancelled():
+            thai.failed.result()
+        return call.result()
 
     async def _frames(
         self,
@@ -175,6 +211,7 @@ class Analyzer:
             # The bytes are in the bucket now; the temp file has done its job.
             received.path.unlink(missing_ok=True)
         max_frames = self.settings.max_frames if form.kind is MediaKind.VIDEO else 1
+        scene_facts = self.capabilities is None or self.capabilities.scene_facts_needed
         news.stage(Stage.EXTRACTING_FRAMES)
         requests = [
             ExtractFrames(
@@ -182,7 +219,8 @@ class Analyzer:
                 upload=name,
                 kind=form.kind,
                 max_frames=max_frames,
-                progress=news.listener,
+                scene_facts=scene_facts,
+                progress=news.subject,
             )
             for name in stored.uploads
         ]
@@ -222,15 +260,19 @@ def _ms(seconds: float) -> float:
 
 
 class _News:
-    """One request's news subject: heartbeats for liveness, progress for its listener."""
+    """One request's news subject: heartbeats for liveness, finished paragraphs for the
+    translation, and progress for its listener."""
 
     def __init__(self, request_id: str, sink: ProgressSink | None) -> None:
         self.request_id = request_id
         self.sink = sink
         self.subject = progress_subject(request_id)
         self.heartbeats = rpc.Heartbeats(self.subject)
-        # Services publish progress (and stream story text) only when someone listens.
-        self.listener = self.subject if sink is not None else None
+        self.paragraphs: Callable[[int, str], None] | None = None
+
+    def thai(self, piece: str) -> None:
+        if self.sink is not None:
+            self.sink(Progress(request_id=self.request_id, stage=Stage.TRANSLATING, text=piece))
 
     def stage(self, stage: Stage) -> None:
         if self.sink is not None:
@@ -246,5 +288,8 @@ class _News:
             return
         if isinstance(news, Alive):
             self.heartbeats.beat(news.call_id)
+        elif isinstance(news, Paragraph):
+            if self.paragraphs is not None:
+                self.paragraphs(news.index, news.text)
         elif self.sink is not None:
             self.sink(news)

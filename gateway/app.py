@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 from contracts import blobs, rpc
 from gateway import config
 from gateway.analysis import Analyzer
+from gateway.capabilities import StoryCapabilities
 from gateway.cleanup import Janitor, sweep_orphans, sweep_upload_files
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.request_ids import RequestIdMiddleware
@@ -33,6 +34,7 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         nc = await rpc.connect(settings.nats_url, "imgstory-gateway")
         janitor = None
+        capabilities = StoryCapabilities(nc)
         try:
             store = await blobs.open_bucket(blobs.jetstream(nc), settings.bucket)
             # Nothing alive is older than the longest a request may take.
@@ -40,11 +42,15 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
             sweep_upload_files(settings.upload_dir, older_than=settings.longest_request)
             janitor = Janitor(nc, store)
             janitor.start()
+            # Known before the first request, when the story replicas are up already.
+            await capabilities.refresh()
+            capabilities.start()
             app.state.nc = nc
             app.state.store = store
-            app.state.analyzer = Analyzer(nc, store, janitor, settings)
+            app.state.analyzer = Analyzer(nc, store, janitor, settings, capabilities)
             yield
         finally:
+            await capabilities.close()
             if janitor is not None:
                 await janitor.close()
             await nc.drain()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from litestar.response import ServerSentEventMessage
 
-from contracts.messages import Progress
+from contracts.messages import Progress, Stage
 from gateway.analysis import Analyzer
 from gateway.errors import log_problem, problem_of
 from gateway.request_ids import current
@@ -23,7 +23,8 @@ def _event(kind: str, payload: object) -> ServerSentEventMessage:
 
 def _progress_event(progress: Progress) -> ServerSentEventMessage:
     if progress.text is not None:
-        return _event("story", {"text": progress.text})
+        kind = "thai" if progress.stage is Stage.TRANSLATING else "story"
+        return _event(kind, {"text": progress.text})
     return _event("stage", {"stage": progress.stage.value, "detail": progress.detail})
 
 

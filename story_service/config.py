@@ -19,7 +19,7 @@ class Settings:
     image_detail: str = "auto"  # OpenAI image detail: low | high | auto
     max_tokens: int = 700
     temperature: float = 0.8
-    max_in_flight: int = 8  # remote model calls are I/O-bound
+    max_in_flight: int = 64  # remote model calls are I/O-bound; a local model queues them
     bucket: Bucket = field(default_factory=Bucket)
 
 

@@ -11,12 +11,13 @@ from nats.js.object_store import ObjectStore
 from contracts import blobs
 from contracts.messages import FailureCode, Stage, StoryWritten, Usage, WriteStory
 from contracts.rpc import Reporter, Server
-from contracts.subjects import STORY, WRITE_STORY
+from contracts.subjects import SEES_IMAGES, STORY, WRITE_STORY
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
 from llm.provider import build_chat
 from story_service.config import Settings
-from story_service.story import StoryFrame, VideoFacts, write_story
+from story_service.paragraphs import ParagraphCutter
+from story_service.story import StoryFrame, VideoFacts, tidy_paragraphs, write_story
 
 ERRORS = {
     RateLimited: FailureCode.RATE_LIMITED,
@@ -55,6 +56,17 @@ class StoryWriter:
                 transcript_language=request.video.transcript_language,
             )
         reporter = Reporter(self.nc, request.progress, request.request_id)
+        # Streamed only when someone listens: not every compatible server reports usage
+        # on streams. With paragraphs asked for, each finished one is published too.
+        cutter = None
+        if request.progress and request.paragraphs:
+            cutter = ParagraphCutter(reporter.paragraph_from_thread, tidy_paragraphs)
+
+        def hear(piece: str) -> None:
+            reporter.text_from_thread(Stage.WRITING_STORY, piece)
+            if cutter is not None:
+                cutter.feed(piece)
+
         story = await write_story(
             self.chat,
             frames,
@@ -63,14 +75,10 @@ class StoryWriter:
             detail=self.settings.image_detail,
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
-            # Streaming only when someone listens: not every compatible server reports
-            # usage on streams.
-            on_text=(
-                (lambda piece: reporter.text_from_thread(Stage.WRITING_STORY, piece))
-                if request.progress
-                else None
-            ),
+            on_text=hear if request.progress else None,
         )
+        if cutter is not None:
+            cutter.close()
         usage = Usage(input_tokens=story.input_tokens, output_tokens=story.output_tokens)
         return StoryWritten(text=story.text, usage=usage, model=story.model)
 
@@ -81,6 +89,8 @@ async def start_service(nc: Client, settings: Settings, chat: ChatModel | None =
     if chat is None:
         chat = await asyncio.to_thread(build_chat, settings.model)
     writer = StoryWriter(nc, chat, store, settings)
-    server = await Server.start(nc, STORY)
+    # The gateway reads this to decide whether scene facts are worth measuring.
+    capabilities = {SEES_IMAGES: "true" if chat.sees_images else "false"}
+    server = await Server.start(nc, STORY, metadata=capabilities)
     await server.add(WRITE_STORY, writer.write, errors=ERRORS, max_in_flight=settings.max_in_flight)
     return server

@@ -167,6 +167,11 @@ def tidy_story(text: str) -> str:
     block = _STORY_BLOCK.search(text)
     if block and block.group(1).strip():
         text = block.group(1)
+    return tidy_paragraphs(text)
+
+
+def tidy_paragraphs(text: str) -> str:
+    """Some paragraphs of the story without echoed tags or markdown headings."""
     return _HEADING.sub("", _TAG.sub("", text)).strip()
 
 

@@ -42,9 +42,14 @@ async def test_one_photo_gives_english_and_thai_with_summed_usage(gateway, opena
     body = response.json()
     assert "1 picture" in body["english"]
     assert thai_share(body["thai"]) >= 0.95
-    story, translation = openai.requests
-    assert len(story.image_urls) == 1 and not translation.image_urls
-    (sp, sc), (tp, tc) = usage_of(openai, 0), usage_of(openai, 1)
+    # The story, then a translation for each of its three paragraphs (title included).
+    story, *translations = openai.requests
+    assert len(story.image_urls) == 1 and len(translations) == 3
+    assert not any(t.image_urls for t in translations)
+    assert body["thai"].count("\n\n") == body["english"].count("\n\n") == 2
+    sp, sc = usage_of(openai, 0)
+    tp = sum(usage_of(openai, i)[0] for i in (1, 2, 3))
+    tc = sum(usage_of(openai, i)[1] for i in (1, 2, 3))
     assert body["token_usage"] == {
         "input_tokens": sp + tp,
         "output_tokens": sc + tc,
@@ -284,3 +289,34 @@ async def test_unknown_route_is_404_detail(gateway):
         response = await client.get("/nope")
     assert response.status_code == 404
     assert set(response.json()) == {"detail", "request_id"}
+
+
+async def test_translation_starts_while_the_story_is_written(gateway, openai):
+    story = "The Long Road\n\n" + "They walked on. " * 30 + "\n\nAt last they were home."
+    # The story streams slowly; the title's translation is answered meanwhile.
+    openai.script(Reply(story, pace=0.02), Reply("ถนนสายยาว"))
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    assert response.status_code == 200, response.text
+    _, title_call, *rest = openai.requests
+    assert title_call.text.rstrip().endswith("<story>\nThe Long Road\n</story>")
+    # The title's translation was answered while the story was still streaming.
+    assert openai.stats()["max_in_flight"] == 2
+    assert len(rest) == 2 and "The Long Road" in rest[1].text  # later ones get the context
+    assert response.json()["thai"].startswith("ถนนสายยาว\n\n")
+
+
+async def test_a_failed_translation_stops_the_story_being_written(gateway, openai):
+    story = "The Long Road\n\n" + "They walked on. " * 200 + "\n\nAt last they were home."
+    # About 8 s of story; the title's translation fails twice (not Thai) long before.
+    openai.script(Reply(story, pace=0.02), Reply("The Long Road"), Reply("Still English"))
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    assert response.status_code == 503
+    assert "Thai" in response.json()["detail"]
+    # The story's stream was dropped by the story service, not read to its end.
+    for _ in range(100):
+        if openai.abandoned:
+            break
+        await asyncio.sleep(0.05)
+    assert openai.abandoned == 1

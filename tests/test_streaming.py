@@ -70,3 +70,17 @@ async def test_bad_upload_is_plain_400_before_streaming(gateway, openai, tmp_pat
     assert set(response.json()) == {"detail", "request_id"}
     assert "unsupported file type" in response.json()["detail"]
     assert list(upload_dir.iterdir()) == []
+
+
+async def test_thai_streams_paragraph_by_paragraph_before_the_result(gateway, openai):
+    async with gateway() as client:
+        response = await client.post("/analyze/stream", files=upload(sample_photo("chelsea.png")))
+    events = parse_events(response.text)
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "result"
+    thai = [data["text"] for kind, data in events if kind == "thai"]
+    result = events[-1][1]
+    # One delta per paragraph, in order, and together they are the result's Thai.
+    assert len(thai) == 3 and thai[1].startswith("\n\n")
+    assert "".join(thai) == result["thai"]
+    assert kinds.index("thai") > kinds.index("story")

@@ -35,6 +35,7 @@ class Translator:
         thai = await translate_to_thai(
             self.chat,
             request.text,
+            context=request.context,
             min_share=self.settings.min_thai_share,
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,

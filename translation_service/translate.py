@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.messages import TranslationContext
 from llm.chat import ChatModel, Completion
 
 log = logging.getLogger(__name__)
@@ -81,13 +83,85 @@ def thai_share(text: str) -> float:
     return thai / letters if letters else 0.0
 
 
-def build_translation_messages(english: str) -> list[dict[str, Any]]:
-    """Build the text-only messages asking for a Thai translation of `english`."""
+# A story translated a paragraph at a time: what came before travels as context, so a
+# name is written the same way in every paragraph and the tone carries on.
+CONTEXT_PROMPT = """\
+The text is one part of a longer story. Earlier parts, and their Thai translation so far, \
+are between <context> tags: they are for reference only; do not translate them again. Write \
+names the same way the earlier translation does."""
+
+_FENCES = ("<story>", "</story>", "<context>", "</context>")
+
+
+def _unfenced(text: str) -> str:
     # Our delimiters must not be closable from inside the story.
-    body = english.replace("<story>", "").replace("</story>", "").strip()
+    for fence in _FENCES:
+        text = text.replace(fence, "")
+    return text.strip()
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+_SENTENCE_END = re.compile(r"[.!?…][\"”’')]*\s*$")
+
+
+def names_in(texts: list[str]) -> list[str]:
+    """Capitalised words that do not start a sentence (names, mostly), first seen first.
+
+    A run of them ("Old Tom") is one name; "I" and words that open a sentence or a
+    line are not counted, since any word is capitalised there.
+    """
+    found: dict[str, None] = {}
+    for text in texts:
+        for line in text.splitlines():
+            run: list[str] = []
+            previous_end = 0
+            for match in _WORD.finditer(line):
+                word = match.group(0)
+                between = line[previous_end : match.start()]
+                opens_sentence = previous_end == 0 or bool(
+                    _SENTENCE_END.search(line[:previous_end] + between)
+                )
+                previous_end = match.end()
+                capitalised = word[0].isupper() and word != "I"
+                if capitalised and not opens_sentence and (not run or between == " "):
+                    run.append(word)
+                    continue
+                if run:
+                    found.setdefault(" ".join(run), None)
+                run = []
+            if run:
+                found.setdefault(" ".join(run), None)
+    return list(found)
+
+
+def build_translation_messages(
+    english: str, context: TranslationContext | None = None
+) -> list[dict[str, Any]]:
+    """Build the text-only messages asking for a Thai translation of `english`.
+
+    With ``context`` (a paragraph of a longer story), the title, the earlier paragraphs,
+    their translations so far and the names used are given for reference.
+    """
+    story = f"<story>\n{_unfenced(english)}\n</story>"
+    if context is None or not (context.title or context.before):
+        return [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": story},
+        ]
+    parts = []
+    if context.title:
+        parts.append(f"Title: {_unfenced(context.title)}")
+    if context.before:
+        parts.append("Earlier paragraphs:\n" + "\n\n".join(map(_unfenced, context.before)))
+    if context.translated:
+        parts.append("Their Thai translation:\n" + "\n\n".join(map(_unfenced, context.translated)))
+    names = names_in([*context.before, english])
+    if names:
+        parts.append("Names in the story: " + ", ".join(names))
+    reference = "<context>\n" + "\n\n".join(parts) + "\n</context>"
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"<story>\n{body}\n</story>"},
+        {"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{CONTEXT_PROMPT}"},
+        {"role": "user", "content": f"{reference}\n\n{story}"},
     ]
 
 
@@ -121,6 +195,7 @@ async def translate_to_thai(
     chat: ChatModel,
     english: str,
     *,
+    context: TranslationContext | None = None,
     min_share: float = 0.95,
     max_tokens: int = 1500,
     temperature: float = 0.0,
@@ -139,7 +214,7 @@ async def translate_to_thai(
     """
     if not english.strip():
         raise ValueError("there is no English text to translate")
-    messages = build_translation_messages(english)
+    messages = build_translation_messages(english, context)
     budget = answer_budget(english, max_tokens)
     first = await chat.complete(messages, max_tokens=budget, temperature=temperature, script="thai")
     text = drop_extra_lines(first.text, english) if trim_extra_lines else first.text

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import dataclasses
+import io
 import itertools
 import json
 import logging
@@ -17,10 +20,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from PIL import Image
+
 log = logging.getLogger(__name__)
 
 # The key the tests give clients of the fake: shaped like a real one, worth nothing.
 FAKE_API_KEY = "sk-test-not-a-real-key"
+
+# Control endpoints for a benchmark in another process (see FakeOpenAI.stats).
+STATS_PATH = "/fake/stats"
+RESET_PATH = "/fake/reset"
 
 # Tokens the fake charges for each image part, whatever its size (OpenAI's "low" detail price).
 IMAGE_TOKENS = 85
@@ -52,6 +61,7 @@ class Reply:
     finish_reason: str = "stop"
     usage: bool = True
     refusal: str | None = None
+    pace: float = 0.0  # seconds between the pieces of a streamed answer (a slow writer)
 
 
 @dataclass(frozen=True)
@@ -143,10 +153,29 @@ def wants_thai(messages: list[dict[str, Any]]) -> bool:
     return "thai" in system and "translat" in system
 
 
+_THAI_BLOCKS = THAI_ANSWER.split("\n\n")
+
+
+def thai_answer(messages: list[dict[str, Any]]) -> str:
+    """The default translation: a Thai block for every block of the text between the
+    last <story> tags (a short one gets the title), so a story translated whole comes
+    back as THAI_ANSWER and one translated a paragraph at a time as its paragraphs."""
+    text = "\n".join(_texts(messages))
+    english = text.rpartition("<story>")[2].partition("</story>")[0]
+    blocks = [b for b in re.split(r"\n\s*\n", english.strip()) if b.strip()] or [""]
+    if len(blocks) == len(_THAI_BLOCKS):
+        return THAI_ANSWER
+    thai = []
+    for block in blocks:
+        words = len(block.split())
+        thai.append(_THAI_BLOCKS[0] if words <= 8 else _THAI_BLOCKS[1 + words % 2])
+    return "\n\n".join(thai)
+
+
 def default_answer(messages: list[dict[str, Any]]) -> str:
     """What the fake says when no step is scripted: Thai for translations, else an English story."""
     if wants_thai(messages):
-        return THAI_ANSWER
+        return thai_answer(messages)
     images = sum(1 for part in _parts(messages) if part.get("type") == "image_url")
     noun = "picture" if images == 1 else "pictures"
     return (
@@ -155,6 +184,53 @@ def default_answer(messages: list[dict[str, Any]]) -> str:
         "Mara tied the last rope, and the gulls argued over the fishing boats.\n\n"
         "By evening the sea had turned to copper, and she walked home smiling."
     )
+
+
+@dataclass(frozen=True)
+class ReceivedImage:
+    """One image part the fake received: its model and detail, and what its data URL held.
+
+    `width` and `height` are None for a URL that is not a decodable base64 image.
+    """
+
+    model: str
+    detail: str | None
+    bytes: int
+    width: int | None
+    height: int | None
+
+
+def received_images(request: RecordedRequest) -> list[ReceivedImage]:
+    """The images of one chat request, sized from their headers (nothing is decoded)."""
+    model = str(request.get("model") or "")
+    images = []
+    for part in _parts(request.messages):
+        if part.get("type") != "image_url":
+            continue
+        image_url = part.get("image_url")
+        image_url = image_url if isinstance(image_url, dict) else {}
+        url = str(image_url.get("url") or "")
+        data = b""
+        size: tuple[int, int] | None = None
+        if url.startswith("data:") and ";base64," in url:
+            try:
+                data = base64.b64decode(url.partition(";base64,")[2], validate=True)
+                # Image.open reads the header only; the pixels stay undecoded.
+                with Image.open(io.BytesIO(data)) as img:
+                    size = img.size
+            except (ValueError, OSError, Image.DecompressionBombError):
+                # Not base64 (binascii.Error is a ValueError) or not an image Pillow reads.
+                size = None
+        images.append(
+            ReceivedImage(
+                model=model,
+                detail=image_url.get("detail"),
+                bytes=len(data),
+                width=size[0] if size else None,
+                height=size[1] if size else None,
+            )
+        )
+    return images
 
 
 def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
@@ -173,6 +249,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # stop() must not wait for a handler stuck in a Delay or on a dead client.
     block_on_close = False
+    # socketserver's default backlog of 5 drops connections when dozens of calls arrive
+    # at once, and the client's SYN retry then costs a second that is not the provider's.
+    request_queue_size = 128
 
     def __init__(self, fake: FakeOpenAI) -> None:
         self.fake = fake
@@ -194,6 +273,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         fake = self.server.fake
+        if self.path.rstrip("/") == STATS_PATH:
+            self._send_json(200, fake.stats())
+            return
         fake._record(RecordedRequest("GET", self.path, self._headers(), None))
         if self.path.rstrip("/") == "/v1/models":
             self._send_json(
@@ -212,6 +294,10 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if self.path.rstrip("/") == RESET_PATH:
+            fake.reset()
+            self._send_json(200, fake.stats())
+            return
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -225,14 +311,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error_json(400, {}, None)
             return
         step = fake._next_step()
+        fake._call_started()
         try:
             self._answer(step, request)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (e.g. it timed out during a Delay); nothing left to do.
             log.debug("fake OpenAI server: client went away before the answer")
+            with fake._lock:
+                fake._abandoned += 1
+        finally:
+            fake._call_ended()
 
     def _answer(self, step: Step | None, request: RecordedRequest) -> None:
         fake = self.server.fake
+        if fake.latency > 0 and fake._stopping.wait(fake.latency):
+            return
         if isinstance(step, Delay):
             if fake._stopping.wait(step.seconds):
                 return
@@ -245,11 +338,13 @@ class _Handler(BaseHTTPRequestHandler):
             data = step.body.encode("utf-8") if isinstance(step.body, str) else step.body
             self._send(step.status, data, step.content_type, step.headers)
         elif request.get("stream"):
-            self._send_stream(fake._completion_json(step, request), request)
+            self._send_stream(fake._completion_json(step, request), request, step.pace)
         else:
             self._send_json(200, fake._completion_json(step, request))
 
-    def _send_stream(self, completion: dict[str, Any], request: RecordedRequest) -> None:
+    def _send_stream(
+        self, completion: dict[str, Any], request: RecordedRequest, pace: float = 0.0
+    ) -> None:
         """Answer as the real API streams: one chunk per word, then usage if asked, then [DONE]."""
         choice = completion["choices"][0]
         text = choice["message"]["content"] or ""
@@ -275,6 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
                 b"data: " + json.dumps(event, ensure_ascii=False).encode("utf-8") + b"\n\n"
             )
             self.wfile.flush()
+            if pace and self.server.fake._stopping.wait(pace):
+                return
         self.wfile.write(b"data: [DONE]\n\n")
 
     def _headers(self) -> dict[str, str]:
@@ -324,15 +421,25 @@ class FakeOpenAI:
     `script(Reply(...), Status(429, {"retry-after": "7"}), Delay(2.0), ...)`;
     each chat request consumes one step, and with no step left the default
     responder answers (see `default_answer`). `requests` records every request.
+
+    For benchmarks: `latency` seconds pass before every chat answer (after any
+    scripted Delay's own), and `stats()` (also GET /fake/stats; POST /fake/reset
+    resets) counts chat calls in flight and the images received.
     """
 
-    def __init__(self, model: str = "fake-gpt") -> None:
+    def __init__(self, model: str = "fake-gpt", latency: float = 0.0) -> None:
         self.model = model
+        self.latency = latency
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._busy_seconds = 0.0
+        self._busy_since = 0.0
         self._lock = threading.Lock()
         self._steps: deque[Step] = deque()
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
+        self._abandoned = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -386,6 +493,12 @@ class FakeOpenAI:
             self._steps.extend(steps)
 
     @property
+    def abandoned(self) -> int:
+        """Answers the client stopped reading before they were done (it went away)."""
+        with self._lock:
+            return self._abandoned
+
+    @property
     def pending(self) -> int:
         """How many scripted steps have not been used yet."""
         with self._lock:
@@ -404,10 +517,49 @@ class FakeOpenAI:
             return list(self._requests)
 
     def reset(self) -> None:
-        """Forget recorded requests and unused steps."""
+        """Forget recorded requests and unused steps; the in-flight peak restarts from now."""
         with self._lock:
             self._steps.clear()
             self._requests.clear()
+            self._abandoned = 0
+            self._max_in_flight = self._in_flight
+            self._busy_seconds, self._busy_since = 0.0, time.monotonic()
+
+    def stats(self) -> dict[str, Any]:
+        """What the fake has served since the last reset, as GET /fake/stats answers it.
+
+        `chat_calls`, `in_flight` (chat calls being answered now), `max_in_flight`
+        (the most at once), `busy_seconds` (time with at least one chat call in
+        flight), and `images`: one entry per image part received, with its request's
+        model, its detail, its bytes and its pixel size (see ReceivedImage).
+        """
+        with self._lock:
+            in_flight, peak, busy = self._in_flight, self._max_in_flight, self._busy_seconds
+            if in_flight:
+                busy += time.monotonic() - self._busy_since
+        chats = self.requests
+        return {
+            "chat_calls": len(chats),
+            "in_flight": in_flight,
+            "max_in_flight": peak,
+            "busy_seconds": busy,
+            "images": [
+                dataclasses.asdict(image) for chat in chats for image in received_images(chat)
+            ],
+        }
+
+    def _call_started(self) -> None:
+        with self._lock:
+            if not self._in_flight:
+                self._busy_since = time.monotonic()
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _call_ended(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._busy_seconds += time.monotonic() - self._busy_since
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -459,8 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     """Serve the default responder until interrupted; writes the base URL as the first stdout line."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="fake-gpt")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds before every chat answer"
+    )
     args = parser.parse_args(argv)
-    with FakeOpenAI(model=args.model) as fake:
+    with FakeOpenAI(model=args.model, latency=args.latency) as fake:
         sys.stdout.write(fake.base_url + "\n")
         sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
