@@ -176,7 +176,20 @@ class Analyzer:
                 translation=_ms(clock[3] - clock[2]),
                 total=_ms(clock[3] - clock[0]),
             ),
+            estimated_cost_usd=self._cost(story, thai),
         )
+
+    def _cost(self, story: StoryWritten, thai: StoryTranslation) -> float | None:
+        if self.settings.prices is None:
+            return None
+        cost = self.settings.prices.cost([(story.model, story.usage), (thai.model, thai.usage)])
+        if cost is None:
+            log.warning(
+                "IMGSTORY_PRICES has no price for %s or %s: no cost estimate",
+                story.model,
+                thai.model,
+            )
+        return cost
 
     async def _story(
         self, request: WriteStory, liveness: rpc.Liveness, thai: StoryTranslation

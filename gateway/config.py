@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from contracts.blobs import Bucket, bucket_settings
 from contracts.rpc import HEARTBEAT_INTERVAL
 from contracts.settings import Env
+from gateway.pricing import PriceTable, parse_prices
 
 MIB = 1024 * 1024
 
@@ -36,6 +37,7 @@ class Settings:
     attempts: int = 3  # sends of one stage call, each to whichever replica NATS picks
     bucket: Bucket = field(default_factory=Bucket)
     upload_dir: str | None = None  # temp files for uploads; None means the system's
+    prices: PriceTable | None = None  # for the estimated cost in each response
 
     @property
     def longest_request(self) -> float:
@@ -76,4 +78,9 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         attempts=read.integer("IMGSTORY_STAGE_ATTEMPTS", Settings.attempts, minimum=1, maximum=10),
         bucket=bucket_settings(read),
         upload_dir=read.optional("IMGSTORY_UPLOAD_DIR"),
+        prices=_prices(read.optional("IMGSTORY_PRICES")),
     )
+
+
+def _prices(text: str | None) -> PriceTable | None:
+    return parse_prices(text) if text and text.strip() else None

@@ -52,6 +52,9 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
     frames_used: int
     request_id: str
     timings_ms: Timings | None = None
+    # US dollars, from the token usage and the operator's price table (IMGSTORY_PRICES);
+    # null when no table is set or a model is not in it.
+    estimated_cost_usd: float | None = None
 
 
 class ErrorResponse(msgspec.Struct, kw_only=True):

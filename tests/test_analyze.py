@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.messages import Usage
+from contracts.settings import SettingsError
+from gateway.pricing import parse_prices
 from tests.media import sample_photo, sample_video, write_audio_only_mp4, write_jpeg
 from tests.support.fake_openai import (
     THAI_ANSWER,
@@ -320,3 +323,32 @@ async def test_a_failed_translation_stops_the_story_being_written(gateway, opena
             break
         await asyncio.sleep(0.05)
     assert openai.abandoned == 1
+
+
+async def test_estimated_cost_follows_the_price_table(gateway, gateway_settings, openai):
+    prices = parse_prices("fake-story=1000/2000, fake-translate=10/20")
+    async with gateway(replace(gateway_settings, prices=prices)) as client:
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    body = response.json()
+    story, translation = body["usage_by_stage"]["story"], body["usage_by_stage"]["translation"]
+    expected = (
+        story["input_tokens"] * 1000
+        + story["output_tokens"] * 2000
+        + translation["input_tokens"] * 10
+        + translation["output_tokens"] * 20
+    ) / 1_000_000
+    assert body["estimated_cost_usd"] == pytest.approx(expected) and expected > 0
+    async with gateway() as client:  # no table: no estimate
+        response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    assert response.json()["estimated_cost_usd"] is None
+
+
+def test_price_table_matches_dated_names_and_refuses_nonsense():
+    table = parse_prices("gpt-4.1=2/8,gpt-4.1-mini=0.4/1.6")
+    assert table.price_of("gpt-4.1-mini-2025-04-14") == table.prices["gpt-4.1-mini"]
+    assert table.price_of("gpt-4.1") == table.prices["gpt-4.1"]
+    assert table.price_of("gpt-4.1o") is None
+    assert table.cost([("other", Usage(1, 1))]) is None
+    for bad in ("gpt=1", "gpt=a/b", "=1/2", "gpt=-1/2", "gpt=nan/1"):
+        with pytest.raises(SettingsError, match="IMGSTORY_PRICES"):
+            parse_prices(bad)
