@@ -12,7 +12,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-fast lint install install-test nats-server system-packages model bench bench-faults clean
+.PHONY: run test test-fast lint install install-test nats-server system-packages model bench bench-concurrency bench-faults clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ test-fast: install-test nats-server model
 
 bench: install-test nats-server model
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.concurrency
+
+# 32 concurrent photo requests through every part as a process, on a fake 1.0 s provider.
+bench-concurrency: install-test nats-server
+	$(PY) -m bench.concurrency
 
 # Each fault the request core survives, timed on real parts, and what it left behind.
 bench-faults: install-test nats-server
