@@ -20,7 +20,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright, expect
 
 from tests.media import sample_photo, sample_video, write_garbage, write_other_image
-from tests.support.fake_openai import Delay, Status
+from tests.support.fake_openai import Delay, Reply, Status
 from tests.support.processes import ROOT, free_port, running_gateway
 
 pytestmark = pytest.mark.slow
@@ -39,15 +39,23 @@ STAGE_ORDER = ["uploading", "extracting_frames", "transcribing", "writing_story"
 THAI = re.compile(r"[\u0e00-\u0e7f]{10}")
 MIB = 1024 * 1024
 
-# Records, in the page, every stage that becomes the active one (with the text shown for it)
-# and whether the English story was on screen while the work was still going on.
+# Records, in the page, every stage that becomes the active one (with the text shown for it),
+# whether the English story was on screen while the work was still going on, and each
+# state of the live Thai column (with the English beside it) as it changes.
 RECORDER = """
 window.__stages = [];
 window.__liveStory = "";
+window.__englishBox = null;
+window.__liveThai = [];
 document.addEventListener("DOMContentLoaded", () => {
   const list = document.getElementById("stages");
   const live = document.getElementById("live-text");
+  const thai = document.getElementById("live-thai");
   if (!list) return;
+  const box = (el) => {
+    const r = el.getBoundingClientRect();
+    return {left: r.left, right: r.right, top: r.top + scrollY, width: r.width};
+  };
   new MutationObserver((records) => {
     for (const record of records) {
       const item = record.target;
@@ -60,9 +68,33 @@ document.addEventListener("DOMContentLoaded", () => {
   }).observe(list, {subtree: true, attributes: true, attributeFilter: ["class"]});
   new MutationObserver(() => {
     if (!document.getElementById("progress").hidden && live.textContent) window.__liveStory = live.innerText;
+    if (!window.__englishBox && live.textContent) window.__englishBox = box(live);
   }).observe(live, {childList: true, characterData: true, subtree: true});
+  new MutationObserver(() => {
+    if (!thai.textContent.trim()) return;
+    // textContent, not innerText: a callback may run after the result hid the card.
+    window.__liveThai.push({
+      paragraphs: [...thai.children].map((p) => p.textContent),
+      english: live.textContent,
+      resultShown: !document.getElementById("results").hidden,
+      writing: Boolean(document.querySelector('.stage.is-active[data-stage="writing_story"]')),
+      englishBox: box(live),
+      thaiBox: box(thai),
+    });
+  }).observe(thai, {childList: true, characterData: true, subtree: true});
 });
 """
+
+# A story of a title and three paragraphs, streamed a word at a time in the Thai test.
+SLOW_STORY = (
+    "The Lantern Keeper\n\n"
+    "Every evening old Somchai climbed the hill above the village and lit the lantern "
+    "that guided the fishing boats home.\n\n"
+    "One night the wind blew so hard that the flame died twice, and he shielded it "
+    "with his coat until his hands were numb.\n\n"
+    "At dawn the boats came in one by one, and the whole village walked up the hill "
+    "to thank him."
+)
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +321,73 @@ async def test_video_shows_a_preview_and_the_stages_advance_in_order(new_tab, op
     assert live.strip()[:30] in await page.locator("#english").inner_text(), live
     await expect(page.locator("#media-line")).to_contain_text("1 video")
     await tab.shot("video-3-result")
+
+
+async def test_thai_fills_its_column_while_the_english_is_still_being_written(
+    new_tab, openai, blob_store
+):
+    tab = await new_tab()
+    page = tab.page
+    # The story streams a word every 0.1 s (about 5 s in all); each paragraph is
+    # translated as soon as it is finished, so Thai arrives long before the last word.
+    openai.script(Reply(SLOW_STORY, pace=0.1))
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    live_thai = page.locator("#live-thai")
+    last_paragraph = SLOW_STORY.split("\n\n")[-1]
+
+    async with page.expect_response(lambda r: "/analyze/stream" in r.url, timeout=60_000) as info:
+        await page.get_by_role("button", name="Write my story").click()
+        # The title and the first paragraph, in Thai, in the Thai column...
+        await expect(live_thai.locator("p").nth(1)).to_be_attached(timeout=30_000)
+        now = await page.evaluate(
+            """({
+                english: document.getElementById("live-text").innerText,
+                thai: document.getElementById("live-thai").innerText,
+                resultShown: !document.getElementById("results").hidden,
+            })"""
+        )
+        # ...while the English was still arriving, and before any result.
+        assert last_paragraph not in now["english"], now
+        assert not now["resultShown"], now
+        assert THAI.search(now["thai"]), now
+        await tab.shot("thai-live")
+    events = sse_events(await (await info.value).text())
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+    await expect(page.locator("#progress")).to_be_hidden()
+
+    kinds = [name for name, _ in events]
+    assert kinds[-1] == "result", kinds
+    # Thai was sent between pieces of the English, not after it.
+    assert kinds.index("thai") < len(kinds) - 1 - kinds[::-1].index("story"), kinds
+    result = events[-1][1]
+
+    seen = await page.evaluate("window.__liveThai")
+    assert seen, "the Thai column never showed any Thai before the result"
+    first = seen[0]
+    # The first Thai was on screen while the story was being written and no result was shown.
+    assert not first["resultShown"] and first["writing"], first
+    assert last_paragraph not in first["english"], first
+    # Shown as the final Thai is: the title line first, then paragraphs; Thai, read out politely.
+    assert await live_thai.evaluate("el => el.closest('[lang]').lang") == "th"
+    assert await live_thai.get_attribute("aria-live") == "polite"
+    assert await live_thai.evaluate("el => el.firstElementChild.className") == "story__title"
+    final_paragraphs = [p.strip() for p in result["thai"].split("\n\n")]
+    live_paragraphs = seen[-1]["paragraphs"]
+    assert live_paragraphs == final_paragraphs[: len(live_paragraphs)], (seen[-1], result)
+    # The two columns stand side by side, and the Thai arriving moved the English not at all.
+    english_box = await page.evaluate("window.__englishBox")
+    assert first["thaiBox"]["left"] >= first["englishBox"]["right"], first
+    assert (first["englishBox"]["left"], first["englishBox"]["width"]) == (
+        english_box["left"],
+        english_box["width"],
+    ), (english_box, first)
+
+    # The result replaces what was streamed.
+    thai = page.locator("#thai")
+    await expect(thai.locator("p")).to_have_count(len(final_paragraphs))
+    assert [p.strip() for p in await thai.locator("p").all_inner_texts()] == final_paragraphs
+    await expect(thai.locator("p").first).to_have_class("story__title")
+    await tab.shot("thai-result")
 
 
 async def test_oversized_files_are_refused_without_a_request(new_tab, tmp_path):
