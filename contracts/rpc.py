@@ -22,7 +22,7 @@ from nats.micro import add_service
 from nats.micro.request import ERROR_HEADER, Request
 from nats.micro.service import Service
 
-from contracts.logs import REQUEST_ID
+from contracts.logs import REQUEST_ID, request_id_from, request_id_headers
 from contracts.messages import (
     Alive,
     Failure,
@@ -242,7 +242,12 @@ async def _exchange(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, time
     if not nc.is_connected:
         raise BusUnavailable(endpoint)
     try:
-        msg = await nc.request(endpoint.subject, _encoder.encode(request), timeout=timeout)
+        msg = await nc.request(
+            endpoint.subject,
+            _encoder.encode(request),
+            timeout=timeout,
+            headers=request_id_headers(),  # the service's log lines name the caller's request
+        )
     except NoRespondersError as err:
         raise ServiceNotRunning(endpoint, f"the {_label(endpoint)} is not running") from err
     except (TimeoutError, NatsTimeoutError) as err:
@@ -307,7 +312,9 @@ class Server:
         slots = asyncio.Semaphore(max_in_flight)
 
         async def serve(req: Request, request: Req) -> None:
-            REQUEST_ID.set(request.request_id)  # this task's log lines name the request
+            # This task's log lines name the request: the caller's id from the headers,
+            # else (a caller that sends none) the one in the message.
+            REQUEST_ID.set(request_id_from(req.headers, request.request_id))
             remaining = None if request.deadline is None else request.deadline - time.time()
             failure: Failure
             try:

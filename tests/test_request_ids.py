@@ -7,8 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from contracts.logs import RequestIdFilter
+from contracts import rpc
+from contracts.logs import REQUEST_ID, RequestIdFilter
+from contracts.messages import Translate
+from contracts.subjects import TRANSLATE
 from tests.media import sample_photo
+from tests.support.fake_openai import Delay, FakeOpenAI, Reply
 
 pytestmark = pytest.mark.usefixtures("blob_store")
 
@@ -33,7 +37,8 @@ class Lines(logging.Handler):
 @pytest.fixture
 def service_lines() -> Iterator[Lines]:
     lines = Lines()
-    loggers = [logging.getLogger(n) for n in ("frame_service", "story_service", "contracts")]
+    names = ("frame_service", "story_service", "translation_service", "contracts")
+    loggers = [logging.getLogger(n) for n in names]
     for logger in loggers:
         logger.addHandler(lines)
     yield lines
@@ -51,10 +56,29 @@ async def test_a_sound_client_id_is_echoed_returned_and_logged_by_the_services(
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "trace-me_42"
     assert response.json()["request_id"] == "trace-me_42"
-    stamped = {r.request_id for r in service_lines.records}  # type: ignore[attr-defined]  # set by the filter
-    assert any(rid.startswith("trace-me_42-") for rid in stamped), stamped
+    # The services name the client's id (from the NATS header), not the pipeline key
+    # ("trace-me_42-<hex>") that the messages themselves carry.
     frames_line = [r for r in service_lines.records if r.name.startswith("frame_service")]
-    assert frames_line and frames_line[0].request_id.startswith("trace-me_42-")  # type: ignore[attr-defined]  # set by the filter
+    assert frames_line and frames_line[0].request_id == "trace-me_42"  # type: ignore[attr-defined]  # set by the filter
+    assert "trace-me_42-" in frames_line[0].getMessage()
+
+
+async def test_a_service_names_the_request_from_the_header_else_from_the_message(
+    nc, services, openai: FakeOpenAI, service_lines: Lines
+) -> None:
+    # Each call's first answer is not Thai, so the translation service warns, naming
+    # the request it works for; the retry gets the fake's Thai.
+    not_thai = Reply("Still English, not Thai at all.")
+    openai.script(not_thai, Delay(0), not_thai, Delay(0))
+    token = REQUEST_ID.set("header-id")  # what the gateway sets for an HTTP request
+    try:
+        await rpc.call(nc, TRANSLATE, Translate(request_id="body-id", text="A story."), timeout=10)
+    finally:
+        REQUEST_ID.reset(token)
+    # A caller that sends no header (an older one) is still named, from its message.
+    await rpc.call(nc, TRANSLATE, Translate(request_id="old-caller", text="A story."), timeout=10)
+    warned = [r for r in service_lines.records if r.name == "translation_service.translate"]
+    assert [r.request_id for r in warned] == ["header-id", "old-caller"]  # type: ignore[attr-defined]  # set by the filter
 
 
 @pytest.mark.parametrize(
