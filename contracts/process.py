@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,9 +16,9 @@ from typing import Protocol, TypeVar
 
 from nats.aio.client import Client
 
-from contracts.logs import configure_logging
+from contracts.logs import configure_logging, log_format
 from contracts.rpc import Server, connect
-from contracts.settings import SettingsError
+from contracts.settings import Env, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,16 @@ def load_settings(load: Callable[[], S]) -> S:
     except SettingsError as err:
         log.critical("refusing to start: %s", err)
         sys.exit(2)
+
+
+def start_logging(service: str) -> None:
+    """Log as ``IMGSTORY_LOG_FORMAT`` says, each line naming ``service``.
+
+    Exits with status 2 when the format is unknown (said in text: nothing else is known).
+    """
+    configure_logging(service=service)
+    json_lines = load_settings(lambda: log_format(Env(os.environ))) == "json"
+    configure_logging(json_lines=json_lines, service=service)
 
 
 async def run_until_signalled(
@@ -64,7 +75,7 @@ def run_service(
     load: Callable[[], ServiceS],
     start: Callable[[Client, ServiceS], Awaitable[Server]],
 ) -> None:
-    """The whole of a service's ``__main__``: settings, logging, serve until signalled."""
-    configure_logging()
+    """The whole of a service's ``__main__``: logging, settings, serve until signalled."""
+    start_logging(client_name)
     settings = load_settings(load)
     asyncio.run(run_until_signalled(settings.nats_url, client_name, lambda nc: start(nc, settings)))

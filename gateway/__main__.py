@@ -2,16 +2,20 @@
 
 import uvicorn
 
-from contracts.logs import configure_logging
-from contracts.process import load_settings
+from contracts.process import load_settings, start_logging
 from gateway import config
 from gateway.app import create_app
 
+# The name its log lines carry, as its NATS connection does.
+SERVICE = "imgstory-gateway"
+
 
 def main() -> None:
-    configure_logging()
+    start_logging(SERVICE)
     settings = load_settings(config.load)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    # log_config=None: uvicorn's own lines (start-up, access, errors) reach the root
+    # handler start_logging set, in the same format and with the request id.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
 if __name__ == "__main__":
