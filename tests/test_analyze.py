@@ -297,14 +297,15 @@ async def test_unknown_route_is_404_detail(gateway):
 async def test_translation_starts_while_the_story_is_written(gateway, openai):
     story = "The Long Road\n\n" + "They walked on. " * 30 + "\n\nAt last they were home."
     # The story streams slowly; the title's translation is answered meanwhile.
-    openai.script(Reply(story, pace=0.02), Reply("ถนนสายยาว"))
+    openai.script(Reply(story, pace=0.05), Reply("ถนนสายยาว"))
     async with gateway() as client:
         response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
     assert response.status_code == 200, response.text
     _, title_call, *rest = openai.requests
     assert title_call.text.rstrip().endswith("<story>\nThe Long Road\n</story>")
-    # The title's translation was answered while the story was still streaming.
-    assert openai.stats()["max_in_flight"] == 2
+    # The title's translation was asked for while the story was still streaming (and
+    # the long paragraph's too, once its blank line came).
+    assert openai.stats()["max_in_flight"] >= 2
     assert len(rest) == 2 and "The Long Road" in rest[1].text  # later ones get the context
     assert response.json()["thai"].startswith("ถนนสายยาว\n\n")
 
