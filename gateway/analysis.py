@@ -47,6 +47,7 @@ from gateway import request_ids
 from gateway.capabilities import StoryCapabilities
 from gateway.cleanup import Janitor
 from gateway.config import Settings
+from gateway.metrics import Metrics
 from gateway.schemas import AnalyzeResponse, Models, StageUsage, Timings, TokenUsage
 from gateway.thai import StoryTranslation
 from gateway.uploads import ReceivedForm
@@ -83,6 +84,7 @@ class Analyzer:
         janitor: Janitor,
         settings: Settings,
         capabilities: StoryCapabilities | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -90,6 +92,7 @@ class Analyzer:
         self.settings = settings
         # None: nothing known of the story replicas, so scene facts are always measured.
         self.capabilities = capabilities
+        self.metrics = metrics or Metrics()  # a registry of its own when nobody reads it
         # How long the gateway waits for each stage, by endpoint subject.
         self._patience = {
             EXTRACT_FRAMES.subject: settings.frames_timeout,
@@ -130,6 +133,7 @@ class Analyzer:
         try:
             frames, video = await self._frames(request_id, form, stored, news, liveness)
             clock.append(time.perf_counter())
+            self.metrics.stage_ended("frames", clock[1] - clock[0])
             news.stage(Stage.WRITING_STORY)
             request = WriteStory(
                 request_id=request_id,
@@ -141,8 +145,13 @@ class Analyzer:
             )
             story = await self._story(request, liveness, thai)
             clock.append(time.perf_counter())
+            self.metrics.stage_ended("story", clock[2] - clock[1])
+            self.metrics.tokens_used("story", story.model, story.usage)
             thai_text, paragraphs = await thai.finish(story.text)
             clock.append(time.perf_counter())
+            self.metrics.stage_ended("translation", clock[3] - clock[2])
+            self.metrics.stage_ended("total", clock[3] - clock[0])
+            self.metrics.tokens_used("translation", thai.model, thai.usage)
             finished = True
         finally:
             await thai.close()

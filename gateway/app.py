@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
@@ -18,6 +19,7 @@ from gateway.analysis import Analyzer
 from gateway.capabilities import StoryCapabilities
 from gateway.cleanup import Janitor, sweep_orphans, sweep_upload_files
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.request_ids import RequestIdMiddleware
 from gateway.routes import ROUTES, STATIC, describe_limits, render_index
 
@@ -29,6 +31,7 @@ _FORM_OVERHEAD = 1024 * 1024  # multipart boundaries, headers and the prompt
 def create_app(settings: config.Settings | None = None) -> Litestar:
     """Build the app; NATS is connected in the lifespan, never at import."""
     settings = settings or config.load()
+    metrics = Metrics()  # this app's own registry: apps in one process never mix figures
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -47,7 +50,7 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
             capabilities.start()
             app.state.nc = nc
             app.state.store = store
-            app.state.analyzer = Analyzer(nc, store, janitor, settings, capabilities)
+            app.state.analyzer = Analyzer(nc, store, janitor, settings, capabilities, metrics)
             yield
         finally:
             await capabilities.close()
@@ -60,9 +63,12 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[*ROUTES, create_static_files_router("/static", [STATIC])],
         lifespan=[lifespan],
-        state=State({"settings": settings, "index_html": render_index(settings.limits)}),
+        state=State(
+            {"settings": settings, "index_html": render_index(settings.limits), "metrics": metrics}
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestIdMiddleware],
+        # Metrics first: it sees the final status of every answer, rejections included.
+        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics), RequestIdMiddleware],
         # Every process logs the same way (contracts.logs), with the request id.
         logging_config=None,
         # Early 400 from Content-Length; per-file limits are enforced while streaming.
