@@ -60,6 +60,8 @@ class StoryCapabilities:
         heard: dict[str, bool] = {}
 
         async def collect(msg: Msg) -> None:
+            if not msg.data:
+                return  # NATS's own "no responders" status: no replica is running
             try:
                 info = _info.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError):
