@@ -16,12 +16,14 @@ from litestar.static_files import create_static_files_router
 from contracts import blobs, rpc
 from gateway import config
 from gateway.analysis import Analyzer
+from gateway.auth import announce_keys
 from gateway.capabilities import StoryCapabilities
 from gateway.cleanup import Janitor, sweep_orphans, sweep_upload_files
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.limits import admission_middleware
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.request_ids import RequestIdMiddleware
-from gateway.routes import ROUTES, STATIC, describe_limits, render_index
+from gateway.routes import ROUTES, STATIC, analyze, analyze_stream, describe_limits, render_index
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +61,20 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
             await nc.drain()
 
     limits = settings.limits
+    page = announce_keys(render_index(limits), settings.admission.api_keys)
     largest_body = max(limits.max_images * limits.max_image_bytes, limits.max_video_bytes)
     return Litestar(
         route_handlers=[*ROUTES, create_static_files_router("/static", [STATIC])],
         lifespan=[lifespan],
-        state=State(
-            {"settings": settings, "index_html": render_index(settings.limits), "metrics": metrics}
-        ),
+        state=State({"settings": settings, "index_html": page, "metrics": metrics}),
         exception_handlers=EXCEPTION_HANDLERS,
         # Metrics first: it sees the final status of every answer, rejections included.
-        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics), RequestIdMiddleware],
+        middleware=[
+            DefineMiddleware(MetricsMiddleware, metrics=metrics),
+            RequestIdMiddleware,
+            # Inside the request id: a refusal carries the id its log line has.
+            admission_middleware(settings.admission, guarded=[analyze, analyze_stream]),
+        ],
         # Every process logs the same way (contracts.logs), with the request id.
         logging_config=None,
         # Early 400 from Content-Length; per-file limits are enforced while streaming.

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from contracts.blobs import Bucket, bucket_settings
 from contracts.rpc import HEARTBEAT_INTERVAL
-from contracts.settings import Env
+from contracts.settings import Env, SettingsError
+from gateway.auth import ApiKeys
 from gateway.pricing import PriceTable, parse_prices
 
 MIB = 1024 * 1024
@@ -20,6 +21,21 @@ class Limits:
     max_video_bytes: int = 50 * MIB
     max_images: int = 10
     max_prompt_chars: int = 2000
+    # A client that sends no byte for this long, or takes longer over the whole body, is
+    # cut off (408): it would hold an in-flight slot while it trickles.
+    upload_idle_seconds: float = 30.0
+    upload_seconds: float = 300.0  # 50 MB at about 1.4 Mbit/s
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Who may ask for an analysis, and how often: keys, rate and in-flight caps."""
+
+    api_keys: ApiKeys = field(default_factory=ApiKeys)  # empty: no key needed
+    rate_per_minute: int = 0  # per key (per client address without keys); 0 is off
+    rate_window: float = 60.0  # seconds; only tests shorten it
+    max_in_flight: int = 64  # analyses at once in this gateway; 0 is no cap
+    max_in_flight_per_key: int = 0  # analyses at once per key or address; 0 is no cap
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,7 @@ class Settings:
     bucket: Bucket = field(default_factory=Bucket)
     upload_dir: str | None = None  # temp files for uploads; None means the system's
     prices: PriceTable | None = None  # for the estimated cost in each response
+    admission: Admission = field(default_factory=Admission)
 
     @property
     def longest_request(self) -> float:
@@ -58,6 +75,10 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         max_prompt_chars=read.integer(
             "IMGSTORY_MAX_PROMPT_CHARS", Limits.max_prompt_chars, minimum=1
         ),
+        upload_idle_seconds=read.number(
+            "IMGSTORY_UPLOAD_IDLE_SECONDS", Limits.upload_idle_seconds, positive=True
+        ),
+        upload_seconds=read.number("IMGSTORY_UPLOAD_SECONDS", Limits.upload_seconds, positive=True),
     )
     return Settings(
         nats_url=read.text("NATS_URL", Settings.nats_url),
@@ -79,8 +100,45 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         bucket=bucket_settings(read),
         upload_dir=read.optional("IMGSTORY_UPLOAD_DIR"),
         prices=_prices(read.optional("IMGSTORY_PRICES")),
+        admission=_admission(read),
     )
 
 
 def _prices(text: str | None) -> PriceTable | None:
     return parse_prices(text) if text and text.strip() else None
+
+
+def _admission(read: Env) -> Admission:
+    return Admission(
+        api_keys=_api_keys(read.optional("IMGSTORY_API_KEYS")),
+        rate_per_minute=read.integer(
+            "IMGSTORY_RATE_LIMIT_PER_MINUTE", Admission.rate_per_minute, minimum=0
+        ),
+        max_in_flight=read.integer("IMGSTORY_MAX_IN_FLIGHT", Admission.max_in_flight, minimum=0),
+        max_in_flight_per_key=read.integer(
+            "IMGSTORY_MAX_IN_FLIGHT_PER_KEY", Admission.max_in_flight_per_key, minimum=0
+        ),
+    )
+
+
+def _api_keys(text: str | None) -> ApiKeys:
+    """Keys from ``k1,k2`` or ``@/path/file`` (one a line); no text means keys are off.
+
+    Errors never quote the text: it holds keys.
+    """
+    if text is None:
+        return ApiKeys()
+    if text.startswith("@"):
+        path = text[1:].strip()
+        try:
+            with open(path, encoding="utf-8") as file:
+                entries = file.read().splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
+            raise SettingsError(f"IMGSTORY_API_KEYS: cannot read {path}: {reason}") from None
+    else:
+        entries = text.split(",")
+    try:
+        return ApiKeys.parse(entries)
+    except ValueError as err:
+        raise SettingsError(f"IMGSTORY_API_KEYS: {err}") from None

@@ -6,14 +6,16 @@ import logging
 import math
 from dataclasses import dataclass
 
+import msgspec
 from litestar import Request, Response, status_codes
 from litestar.exceptions import HTTPException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
+    HTTP_408_REQUEST_TIMEOUT,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, Scope, Send
 from nats.errors import Error as NatsError
 
 from contracts.blobs import BlobsUnavailable
@@ -22,9 +24,12 @@ from contracts.rpc import CallError, RemoteFailure
 from gateway.disconnect import ClientGone
 from gateway.request_ids import HEADER, from_header
 from gateway.schemas import ErrorResponse
-from gateway.uploads import UploadError
+from gateway.uploads import SlowUpload, UploadError
 
 log = logging.getLogger(__name__)
+
+# Where a request turned away notes why, in the ASGI scope's state, for the metrics.
+REJECTION_KEY = "imgstory_rejection"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class Problem:
     status: int
     detail: str
     headers: dict[str, str] | None = None
+    rejection: str | None = None  # why the request was turned away, for the metrics
 
 
 def problem_of(exc: BaseException) -> Problem:
@@ -41,6 +47,11 @@ def problem_of(exc: BaseException) -> Problem:
     match exc:
         case UploadError():
             return Problem(HTTP_400_BAD_REQUEST, str(exc))
+        case SlowUpload():
+            # The rest of the body is never read: the connection cannot serve another request.
+            return Problem(
+                HTTP_408_REQUEST_TIMEOUT, str(exc), {"Connection": "close"}, "slow_upload"
+            )
         case ClientGone():
             # Nobody reads this answer; it only has to be quiet in the logs.
             return Problem(HTTP_400_BAD_REQUEST, str(exc))
@@ -57,7 +68,12 @@ def problem_of(exc: BaseException) -> Problem:
             return Problem(HTTP_503_SERVICE_UNAVAILABLE, "the message bus (NATS) is unavailable")
         case HTTPException(status_code=status_codes.HTTP_413_REQUEST_ENTITY_TOO_LARGE):
             # The seed contract reports every size limit as 400.
-            return Problem(HTTP_400_BAD_REQUEST, "the upload is larger than the limits allow")
+            return Problem(
+                HTTP_400_BAD_REQUEST,
+                "the upload is larger than the limits allow",
+                None,
+                "too_large",
+            )
         case HTTPException():
             return Problem(exc.status_code, exc.detail, exc.headers)
     return Problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
@@ -78,15 +94,53 @@ def error_response(problem: Problem, request_id: str) -> Response[ErrorResponse]
     )
 
 
+def note_rejection(scope: Scope, reason: str) -> None:
+    """Say in the scope's state why this request is turned away (a metrics middleware reads it)."""
+    scope.setdefault("state", {})[REJECTION_KEY] = reason
+
+
+async def send_problem(send: Send, problem: Problem, request_id: str) -> None:
+    """Answer with ``problem`` straight on the ASGI ``send``, for middleware that refuses
+    a request before any handler (or exception handler) runs."""
+    body = msgspec.json.encode(ErrorResponse(detail=problem.detail, request_id=request_id))
+    headers = {
+        **(problem.headers or {}),
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+        "x-request-id": request_id,
+    }
+    await send(
+        {
+            "type": "http.response.start",
+            "status": problem.status,
+            "headers": [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def _handle(request: Request, exc: Exception) -> Response[ErrorResponse]:
     # Set by the middleware; errors raised before it runs (no such route) get theirs here.
     request_id = REQUEST_ID.get() or from_header(request.headers.get(HEADER))
     problem = problem_of(exc)
     log_problem(request.method, request.url.path, exc, problem)
+    if problem.rejection is not None:
+        note_rejection(request.scope, problem.rejection)
     return error_response(problem, request_id)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(
-    (UploadError, RemoteFailure, CallError, BlobsUnavailable, NatsError, HTTPException, Exception),
+    (
+        UploadError,
+        SlowUpload,
+        RemoteFailure,
+        CallError,
+        BlobsUnavailable,
+        NatsError,
+        HTTPException,
+        Exception,
+    ),
     _handle,
 )

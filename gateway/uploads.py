@@ -6,10 +6,12 @@ file is ever written, and nothing but small form fields is held in memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -48,6 +50,10 @@ UPLOAD_PREFIX = "imgstory-upload-"  # every upload's temp file starts so (see cl
 
 class UploadError(Exception):
     """The upload breaks a rule; the message is safe to show the client (HTTP 400)."""
+
+
+class SlowUpload(Exception):
+    """The body stalled or took too long to arrive (HTTP 408); the message is for the client."""
 
 
 def sniff(head: bytes) -> MediaKind | None:
@@ -254,7 +260,8 @@ async def receive_form(
 ) -> ReceivedForm:
     """Read a multipart/form-data body into temp files and a prompt.
 
-    Raises UploadError (and leaves no temp file behind) on any rule the body breaks.
+    Raises UploadError on any rule the body breaks and SlowUpload when it arrives too
+    slowly (see Limits), leaving no temp file behind either way.
     """
     mime, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
@@ -263,8 +270,9 @@ async def receive_form(
     sink = _FormSink(limits, directory)
     try:
         parser = MultipartParser(boundary, sink.callbacks())
-        async for chunk in body:
-            parser.write(chunk)
+        async with aclosing(_in_time(body, limits)) as chunks:
+            async for chunk in chunks:
+                parser.write(chunk)
         parser.finalize()
         return sink.finish()
     except FormParserError as err:
@@ -275,3 +283,31 @@ async def receive_form(
         # Client disconnects and cancellations must not leave temp files behind either.
         sink.abort()
         raise
+
+
+async def _in_time(body: AsyncIterator[bytes], limits: Limits) -> AsyncGenerator[bytes, None]:
+    """The body's chunks; SlowUpload when one is late or the whole body is.
+
+    A gap longer than ``upload_idle_seconds`` is a stalled client; the whole-body
+    deadline catches one that trickles a byte every few seconds and never stalls.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.upload_seconds
+    chunks = aiter(body)
+    while True:
+        whole_body_left = deadline - loop.time()
+        try:
+            async with asyncio.timeout(min(limits.upload_idle_seconds, whole_body_left)):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            if whole_body_left <= limits.upload_idle_seconds:
+                raise SlowUpload(
+                    f"the upload took longer than {limits.upload_seconds:g} seconds: "
+                    "try a faster connection or smaller files"
+                ) from None
+            raise SlowUpload(
+                f"the upload stalled: no data for {limits.upload_idle_seconds:g} seconds"
+            ) from None
+        yield chunk
