@@ -266,6 +266,15 @@ async def _exchange(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, time
     return reply
 
 
+class Figures(msgspec.Struct):
+    """What one endpoint of a replica has done since it started (its $SRV.STATS data)."""
+
+    served: int = 0
+    failed: dict[str, int] = msgspec.field(default_factory=dict)  # by FailureCode
+    cancelled: int = 0  # dropped: the caller sent Cancel, or the replica stopped
+    seconds: float = 0.0  # in the handler, queueing for a slot not counted
+
+
 class Server:
     """A micro service whose endpoints decode contracts, run a handler and reply.
 
@@ -274,9 +283,10 @@ class Server:
     deadline passes. Each endpoint runs up to ``max_in_flight`` calls at once.
     """
 
-    def __init__(self, nc: Client, service: Service) -> None:
+    def __init__(self, nc: Client, service: Service, figures: dict[str, Figures]) -> None:
         self.nc = nc
         self.service = service
+        self.figures = figures  # by endpoint name
         self._held: dict[asyncio.Task[None], StageRequest] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._cancels: Subscription | None = None
@@ -285,7 +295,12 @@ class Server:
     async def start(
         cls, nc: Client, spec: ServiceSpec, metadata: Mapping[str, str] | None = None
     ) -> Server:
-        """Start the micro service; ``metadata`` is what its $SRV.INFO states (capabilities)."""
+        """Start the micro service; ``metadata`` is what its $SRV.INFO states (capabilities).
+
+        Each endpoint's $SRV.STATS ``data`` holds its Figures: micro itself only times
+        the hand-off of a call to its task, and never sees the failures we answer.
+        """
+        figures: dict[str, Figures] = {}
         service = await add_service(
             nc,
             name=spec.name,
@@ -293,8 +308,9 @@ class Server:
             description=spec.description,
             metadata=dict(metadata or {}),
             queue_group=spec.queue_group,
+            stats_handler=lambda stats: msgspec.to_builtins(figures.get(stats.name, Figures())),
         )
-        server = cls(nc, service)
+        server = cls(nc, service, figures)
         server._cancels = await nc.subscribe(CANCEL_ALL, cb=server._on_cancel)
         server._ticker = asyncio.create_task(server._beat_forever())
         return server
@@ -310,6 +326,7 @@ class Server:
         """Serve ``endpoint`` with ``handler``; exceptions in ``errors`` become Failures."""
         error_codes = dict(errors or {})
         slots = asyncio.Semaphore(max_in_flight)
+        figures = self.figures.setdefault(endpoint.name, Figures())
 
         async def serve(req: Request, request: Req) -> None:
             # This task's log lines name the request: the caller's id from the headers,
@@ -317,10 +334,15 @@ class Server:
             REQUEST_ID.set(request_id_from(req.headers, request.request_id))
             remaining = None if request.deadline is None else request.deadline - time.time()
             failure: Failure
+            started = None
             try:
                 async with asyncio.timeout(remaining) as deadline:
                     async with slots:
+                        started = time.perf_counter()
                         reply = await handler(request)
+            except asyncio.CancelledError:
+                figures.cancelled += 1
+                raise
             except tuple(error_codes) as err:
                 failure = _failure_for(err, error_codes)
             except Exception as err:
@@ -342,8 +364,13 @@ class Server:
                         detail=f"the {_label(endpoint)} failed unexpectedly",
                     )
             else:
+                figures.served += 1
                 await req.respond(_encoder.encode(reply))
                 return
+            finally:
+                if started is not None:
+                    figures.seconds += time.perf_counter() - started
+            figures.failed[failure.code] = figures.failed.get(failure.code, 0) + 1
             await _respond_failure(req, failure)
 
         async def on_request(req: Request) -> None:

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from contracts.messages import Usage
+from contracts.rpc import Figures
 from contracts.subjects import SERVICES
 from gateway.errors import problem_of
 
@@ -201,6 +202,15 @@ class _EndpointStats(msgspec.Struct):
     num_requests: int = 0
     num_errors: int = 0
     processing_time: int = 0  # nanoseconds
+    data: Figures | None = None  # what contracts.rpc.Server counted itself
+
+    @property
+    def errors(self) -> int:
+        return sum(self.data.failed.values()) if self.data else self.num_errors
+
+    @property
+    def seconds(self) -> float:
+        return self.data.seconds if self.data else self.processing_time / 1e9
 
 
 class _ServiceStats(msgspec.Struct):
@@ -275,12 +285,12 @@ class ServiceFigures:
         )
         errors = CounterMetricFamily(
             "imgstory_service_errors",
-            "Errors NATS micro counted for a service replica's endpoint ($SRV.STATS)",
+            "Calls a service replica's endpoint answered with a failure ($SRV.STATS)",
             labels=labels,
         )
         seconds = CounterMetricFamily(
             "imgstory_service_processing_seconds",
-            "Seconds NATS micro measured in a service replica's endpoint handler ($SRV.STATS)",
+            "Seconds a service replica's endpoint spent on calls, queueing not counted ($SRV.STATS)",
             labels=labels,
         )
         replicas = GaugeMetricFamily(
@@ -295,6 +305,6 @@ class ServiceFigures:
                 for endpoint in stats.endpoints:
                     values = [stats.name, endpoint.name, stats.id]
                     requests.add_metric(values, endpoint.num_requests)
-                    errors.add_metric(values, endpoint.num_errors)
-                    seconds.add_metric(values, endpoint.processing_time / 1e9)
+                    errors.add_metric(values, endpoint.errors)
+                    seconds.add_metric(values, endpoint.seconds)
         return [requests, errors, seconds, replicas]

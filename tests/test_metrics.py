@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import config as gateway_config
 from gateway.metrics import REJECTION_KEY, STAGES, Metrics, MetricsMiddleware
 from tests.media import sample_photo
+from tests.support.fake_openai import Status
 from tests.support.gateway import gateway_client
 from tests.support.nats_server import NatsServer
 from tests.support.processes import free_port
@@ -107,8 +108,31 @@ async def test_one_analysis_moves_requests_stages_tokens_and_service_figures(gat
         translations - service_requests(before, "imgstory-translation", "translate")
         == len(openai.requests) - 1
     )
-    for name in ("imgstory_service_errors_total", "imgstory_service_processing_seconds_total"):
-        assert any(("service", "imgstory-story") in labels for n, labels in after if n == name)
+    story_seconds = service_total(after, "imgstory_service_processing_seconds_total", "write")
+    assert story_seconds - service_total(
+        before, "imgstory_service_processing_seconds_total", "write"
+    ) == pytest.approx(body["timings_ms"]["story"] / 1000, abs=0.05)
+
+
+async def test_a_failed_story_counts_as_the_story_services_error(gateway, openai):
+    openai.script(Status(500), Status(500))
+    async with gateway() as client:
+        before = await scrape(client)
+        response = await client.post("/analyze/", files=photo_upload())
+        after = await scrape(client)
+    assert response.status_code == 503
+    errors = "imgstory_service_errors_total"
+    assert service_total(after, errors, "write") - service_total(before, errors, "write") == 1
+    assert service_total(after, errors, "extract") == service_total(before, errors, "extract")
+
+
+def service_total(samples: Samples, name: str, endpoint: str) -> float:
+    """One service figure of an endpoint, summed over its replicas."""
+    return sum(
+        count
+        for (sample, labels), count in samples.items()
+        if sample == name and ("endpoint", endpoint) in labels
+    )
 
 
 async def test_streamed_analysis_counts_once_when_the_stream_ends(gateway, openai):
