@@ -659,3 +659,41 @@ async def test_docs_streaming_curl_example_runs_verbatim(site, openai, blob_stor
     names = [name for name, _ in events]
     assert names[0] == "stage" and names[-1] == "result", names
     assert "travel show" in openai.requests[0].text.lower()
+
+
+async def test_the_page_asks_for_the_api_key_once_and_keeps_it_for_the_tab(
+    browser, nats_url, services, openai, blob_store, tmp_path
+):
+    key = "browser-test-key-0123456789"
+    port = free_port()
+    async with running_gateway(
+        nats_url, port, IMGSTORY_API_KEYS=key, IMGSTORY_UPLOAD_DIR=str(tmp_path)
+    ):
+        tab = await open_tab(browser, f"http://127.0.0.1:{port}")
+        page = tab.page
+        dialog = page.locator("#key-dialog")
+        await page.set_input_files("#files", sample_photo("rocket.jpg"))
+        await page.get_by_role("button", name="Write my story").click()
+        # The page knew a key is needed: it asks before sending anything.
+        await expect(dialog).to_be_visible()
+        assert tab.analyze_requests() == []
+        await page.fill("#api-key", "not-the-key")
+        await page.get_by_role("button", name="Use this key").click()
+        # The server refuses it: the page forgets it and asks again.
+        await expect(page.locator("#key-reason")).to_contain_text("did not accept that key")
+        await tab.shot("api-key-asked-again")
+        await page.fill("#api-key", key)
+        await page.get_by_role("button", name="Use this key").click()
+        await expect(page.locator("#results")).to_be_visible()
+        await expect(page.locator("#english")).to_contain_text("a story about 1 picture")
+        # A second story in the same tab sends the kept key without asking.
+        async with page.expect_response(lambda r: "/analyze/stream" in r.url) as info:
+            await page.get_by_role("button", name="Write my story").click()
+        assert (await info.value).status == 200
+        await expect(dialog).to_be_hidden()
+        sent = [r.headers.get("authorization") for r in tab.analyze_requests()]
+        assert sent == ["Bearer not-the-key", f"Bearer {key}", f"Bearer {key}"]
+        assert await page.evaluate("sessionStorage.getItem('imgstory.apiKey')") == key
+        assert await page.evaluate("localStorage.length") == 0
+        assert tab.problems == []
+        await tab.page.context.close()

@@ -1,6 +1,9 @@
 // POST /analyze/stream and read its Server-Sent Events as they arrive.
 // XMLHttpRequest rather than fetch: only XHR reports upload progress.
+// When the server wants an API key, it is asked for before sending (apikey.js) and sent
+// as a Bearer token; a 401 asks for it again and sends the same form once more.
 
+import { askForKey, forgetKey, keyNeeded, storedKey } from "./apikey.js";
 import { $, scrollBehavior } from "./dom.js";
 import { setBusy } from "./controls.js";
 import { plural } from "./limits.js";
@@ -15,9 +18,11 @@ const errorBox = $("#error");
 const ERROR_TITLES = {
   0: "Could not reach ImgStory",
   400: "The upload was not accepted",
+  401: "An API key is needed",
+  408: "The upload was too slow",
   413: "The upload is too large",
   422: "This media could not be used",
-  429: "The story model is busy",
+  429: "Too many requests right now",
   500: "Something went wrong on our side",
   503: "The story service is unavailable right now",
 };
@@ -33,12 +38,22 @@ export function hideError() {
   errorBox.hidden = true;
 }
 
+const NO_KEY = "This ImgStory server needs an API key to write stories. Ask whoever runs it for one.";
+
 /** Send the form `data`; `what` is {isVideo, photos}, for the stages and the result. */
-export function send(data, what) {
+export async function send(data, what) {
   showFileProblems([]);
   hideError();
+  let key = storedKey();
+  if (!key && keyNeeded()) {
+    key = await askForKey("This ImgStory server asks for a key before it writes a story.");
+    if (!key) {
+      showProblem(401, NO_KEY);
+      return;
+    }
+  }
   clearResult();
-  const current = { what, parsed: 0, result: false, failed: false, closed: false };
+  const current = { data, what, key, parsed: 0, result: false, failed: false, closed: false };
   run = current;
   setBusy(true);
   openProgress(what.isVideo);
@@ -51,6 +66,7 @@ export function send(data, what) {
   };
   xhr.open("POST", "/analyze/stream");
   xhr.setRequestHeader("Accept", "text/event-stream");
+  if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`);
   xhr.upload.addEventListener("progress", guarded((event) => {
     if (event.lengthComputable) showUploaded(event.loaded, event.total);
   }));
@@ -155,7 +171,11 @@ function done(xhr) {
     } catch {
       // not JSON: keep the status text
     }
-    fail(xhr.status, detail, xhr.getResponseHeader("Retry-After"));
+    if (xhr.status === 401 && /^Bearer/i.test(xhr.getResponseHeader("WWW-Authenticate") || "")) {
+      askAgain(detail);
+    } else {
+      fail(xhr.status, detail, xhr.getResponseHeader("Retry-After"));
+    }
   } else if (!isEventStream(xhr)) {
     fail(500, "The server answered with something other than an event stream.");
   } else if (!run.result && !run.failed) {
@@ -163,11 +183,32 @@ function done(xhr) {
   }
 }
 
+/** The server wants a (different) key: ask for one and send the same form again. */
+async function askAgain(detail) {
+  const current = run;
+  forgetKey();
+  const key = await askForKey(
+    current.key ? "The server did not accept that key. Check it and enter it again." : NO_KEY,
+  );
+  if (run !== current || current.closed) return;
+  if (!key) {
+    fail(401, detail);
+    return;
+  }
+  settle();
+  send(current.data, current.what);
+}
+
 function fail(status, detail, retryAfter) {
   if (run.failed || run.closed) return;
   run.failed = true;
   settle();
   failStages();
+  showProblem(status, detail, retryAfter);
+}
+
+/** Show the error box: a title for `status`, and the server's words. */
+function showProblem(status, detail, retryAfter) {
   const title = ERROR_TITLES[status] || `Error ${status}`;
   $("#error-title").textContent = status ? `${title} (HTTP ${status})` : title;
   let text = detail;
