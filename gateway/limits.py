@@ -21,7 +21,7 @@ from litestar.status_codes import (
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from gateway.auth import key_label, presented_keys
 from gateway.config import Admission
@@ -147,14 +147,28 @@ class Gate:
         handler = scope.get("route_handler")
         return getattr(handler, "fn", None) in self._guarded
 
-    def admit(self, scope: Scope) -> Slot | Problem:
+    def admit(self, scope: HTTPScope) -> Slot | Problem:
+        """A slot to hold while the request is served, or the answer refusing it (logged,
+        naming the caller by its key's digest or its address, never by the key)."""
         who = self._caller(scope)
         if isinstance(who, Problem):
+            log.info("%s %s refused (401): %s", scope["method"], scope["path"], who.detail)
             return who
+        refusal = None
         if self.rate is not None and (wait := self.rate.wait(who)) > 0:
-            return self._rate_limited(wait)
-        if (full := self.in_flight.full(who)) is not None:
-            return self._saturated(*full)
+            refusal = self._rate_limited(wait)
+        elif (full := self.in_flight.full(who)) is not None:
+            refusal = self._saturated(*full)
+        if refusal is not None:
+            log.info(
+                "%s %s from %s refused (%d): %s",
+                scope["method"],
+                scope["path"],
+                who,
+                refusal.status,
+                refusal.detail,
+            )
+            return refusal
         if self.rate is not None:
             self.rate.take(who)
         return self.in_flight.enter(who)
@@ -162,7 +176,7 @@ class Gate:
     def leave(self, slot: Slot) -> None:
         self.in_flight.leave(slot)
 
-    def _caller(self, scope: Scope) -> str | Problem:
+    def _caller(self, scope: HTTPScope) -> str | Problem:
         """The key's id when keys are on, else the client's address; or a 401."""
         keys = self.admission.api_keys
         if not keys:
@@ -227,13 +241,6 @@ class AdmissionMiddleware:
         if isinstance(verdict, Problem):
             assert verdict.rejection is not None  # every refusal of the gate names its reason
             note_rejection(scope, verdict.rejection)
-            log.info(
-                "%s %s refused (%d): %s",
-                scope["method"],
-                scope["path"],
-                verdict.status,
-                verdict.detail,
-            )
             await send_problem(send, verdict, current())
             return
         try:

@@ -116,7 +116,7 @@ async def served(settings: gateway_config.Settings) -> AsyncIterator[tuple[Calla
 
 
 async def test_over_the_rate_is_429_with_retry_after_and_other_keys_go_on(
-    services, gateway_settings, openai, upload_dir
+    services, gateway_settings, openai, upload_dir, caplog
 ):
     settings = keyed(gateway_settings, rate_per_minute=2, rate_window=1.0)
     async with served(settings) as (client, reasons), client() as http:
@@ -141,6 +141,10 @@ async def test_over_the_rate_is_429_with_retry_after_and_other_keys_go_on(
         assert again.status_code == 200, again.text
     assert reasons.count("rate_limited") == 2
     assert list(upload_dir.iterdir()) == []
+    # The log says which key, by its digest, and never the key itself.
+    logged = [r.getMessage() for r in caplog.records if "refused (429)" in r.getMessage()]
+    assert len(logged) == 2 and all("from key sha256:" in line for line in logged)
+    assert not any(KEYS["alice"] in r.getMessage() for r in caplog.records)
 
 
 async def test_without_keys_the_rate_is_per_client_address(services, gateway_settings, openai):
