@@ -14,6 +14,7 @@ import pytest
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
+from contracts.settings import SettingsError
 from gateway import config as gateway_config
 from gateway.app import create_app
 from gateway.auth import ApiKeys
@@ -291,3 +292,19 @@ def test_limits_are_read_from_the_environment():
     assert (settings.limits.upload_idle_seconds, settings.limits.upload_seconds) == (5, 90)
     defaults = gateway_config.load({})
     assert defaults.admission.rate_per_minute == 0 and defaults.admission.max_in_flight == 64
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("IMGSTORY_RATE_LIMIT_PER_MINUTE", "-1", "at least 0"),
+        ("IMGSTORY_MAX_IN_FLIGHT", "many", "whole number"),
+        ("IMGSTORY_MAX_IN_FLIGHT_PER_KEY", "1.5", "whole number"),
+        ("IMGSTORY_UPLOAD_IDLE_SECONDS", "0", "above 0"),
+        ("IMGSTORY_UPLOAD_SECONDS", "soon", "a number"),
+    ],
+)
+def test_a_bad_limit_stops_the_gateway_naming_it(variable, value, words):
+    with pytest.raises(SettingsError) as caught:
+        gateway_config.load({variable: value})
+    assert variable in str(caught.value) and words in str(caught.value)
