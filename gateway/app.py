@@ -20,6 +20,7 @@ from gateway.auth import announce_keys
 from gateway.capabilities import StoryCapabilities
 from gateway.cleanup import Janitor, sweep_orphans, sweep_upload_files
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.hardening import add_security_headers, cors_config
 from gateway.limits import admission_middleware
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.request_ids import RequestIdMiddleware
@@ -68,6 +69,8 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         state=State({"settings": settings, "index_html": page, "metrics": metrics}),
         exception_handlers=EXCEPTION_HANDLERS,
+        cors_config=cors_config(settings.cors_origins),
+        before_send=[add_security_headers],
         # Metrics first: it sees the final status of every answer, rejections included.
         middleware=[
             DefineMiddleware(MetricsMiddleware, metrics=metrics),

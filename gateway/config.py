@@ -54,6 +54,7 @@ class Settings:
     bucket: Bucket = field(default_factory=Bucket)
     upload_dir: str | None = None  # temp files for uploads; None means the system's
     prices: PriceTable | None = None  # for the estimated cost in each response
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none: no CORS
     admission: Admission = field(default_factory=Admission)
 
     @property
@@ -100,8 +101,19 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         bucket=bucket_settings(read),
         upload_dir=read.optional("IMGSTORY_UPLOAD_DIR"),
         prices=_prices(read.optional("IMGSTORY_PRICES")),
+        cors_origins=_origins(read.optional("IMGSTORY_CORS_ORIGINS")),
         admission=_admission(read),
     )
+
+
+def _origins(text: str | None) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in (text or "").split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"IMGSTORY_CORS_ORIGINS: {origin!r} is not an origin like https://example.com"
+            )
+    return origins
 
 
 def _prices(text: str | None) -> PriceTable | None:
