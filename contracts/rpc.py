@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from contracts.messages import (
     Stage,
     StageRequest,
 )
+from contracts.settings import Env, SettingsError
 from contracts.subjects import CANCEL_ALL, Endpoint, Rep, Req, ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -81,16 +85,54 @@ class _ConnectionLog:
         log.info("%s reconnected to NATS", self.name)
 
 
-async def connect(url: str, name: str) -> Client:
+@dataclass(frozen=True)
+class Credentials:
+    """Who a process is on a locked-down NATS (deploy/nats/nats.conf), and whom its TLS trusts."""
+
+    user: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None  # a CA bundle: the connection must be TLS, checked against it
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Replies come back under the user's own prefix: the only inboxes it may read."""
+        return f"_INBOX.{self.user}" if self.user else "_INBOX"
+
+
+_USER = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def credentials(read: Env) -> Credentials:
+    """``NATS_USER``, ``NATS_PASSWORD`` and ``NATS_TLS_CA``; none set is an open server.
+
+    Raises SettingsError for a user without a password (or the reverse), or a user
+    name that cannot be a subject token (it names the process's inboxes).
+    """
+    user, password = read.optional("NATS_USER"), read.optional("NATS_PASSWORD")
+    if (user is None) != (password is None):
+        raise SettingsError("NATS_USER and NATS_PASSWORD must be set together")
+    if user is not None and not _USER.fullmatch(user):
+        raise SettingsError(f"NATS_USER must be letters, digits, - or _, not {user!r}")
+    return Credentials(user=user, password=password, tls_ca=read.optional("NATS_TLS_CA"))
+
+
+async def connect(url: str, name: str, login: Credentials | None = None) -> Client:
     """Connect to NATS as every ImgStory process does: reconnect for ever, log tersely.
 
-    Raises nats.errors.Error subclasses only for bad URLs; an unreachable server is
-    retried until it answers.
+    ``login`` defaults to the process's ``credentials`` from its environment, the same
+    variables for every process. Raises SettingsError for bad credentials settings and
+    nats.errors.Error subclasses only for bad URLs; an unreachable server is retried
+    until it answers.
     """
+    login = login if login is not None else credentials(Env(os.environ))
     story = _ConnectionLog(name)
     story.client = await nats.connect(
         servers=server_list(url),
         name=name,
+        user=login.user,
+        password=login.password,
+        inbox_prefix=login.inbox_prefix,
+        tls=ssl.create_default_context(cafile=login.tls_ca) if login.tls_ca else None,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         connect_timeout=2,

@@ -26,10 +26,26 @@ def nats_server_binary() -> str:
 class NatsServer:
     """A throwaway nats-server with JetStream on a free port and a temp store."""
 
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
-        """``port`` None takes a free one; a fixed port lets a stopped server come back."""
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        *,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        """``port`` None takes a free one; a fixed port lets a stopped server come back.
+
+        ``config`` is a nats-server configuration file (its address, port and store are
+        overridden by ours); ``env`` the server's environment (the passwords it reads);
+        ``args`` further nats-server flags.
+        """
         self.store_dir = store_dir
         self.port = port
+        self.config = config
+        self.env = env
+        self.args = args
         self.process: subprocess.Popen | None = None
         self.url = ""
 
@@ -38,6 +54,7 @@ class NatsServer:
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
+                *(["-c", str(self.config)] if self.config else []),
                 "-js",
                 "-a",
                 "127.0.0.1",
@@ -45,9 +62,11 @@ class NatsServer:
                 str(self.port or -1),
                 "-sd",
                 str(self.store_dir),
+                *self.args,
             ],
             stderr=subprocess.PIPE,
             text=True,
+            env=self.env,
         )
         deadline = time.monotonic() + 20
         self.url = ""
