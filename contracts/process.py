@@ -7,15 +7,17 @@ logging and settings handling around uvicorn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol, TypeVar
 
 from nats.aio.client import Client
 
+from contracts import tracing
 from contracts.logs import configure_logging, log_format
 from contracts.rpc import Server, connect
 from contracts.settings import Env, SettingsError
@@ -51,6 +53,20 @@ def start_logging(service: str) -> None:
     configure_logging(json_lines=json_lines, service=service)
 
 
+@contextlib.contextmanager
+def traced_as(service: str) -> Iterator[None]:
+    """Within the block, send traces as ``service`` when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+
+    On leaving it, the spans still batched are sent. Exits with status 2 for a bad endpoint.
+    """
+    provider = load_settings(lambda: tracing.setup(service, Env(os.environ)))
+    try:
+        yield
+    finally:
+        if provider is not None:
+            provider.shutdown()
+
+
 async def run_until_signalled(
     nats_url: str, client_name: str, start: Callable[[Client], Awaitable[Server]]
 ) -> None:
@@ -78,4 +94,7 @@ def run_service(
     """The whole of a service's ``__main__``: logging, settings, serve until signalled."""
     start_logging(client_name)
     settings = load_settings(load)
-    asyncio.run(run_until_signalled(settings.nats_url, client_name, lambda nc: start(nc, settings)))
+    with traced_as(client_name):
+        asyncio.run(
+            run_until_signalled(settings.nats_url, client_name, lambda nc: start(nc, settings))
+        )

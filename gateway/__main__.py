@@ -2,7 +2,7 @@
 
 import uvicorn
 
-from contracts.process import load_settings, start_logging
+from contracts.process import load_settings, start_logging, traced_as
 from gateway import config
 from gateway.app import create_app
 
@@ -15,7 +15,8 @@ def main() -> None:
     settings = load_settings(config.load)
     # log_config=None: uvicorn's own lines (start-up, access, errors) reach the root
     # handler start_logging set, in the same format and with the request id.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    with traced_as(SERVICE):
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
 if __name__ == "__main__":
