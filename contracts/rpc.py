@@ -25,6 +25,7 @@ from nats.micro import add_service
 from nats.micro.request import ERROR_HEADER, Request
 from nats.micro.service import Service
 
+from contracts import tracing
 from contracts.logs import REQUEST_ID, request_id_from, request_id_headers
 from contracts.messages import (
     Alive,
@@ -280,6 +281,12 @@ async def call(
 
 
 async def _exchange(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, timeout: float) -> Rep:
+    """One request and its reply, in a client span of its own: each resend is another."""
+    with tracing.sending(endpoint.subject, REQUEST_ID.get() or request.request_id):
+        return await _send(nc, endpoint, request, timeout)
+
+
+async def _send(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, timeout: float) -> Rep:
     """One request and its reply."""
     if not nc.is_connected:
         raise BusUnavailable(endpoint)
@@ -288,7 +295,8 @@ async def _exchange(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, time
             endpoint.subject,
             _encoder.encode(request),
             timeout=timeout,
-            headers=request_id_headers(),  # the service's log lines name the caller's request
+            # The service's log lines name the caller's request; its span continues ours.
+            headers=tracing.with_context(request_id_headers()),
         )
     except NoRespondersError as err:
         raise ServiceNotRunning(endpoint, f"the {_label(endpoint)} is not running") from err
@@ -413,6 +421,7 @@ class Server:
                 if started is not None:
                     figures.seconds += time.perf_counter() - started
             figures.failed[failure.code] = figures.failed.get(failure.code, 0) + 1
+            tracing.failed(failure.code, failure.detail)
             await _respond_failure(req, failure)
 
         async def on_request(req: Request) -> None:
@@ -430,7 +439,10 @@ class Server:
                 )
                 return
             # A task at once (not after a slot frees): queued calls are beaten for too.
-            task = asyncio.create_task(serve(req, request))
+            # Its span is the child of the caller's send, whose context the headers carry.
+            request_id = request_id_from(req.headers, request.request_id)
+            traced = tracing.served(serve(req, request), req.headers, endpoint.subject, request_id)
+            task = asyncio.create_task(traced)
             self._held[task] = request
             task.add_done_callback(self._release)
             await self._beat(request)

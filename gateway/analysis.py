@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
-from contracts import blobs, rpc
+from contracts import blobs, rpc, tracing
 from contracts.messages import (
     Alive,
     Cancel,
@@ -268,7 +268,9 @@ class Analyzer:
     ) -> Rep:
         """One stage call, within the gateway's patience for that stage."""
         timeout = self._patience[endpoint.subject]
-        return await rpc.call(self.nc, endpoint, request, timeout=timeout, liveness=liveness)
+        # A span per stage call ("frames", "story", "translation"); each send is one inside it.
+        with tracing.span(endpoint.service.name.removeprefix("imgstory-")):
+            return await rpc.call(self.nc, endpoint, request, timeout=timeout, liveness=liveness)
 
     async def _abandon(self, request_id: str) -> None:
         """Tell every replica to drop what it holds for ``request_id``."""

@@ -25,6 +25,7 @@ from gateway.limits import admission_middleware
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.request_ids import RequestIdMiddleware
 from gateway.routes import ROUTES, STATIC, analyze, analyze_stream, describe_limits, render_index
+from gateway.traces import TraceMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
         middleware=[
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
             RequestIdMiddleware,
+            # Inside the request id, which its span carries; around the refusals too.
+            TraceMiddleware,
             # Inside the request id: a refusal carries the id its log line has.
             admission_middleware(settings.admission, guarded=[analyze, analyze_stream]),
         ],

@@ -14,7 +14,10 @@ from typing import Any, Literal
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
+from contracts import tracing
 from llm.chat import Completion
 from llm.errors import ModelError, ModelRejected, ModelUnavailable, RateLimited
 
@@ -129,6 +132,45 @@ class OpenAIChat:
         (server errors, network failures, timeouts, rejected key, unknown model,
         empty answer) or ModelRejected (the provider refused the content we sent).
         """
+        # A client span per call (the SDK's own retries inside it), named and described
+        # with OpenTelemetry's gen_ai names; an error leaving it is recorded on it.
+        with tracing.span(
+            f"chat {self.model}",
+            kind=SpanKind.CLIENT,
+            attributes=self._request_attributes(max_tokens, temperature, on_text is not None),
+        ) as span:
+            completion = await self._complete(messages, max_tokens, temperature, on_text)
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": completion.model,
+                    "gen_ai.usage.input_tokens": completion.input_tokens,
+                    "gen_ai.usage.output_tokens": completion.output_tokens,
+                }
+            )
+            return completion
+
+    def _request_attributes(
+        self, max_tokens: int, temperature: float, streamed: bool
+    ) -> dict[str, AttributeValue]:
+        url = self._client.base_url
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": self.model,
+            "gen_ai.request.max_tokens": max_tokens,
+            "gen_ai.request.temperature": temperature,
+            "imgstory.streamed": streamed,
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+        }
+
+    async def _complete(
+        self,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        temperature: float,
+        on_text: Callable[[str], None] | None,
+    ) -> Completion:
         limit: dict[str, Any] = {self._max_tokens_field: max_tokens}
         try:
             if on_text is None:
