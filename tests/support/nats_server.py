@@ -38,7 +38,7 @@ class NatsServer:
         """``port`` None takes a free one; a fixed port lets a stopped server come back.
 
         ``config`` is a nats-server configuration file (its address, port and store are
-        overridden by ours); ``env`` the server's environment (the passwords it reads);
+        overridden by ours; JetStream is on only if it says so); ``env`` the server's environment (the passwords it reads);
         ``args`` further nats-server flags.
         """
         self.store_dir = store_dir
@@ -54,8 +54,8 @@ class NatsServer:
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
-                *(["-c", str(self.config)] if self.config else []),
-                "-js",
+                # A configuration file says itself whether JetStream is on.
+                *(["-c", str(self.config)] if self.config else ["-js"]),
                 "-a",
                 "127.0.0.1",
                 "-p",
