@@ -10,16 +10,20 @@ probe that has flushed knows; the tests also check that nothing got through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+import httpx
 import nats
 import pytest
 from nats.aio.client import Client
@@ -52,7 +56,7 @@ from tests.media import sample_photo
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import gateway_client
 from tests.support.nats_server import NatsServer
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, free_port, service_env
 from tests.support.services import fake_model_settings
 from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
@@ -493,3 +497,59 @@ async def test_with_tls_on_a_process_connects_through_nats_tls_ca(
             )
     finally:
         server.stop()
+
+
+async def test_the_same_processes_run_on_their_own_users_from_the_environment(
+    locked_nats: NatsServer, openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # As compose runs them: one image, NATS_USER and NATS_PASSWORD differing per service.
+    port = free_port()
+    users = {
+        "frame_service": "frames",
+        "story_service": "story",
+        "translation_service": "translation",
+        "gateway": "gateway",
+    }
+    processes = []
+    for module, user in users.items():
+        env = service_env(
+            locked_nats.url,
+            openai,
+            NATS_USER=user,
+            NATS_PASSWORD=PASSWORDS[user],
+            IMGSTORY_PORT=str(port),
+            IMGSTORY_TRANSCRIBE="0",
+            IMGSTORY_PERCEPTION="0",
+            IMGSTORY_UPLOAD_DIR=str(tmp_path),
+        )
+        processes.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", module, cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
+            )
+        )
+    # Read the logs as they come, so that no process blocks on a full pipe.
+    logs = [asyncio.ensure_future(p.stderr.read()) for p in processes if p.stderr is not None]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                assert all(p.returncode is None for p in processes), "a process exited"
+                assert asyncio.get_running_loop().time() < deadline, "not ready within 60 s"
+                await asyncio.sleep(0.2)
+            photo = sample_photo("rocket.jpg")
+            response = await client.post(
+                "/analyze/", files=[("files", (photo.name, photo.read_bytes(), "image/jpeg"))]
+            )
+        assert response.status_code == 200, response.text
+        assert "1 picture" in response.json()["english"]
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            await asyncio.wait_for(process.wait(), 20)
+    said = b"".join(await asyncio.gather(*logs)).lower()
+    assert b"permissions violation" not in said
