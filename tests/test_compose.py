@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from contracts import rpc
+from contracts import blobs, rpc
 from contracts.blobs import bucket_settings
 from contracts.settings import Env
 from contracts.subjects import EXTRACT_FRAMES, WRITE_STORY
@@ -333,8 +333,11 @@ async def test_the_compose_cluster_forms_and_a_node_without_the_route_password_c
         for node in nodes:
             assert await node.said("Server is ready"), node.log
         assert await nodes[0].said("Route connection created")
-        gateway = await nats.connect(nodes[0].url, user="gateway", password="local-gateway-pw")
-        frames = await nats.connect(nodes[2].url, user="frames", password="local-frames-pw")
+        # Each with its compose login, defaults and all.
+        gateway, frames = [
+            await rpc.connect(node.url, name, login_of(services()[name], {}))
+            for node, name in [(nodes[0], "gateway"), (nodes[2], "frame_service")]
+        ]
         snoop, insider = [await nats.connect(s.url, user="spy", password="spy") for s in spies]
         clients += [gateway, frames, snoop, insider]
         heard: list[Msg] = []
@@ -354,6 +357,19 @@ async def test_the_compose_cluster_forms_and_a_node_without_the_route_password_c
         await asyncio.sleep(0.5)
         # ...but nothing reaches the stranger without it.
         assert spied == []
+        # JetStream clusters under the account: the bucket is made with a copy on each
+        # node, as the profile's processes make it, once the nodes have elected a leader.
+        js = blobs.jetstream(gateway)
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            try:
+                store = await blobs.open_bucket(js, blobs.Bucket(replicas=3))
+                break
+            except (NatsError, TimeoutError):
+                assert asyncio.get_running_loop().time() < deadline, "no bucket within 20 s"
+                await asyncio.sleep(0.2)
+        await blobs.put_bytes(store, "r1/upload-0", b"photo")
+        assert (await store.status()).replicas == 3
     finally:
         for client in clients:
             await client.close()
