@@ -400,7 +400,11 @@ async def test_the_pipeline_runs_with_each_process_on_its_own_user(
                 "/analyze/", files=[("files", (photo.name, photo.read_bytes(), "image/png"))]
             )
             ready = await client.get("/readyz")
+            metrics = (await client.get("/metrics")).text
         assert response.status_code == 200, response.text
+        # /metrics reached every service's $SRV.STATS under the gateway's login.
+        for service in ("imgstory-frames", "imgstory-story", "imgstory-translation"):
+            assert f'imgstory_service_replicas{{service="{service}"}} 1.0' in metrics
         assert "1 picture" in response.json()["english"]
         assert ready.status_code == 200, ready.text
         # Whatever the processes did, the server refused none of it.
