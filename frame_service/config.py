@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from contracts.blobs import Bucket, bucket_settings
 from contracts.settings import Env, SettingsError
-from frame_service.frames import DecodeBudget, FrameBounds
+from frame_service.frames import VIDEO_FRAME_BOUNDS, DecodeBudget, FrameBounds
 
 
 def _cores() -> int:
@@ -28,7 +28,8 @@ def _videos_at_once() -> int:
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
-    bounds: FrameBounds = field(default_factory=FrameBounds)
+    bounds: FrameBounds = field(default_factory=FrameBounds)  # photos
+    video_bounds: FrameBounds = VIDEO_FRAME_BOUNDS
     # Photos and videos wait in separate queues, so a photo never waits behind videos;
     # decoding is CPU-bound, so the defaults follow the cores.
     photos_in_flight: int = field(default_factory=_cores)
@@ -47,9 +48,11 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
     Raises contracts.settings.SettingsError for a value the service cannot run with.
     """
     read = Env(env)
+    bounds = _bounds(read)
     return Settings(
         nats_url=read.text("NATS_URL", Settings.nats_url),
-        bounds=_bounds(read),
+        bounds=bounds,
+        video_bounds=_video_bounds(read, bounds),
         photos_in_flight=read.integer("IMGSTORY_FRAMES_IN_FLIGHT", _cores(), minimum=1),
         videos_in_flight=read.integer("IMGSTORY_VIDEOS_IN_FLIGHT", _videos_at_once(), minimum=1),
         video_budget=_video_budget(read),
@@ -58,6 +61,19 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         perception=read.flag("IMGSTORY_PERCEPTION", Settings.perception),
         ocr=read.flag("IMGSTORY_OCR", Settings.ocr),
         transcribe=read.flag("IMGSTORY_TRANSCRIBE", Settings.transcribe),
+    )
+
+
+def _video_bounds(read: Env, photos: FrameBounds) -> FrameBounds:
+    """The photos' quality and safety limits, with the video frames' own, smaller size."""
+    return replace(
+        photos,
+        max_side=read.integer(
+            "IMGSTORY_VIDEO_FRAME_MAX_SIDE", VIDEO_FRAME_BOUNDS.max_side, minimum=1
+        ),
+        short_side=read.integer(
+            "IMGSTORY_VIDEO_FRAME_SHORT_SIDE", VIDEO_FRAME_BOUNDS.short_side, minimum=1
+        ),
     )
 
 

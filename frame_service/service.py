@@ -120,7 +120,7 @@ class FrameExtractor:
                     extract_video,
                     path,
                     request.max_frames,
-                    bounds,
+                    self.settings.video_bounds,
                     budget=self.settings.video_budget,
                     cancel=cancel,
                 )

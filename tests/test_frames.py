@@ -1,13 +1,21 @@
 """Behaviour of frame_service.frames: photo preparation, video frame extraction, frame choice."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import av
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
+from frame_service import config
 from frame_service.frame_choice import frame_times, pick_scene_frames
-from frame_service.frames import FrameBounds, MediaError, Picture, UnprocessableMedia
+from frame_service.frames import (
+    VIDEO_FRAME_BOUNDS,
+    FrameBounds,
+    MediaError,
+    Picture,
+    UnprocessableMedia,
+)
 from frame_service.images import prepare_image
 from frame_service.video import DecodeStats, extract_video
 from tests import media
@@ -70,7 +78,7 @@ def without_durations(path: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [((4000, 3000), (1024, 768)), ((3000, 4000), (768, 1024)), ((10000, 800), (2048, 164))],
+    [((4000, 3000), (720, 540)), ((3000, 4000), (540, 720)), ((10000, 800), (960, 77))],
 )
 def test_big_jpeg_is_shrunk_to_the_bounds(tmp_path, size, expected):
     picture = prepare_image(media.write_jpeg(tmp_path / "big.jpg", size), BOUNDS)
@@ -78,9 +86,35 @@ def test_big_jpeg_is_shrunk_to_the_bounds(tmp_path, size, expected):
     assert close_to(mean_color(clean_jpeg(picture), (0, 0, *expected)), (200, 40, 40), 8)
 
 
+def test_a_1080p_photo_is_sent_within_a_third_of_its_full_image_tokens(tmp_path):
+    photo = media.write_jpeg(tmp_path / "hd.jpg", (1920, 1080))
+    picture = prepare_image(photo, BOUNDS)
+    assert (picture.width, picture.height) == (960, 540)
+    # gpt-4.1-mini: 1.62 tokens per 32 px patch; sent whole it would be 2,488 (capped).
+    patches = -(-picture.width // 32) * -(-picture.height // 32)
+    assert patches * 1.62 <= 829
+    assert len(picture.jpeg) <= 310_000
+
+
+def test_photos_and_video_frames_have_their_own_size_bounds():
+    defaults = config.load({})
+    assert (defaults.bounds.max_side, defaults.bounds.short_side) == (960, 540)
+    assert (defaults.video_bounds.max_side, defaults.video_bounds.short_side) == (768, 432)
+    chosen = config.load(
+        {
+            "IMGSTORY_VIDEO_FRAME_MAX_SIDE": "1280",
+            "IMGSTORY_VIDEO_FRAME_SHORT_SIDE": "720",
+            "IMGSTORY_FRAME_JPEG_QUALITY": "70",
+        }
+    )
+    # Quality and safety limits are shared; only the size is the video's own.
+    assert chosen.video_bounds == replace(chosen.bounds, max_side=1280, short_side=720)
+    assert chosen.bounds.short_side == 540
+
+
 def test_big_png_is_shrunk_to_the_bounds(tmp_path):
     picture = prepare_image(media.write_png(tmp_path / "big.png", (4000, 3000), "RGB"), BOUNDS)
-    assert (picture.width, picture.height) == (1024, 768)
+    assert (picture.width, picture.height) == (720, 540)
     assert picture.timestamp is None
 
 
@@ -177,8 +211,8 @@ def test_multi_picture_camera_jpeg_is_accepted(tmp_path):
         ("motorcycle_left.png", (741, 500)),
         ("camera.png", (512, 512)),
         ("rocket.jpg", (640, 427)),
-        ("hubble_deep_field.jpg", (881, 768)),
-        ("retina.jpg", (768, 768)),
+        ("hubble_deep_field.jpg", (619, 540)),
+        ("retina.jpg", (540, 540)),
     ],
 )
 def test_real_photos_come_out_clean_and_faithful(name, size):
@@ -274,7 +308,9 @@ def test_missing_photo_is_not_blamed_on_the_upload(tmp_path):
 @pytest.fixture(scope="module")
 def bunny() -> tuple:
     stats = DecodeStats()
-    meta, pictures = extract_video(media.sample_video("bigbuckbunny.mp4"), 8, BOUNDS, stats)
+    meta, pictures = extract_video(
+        media.sample_video("bigbuckbunny.mp4"), 8, VIDEO_FRAME_BOUNDS, stats
+    )
     return meta, pictures, stats
 
 
@@ -296,8 +332,8 @@ def test_big_buck_bunny_gives_eight_frames_in_time_order(bunny):
     assert 3 * meta.duration / 4 < times[-1] < meta.duration
     assert len({picture.jpeg for picture in pictures}) == 8
     for picture in pictures:
-        # 720 is already below the 768 short side, so frames keep their size.
-        assert (picture.width, picture.height) == (1280, 720)
+        # Video frames fit 768x432: 544 image tokens each (a 1080p photo costs 826).
+        assert (picture.width, picture.height) == (768, 432)
         clean_jpeg(picture)
 
 

@@ -46,10 +46,10 @@ def described(perceiver: Perceiver) -> Describe:
 
 
 def photo(name: str) -> Image.Image:
-    """A scikit-image sample photo as describe receives it: oriented RGB, short side <= 768."""
+    """A scikit-image sample photo as describe receives it: oriented RGB, short side <= 540."""
     with Image.open(media.sample_photo(name)) as img:
         rgb = ImageOps.exif_transpose(img).convert("RGB")
-    scale = min(1.0, 768 / min(rgb.size))
+    scale = min(1.0, 540 / min(rgb.size))
     if scale < 1.0:
         rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)))
     return rgb
