@@ -67,6 +67,9 @@ _STOP_GRACE = 5.0
 class FrameExtractor:
     """Turns uploads into frames; perception and transcription are optional extras.
 
+    Scene facts are measured only when a request asks for them (ExtractFrames.scene_facts)
+    and a perceiver is loaded; a video's speech is transcribed alongside its frames.
+
     Photos and videos hold slots of their own (settings.photos_in_flight and
     videos_in_flight), so a photo never queues behind videos, and run their blocking
     work on a thread pool with a thread for every slot. When a call is cancelled (its
@@ -93,8 +96,9 @@ class FrameExtractor:
             MediaKind.IMAGE: asyncio.Semaphore(settings.photos_in_flight),
             MediaKind.VIDEO: asyncio.Semaphore(settings.videos_in_flight),
         }
+        # A video holds two threads: one decodes its frames, one transcribes its sound.
         self._threads = ThreadPoolExecutor(
-            max_workers=settings.photos_in_flight + settings.videos_in_flight,
+            max_workers=settings.photos_in_flight + 2 * settings.videos_in_flight,
             thread_name_prefix="frames",
         )
         self.working = 0  # blocking jobs running on worker threads right now
@@ -105,7 +109,9 @@ class FrameExtractor:
 
     async def _extract(self, request: ExtractFrames, cancel: CancelToken) -> FramesExtracted:
         reporter = Reporter(self.nc, request.progress, request.request_id)
-        bounds = self.settings.bounds
+        # Who reads scene facts: only a text-only story model. A vision model sees the
+        # frames, so for it perception (and the EXIF read) is work nobody reads.
+        perceive = request.scene_facts and self.perceiver is not None
         with request_dir(self.settings.work_dir) as tmp:
             path = Path(tmp) / "upload"
             try:
@@ -115,30 +121,53 @@ class FrameExtractor:
                 log.warning("upload %s is not in the blob store: %s", request.upload, err)
                 raise UploadMissing("the upload is no longer stored; send it again") from err
             if request.kind is MediaKind.VIDEO:
-                meta, pictures = await self._blocking(
-                    cancel,
-                    extract_video,
-                    path,
-                    request.max_frames,
-                    self.settings.video_bounds,
-                    budget=self.settings.video_budget,
-                    cancel=cancel,
-                )
-                facts = await self._blocking(cancel, self._describe, pictures, None, cancel)
-                transcript = None
-                if meta.has_audio and self.transcriber is not None:
-                    await reporter.stage(Stage.TRANSCRIBING, "Listening to what is said")
-                    transcript = await self._blocking(cancel, self._transcribe, path, cancel)
-                video = _video_info(meta, transcript)
+                pictures, video = await self._video(request, path, reporter, cancel)
+                capture = None
             else:
+                bounds = self.settings.bounds
                 picture = await self._blocking(cancel, prepare_image, path, bounds, cancel)
-                capture = await self._blocking(cancel, read_capture, path)
+                capture = await self._blocking(cancel, read_capture, path) if perceive else None
                 pictures = [picture]
-                facts = await self._blocking(cancel, self._describe, pictures, capture, cancel)
                 video = None
+            if perceive:
+                facts = await self._blocking(cancel, self._describe, pictures, capture, cancel)
+            else:
+                facts = [None] * len(pictures)
         frames = await self._store(request.upload, pictures, facts)
         log.info("request %s: %s -> %d frame(s)", request.request_id, request.kind, len(frames))
         return FramesExtracted(frames=frames, video=video)
+
+    async def _video(
+        self, request: ExtractFrames, path: Path, reporter: Reporter, cancel: CancelToken
+    ) -> tuple[list[Picture], VideoInfo]:
+        """The video's frames, and what is said in it, transcribed while the frames decode."""
+        listening: asyncio.Task[Transcript | None] | None = None
+        if self.transcriber is not None:
+            # Vision models read the transcript too, so it is wanted whatever scene_facts
+            # says; it runs beside the frames rather than after them.
+            listening = asyncio.create_task(self._blocking(cancel, self._transcribe, path, cancel))
+        try:
+            meta, pictures = await self._blocking(
+                cancel,
+                extract_video,
+                path,
+                request.max_frames,
+                self.settings.video_bounds,
+                budget=self.settings.video_budget,
+                cancel=cancel,
+            )
+            transcript = None
+            if listening is not None:
+                if meta.has_audio and not listening.done():
+                    await reporter.stage(Stage.TRANSCRIBING, "Listening to what is said")
+                transcript = await listening
+        except BaseException:
+            if listening is not None:
+                # The frames failed or the call was cancelled: nobody will read the words.
+                listening.cancel()
+                await asyncio.gather(listening, return_exceptions=True)
+            raise
+        return pictures, _video_info(meta, transcript)
 
     async def _blocking(
         self, cancel: CancelToken, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
@@ -174,8 +203,7 @@ class FrameExtractor:
     def _describe(
         self, pictures: list[Picture], capture: Capture | None, cancel: CancelToken
     ) -> list[SceneFacts | None]:
-        if self.perceiver is None:
-            return [None] * len(pictures)
+        assert self.perceiver is not None  # _extract asks only when one is loaded
         described: list[SceneFacts | None] = []
         for picture in pictures:
             cancel.check()

@@ -557,3 +557,45 @@ def write_dangling_gps_jpeg(path: str | os.PathLike[str], make: str = "TestCam")
     tiff += struct.pack("<I", 0) + text
     Image.new("RGB", (64, 48), (90, 140, 60)).save(path, "JPEG", exif=b"Exif\x00\x00" + tiff)
     return Path(path)
+
+
+def write_tone_video(path: str | os.PathLike[str], seconds: float = 4.0) -> Path:
+    """Write an MP4 of a grey picture over a steady 440 Hz tone (mono 16 kHz AAC): sound, no speech.
+
+    Raises FileNotFoundError if ffmpeg is not installed; CalledProcessError if it fails.
+    """
+    subprocess.run(
+        [
+            _tool("ffmpeg"),
+            "-nostdin",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=gray:size=160x120:rate=5:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate=16000:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-ac",
+            "1",
+            "-fflags",
+            "+bitexact",
+            "-flags",
+            "+bitexact",
+            "-map_metadata",
+            "-1",
+            os.fspath(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return Path(path)

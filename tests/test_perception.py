@@ -6,6 +6,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 from PIL.TiffImagePlugin import IFDRational
 
-from frame_service import ocr
+from contracts import blobs, rpc
+from contracts.messages import ExtractFrames, FramesExtracted, MediaKind
+from frame_service import config, ocr, service
 from frame_service.cancellation import Cancelled, CancelToken
 from frame_service.capture import Capture, read_capture
 from frame_service.ocr import ocr_available
 from frame_service.perception import Facts, Perceiver
+from frame_service.service import FrameExtractor
 from tests import media
 
 CAT_LABELS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -471,3 +475,88 @@ def test_mangled_exif_never_raises(tmp_path: Path) -> None:
 def test_missing_file_raises_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_capture(tmp_path / "missing.jpg")
+
+
+# --- scene facts only for a reader ----------------------------------------------------
+
+
+class CountingPerceiver(Perceiver):
+    """Measures nothing: counts the pictures it is asked to describe."""
+
+    def __init__(self) -> None:  # no models: nothing to load
+        self.calls = 0
+
+    def describe(self, image: Image.Image, cancel: CancelToken | None = None) -> Facts:
+        self.calls += 1
+        return Facts(
+            labels=(),
+            faces=0,
+            people_hint=False,
+            colors=("green",),
+            brightness=0.5,
+            light="daylight/indoor light",
+            text=None,
+        )
+
+
+async def extract_with(
+    nats_url: str, work: Path, upload: Path, kind: MediaKind, perceiver: Perceiver, facts: bool
+) -> FramesExtracted:
+    """What a frame service with this perceiver (and no transcriber) makes of upload."""
+    settings = replace(config.load({}), work_dir=str(work), transcribe=False)
+    nc = await rpc.connect(nats_url, "test-frames")
+    try:
+        store = await blobs.open_bucket(nc.jetstream())
+        await blobs.put_file(store, "facts/upload-0", upload)
+        extractor = FrameExtractor(nc, store, settings, perceiver)
+        request = ExtractFrames(
+            request_id="facts", upload="facts/upload-0", kind=kind, scene_facts=facts
+        )
+        done = await extractor.extract(request)
+        await blobs.delete_quietly(store, ["facts/upload-0", *(f.object for f in done.frames)])
+        return done
+    finally:
+        await nc.close()
+
+
+async def test_a_photo_without_scene_facts_is_neither_perceived_nor_read_for_exif(
+    empty_nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_capture(path: object) -> Capture:
+        raise AssertionError("the EXIF capture was read for a vision model")
+
+    monkeypatch.setattr(service, "read_capture", no_capture)
+    perceiver = CountingPerceiver()
+    photo = media.write_exif_jpeg(tmp_path / "photo.jpg", make="TestCam", size=(640, 480))
+
+    done = await extract_with(empty_nats_url, tmp_path, photo, MediaKind.IMAGE, perceiver, False)
+
+    assert perceiver.calls == 0
+    assert [(frame.width, frame.height, frame.facts) for frame in done.frames] == [(640, 480, None)]
+
+
+async def test_a_photo_with_scene_facts_is_perceived_and_its_capture_read(
+    empty_nats_url: str, tmp_path: Path
+) -> None:
+    perceiver = CountingPerceiver()
+    photo = media.write_exif_jpeg(tmp_path / "photo.jpg", make="TestCam", size=(640, 480))
+
+    done = await extract_with(empty_nats_url, tmp_path, photo, MediaKind.IMAGE, perceiver, True)
+
+    assert perceiver.calls == 1
+    facts = done.frames[0].facts
+    assert facts is not None
+    assert (facts.colors, facts.camera) == (["green"], "TestCam")
+
+
+async def test_video_frames_without_scene_facts_are_not_perceived(
+    empty_nats_url: str, tmp_path: Path
+) -> None:
+    perceiver = CountingPerceiver()
+    video = media.write_video(tmp_path / "clip.mp4", 3)
+
+    done = await extract_with(empty_nats_url, tmp_path, video, MediaKind.VIDEO, perceiver, False)
+
+    assert perceiver.calls == 0
+    assert len(done.frames) == 8
+    assert all(frame.facts is None for frame in done.frames)

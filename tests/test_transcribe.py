@@ -4,14 +4,20 @@ import hashlib
 import importlib.resources
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from frame_service import transcribe
+from contracts import blobs, rpc
+from contracts.messages import ExtractFrames, MediaKind
+from frame_service import config, service, transcribe
 from frame_service.cancellation import Cancelled, CancelToken
+from frame_service.service import FrameExtractor
 from frame_service.transcribe import (
     MODEL_SHA256,
     MODEL_SIZE,
@@ -146,6 +152,77 @@ def test_video_with_a_silent_audio_track_gives_none(transcriber, tmp_path):
 def test_music_without_speech_gives_none(transcriber):
     # Big Buck Bunny's opening music makes Whisper hum "Mmmmmmmmmmmm" or loop.
     assert transcriber.transcribe(media.sample_video("bigbuckbunny.mp4")) is None
+
+
+def deaf_model(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("Whisper was run on audio without speech")
+
+
+def test_a_tone_never_reaches_whisper(transcriber, tmp_path, monkeypatch):
+    video = media.write_tone_video(tmp_path / "tone.mp4")
+    monkeypatch.setattr(transcriber, "_model", SimpleNamespace(transcribe=deaf_model))
+
+    assert transcriber.transcribe(video) is None
+
+
+def test_a_silent_track_is_turned_away_before_voice_detection(transcriber, tmp_path, monkeypatch):
+    video = media.write_video(tmp_path / "silent.mp4", seconds=3, audio=True)
+    monkeypatch.setattr(transcribe, "get_speech_timestamps", deaf_model)
+    monkeypatch.setattr(transcriber, "_model", SimpleNamespace(transcribe=deaf_model))
+
+    assert transcriber.transcribe(video) is None
+
+
+def test_speech_passes_the_gate_to_whisper(transcriber, lighthouse_video, monkeypatch):
+    heard: list[int] = []
+    model = transcriber._model
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        heard.append(1)
+        return model.transcribe(*args, **kwargs)
+
+    monkeypatch.setattr(transcriber, "_model", SimpleNamespace(transcribe=counted))
+
+    assert transcriber.transcribe(lighthouse_video) is not None
+    assert heard == [1]
+
+
+async def test_a_video_is_transcribed_while_its_frames_decode(
+    transcriber, lighthouse_video, empty_nats_url, tmp_path, monkeypatch
+):
+    listening = threading.Event()
+    overlapped: list[bool] = []
+    transcribe_alone, extract_video = transcriber.transcribe, service.extract_video
+
+    def transcribe_noted(*args: Any, **kwargs: Any) -> Any:
+        listening.set()
+        return transcribe_alone(*args, **kwargs)
+
+    def extract_when_listening(*args: Any, **kwargs: Any) -> Any:
+        # Run one after the other, the frames would wait here for the whole timeout.
+        overlapped.append(listening.wait(timeout=30))
+        return extract_video(*args, **kwargs)
+
+    monkeypatch.setattr(transcriber, "transcribe", transcribe_noted)
+    monkeypatch.setattr(service, "extract_video", extract_when_listening)
+    settings = replace(config.load({}), work_dir=str(tmp_path), perception=False)
+    nc = await rpc.connect(empty_nats_url, "test-frames")
+    try:
+        store = await blobs.open_bucket(nc.jetstream())
+        await blobs.put_file(store, "speech/upload-0", lighthouse_video)
+        extractor = FrameExtractor(nc, store, settings, None, transcriber)
+        request = ExtractFrames(
+            request_id="speech", upload="speech/upload-0", kind=MediaKind.VIDEO, scene_facts=False
+        )
+        done = await extractor.extract(request)
+        await blobs.delete_quietly(store, ["speech/upload-0", *(f.object for f in done.frames)])
+    finally:
+        await nc.close()
+
+    assert overlapped == [True]
+    assert done.video is not None and done.video.transcript is not None
+    assert len(words(done.video.transcript) & set(LIGHTHOUSE_WORDS)) >= 3
+    assert all(frame.facts is None for frame in done.frames)
 
 
 def test_file_that_is_not_a_video_is_a_transcribe_error(transcriber, tmp_path):
