@@ -44,6 +44,7 @@ class DecodeStats:
     seeks: int = 0
     frames_decoded: int = 0
     decode_errors: int = 0
+    keyframes_only: bool = False  # the candidates were keyframes, each decoded alone
 
 
 class _Meter:
@@ -163,31 +164,45 @@ def _extract_from_container(
     if stream.frames > 0:
         # No point seeking for more candidates than the container says it has frames.
         count = min(count, stream.frames)
-    targets = [start + int(seconds / time_base) for seconds in frame_times(duration, count)]
+    times = frame_times(duration, count)
+    targets = [start + int(seconds / time_base) for seconds in times]
     meter.stats.candidates = len(targets)
-    meter.plan(_planned_decodes(stream, targets))
+    spacing = duration / count if duration > 0 else 0.0
+    if _keyframes_near(stream, targets, int(spacing / 2 / time_base)):
+        meter.stats.keyframes_only = True
+        meter.plan(len(targets))
+        frames = _keyframes_at(container, stream, targets, meter)
+    else:
+        meter.plan(_planned_decodes(stream, targets))
+        frames = _frames_at(container, stream, targets, meter)
 
-    pictures: list[Picture] = []
-    scores: list[float] = []
-    previous: Image.Image | None = None
+    candidates: list[tuple[float, Image.Image]] = []
     seen: set[int | None] = set()
     rotation = 0
-    for frame in _frames_at(container, stream, targets, meter):
+    for frame in frames:
         if frame.pts in seen:
             continue
         meter.step()
         seen.add(frame.pts)
         rotation = _quarter_turns(frame.rotation)
-        signature = frame.to_image(
-            width=_SIGNATURE_SIZE, height=_SIGNATURE_SIZE, interpolation="AREA"
-        )
-        scores.append(0.0 if previous is None else _difference(previous, signature))
-        previous = signature
         offset = frame.pts - start if frame.pts is not None else 0
         seconds = max(0.0, float(offset * time_base))
-        pictures.append(_frame_picture(frame, rotation, seconds, bounds))
-    if not pictures:
+        candidates.append((seconds, _frame_image(frame, rotation, bounds)))
+    if not candidates:
         raise UnprocessableMedia("no frame of the video could be decoded")
+    candidates.sort(key=lambda candidate: candidate[0])
+
+    scores: list[float] = []
+    previous: Image.Image | None = None
+    for _, image in candidates:
+        signature = image.resize((_SIGNATURE_SIZE, _SIGNATURE_SIZE), Image.Resampling.BOX)
+        scores.append(0.0 if previous is None else _difference(previous, signature))
+        previous = signature
+    # Only the chosen candidates are encoded: the others were only ever compared.
+    pictures = [
+        to_picture(image, image.size, bounds.jpeg_quality, timestamp=seconds)
+        for seconds, image in (candidates[index] for index in pick_scene_frames(scores, max_frames))
+    ]
 
     width, height = stream.codec_context.width, stream.codec_context.height
     if rotation % 2:
@@ -199,7 +214,7 @@ def _extract_from_container(
         fps=_frame_rate(stream),
         has_audio=bool(container.streams.audio),
     )
-    return meta, [pictures[index] for index in pick_scene_frames(scores, max_frames)]
+    return meta, pictures
 
 
 def _video_stream(container: InputContainer) -> VideoStream:
@@ -288,6 +303,91 @@ def _frames_at(
             yield current
 
 
+def _keyframes_near(stream: VideoStream, targets: Sequence[int], tolerance: int) -> bool:
+    """Whether every target has a keyframe within tolerance (pts units), by the index.
+
+    Then the keyframes themselves can stand for the candidates: each stays inside its
+    own slice of the video, and a keyframe decodes alone, without the frames before
+    it. Encoders also tend to put keyframes at cuts. Index times are decode times, a
+    few frames off the display times at most. False without an index.
+    """
+    entries = stream.index_entries
+    if len(entries) == 0 or tolerance <= 0:
+        return False
+    for target in targets:
+        distances = [
+            abs(entries[position].timestamp - target)
+            for position in (
+                entries.search_timestamp(target, backward=True),
+                entries.search_timestamp(target, backward=False),
+            )
+            if position >= 0
+        ]
+        if not distances or min(distances) > tolerance:
+            return False
+    return True
+
+
+def _keyframes_at(
+    container: InputContainer, stream: VideoStream, targets: Sequence[int], meter: _Meter
+) -> Iterator[VideoFrame]:
+    """Yield, for each target pts, the keyframe nearest it, decoded alone; repeats once.
+
+    Only keyframes are read (a seek and a short demux per target, the keyframe before
+    the target and the one after, whichever is nearer) and then decoded together: a
+    sequence of keyframes is a valid stream on its own, so FFmpeg's frame threads
+    decode them in parallel. A packet that fails to decode is skipped.
+    """
+    packets: list[av.Packet] = []
+    taken: set[int | None] = set()
+    for target in targets:
+        meter.step()
+        try:
+            packet = _nearest_keyframe(container, stream, target, meter)
+        except av.error.FFmpegError as err:
+            meter.stats.decode_errors += 1
+            log.info("no keyframe read near pts %d: %s", target, err)
+            continue
+        meter.stats.seeks += 1
+        if packet is not None and packet.pts not in taken:
+            taken.add(packet.pts)
+            packets.append(packet)
+    context = stream.codec_context
+    for packet in [*packets, None]:
+        try:
+            decoded = context.decode(packet)
+        except av.error.FFmpegError as err:
+            meter.stats.decode_errors += 1
+            log.info("skipping a keyframe that failed to decode: %s", err)
+            continue
+        for frame in decoded:
+            meter.decoded()
+            yield frame
+
+
+def _nearest_keyframe(
+    container: InputContainer, stream: VideoStream, target: int, meter: _Meter
+) -> av.Packet | None:
+    """The keyframe packet nearest target in display time: the one before or the one after.
+
+    Demuxes (never decodes) from the keyframe before target until a later keyframe, or
+    until packets lie further past target than that keyframe lies before it.
+    """
+    container.seek(target, stream=stream, backward=True)
+    before: av.Packet | None = None
+    for packet in container.demux(stream):
+        meter.step()
+        if packet.pts is None:
+            continue  # the demuxer's empty packet at the end
+        if before is not None and packet.pts - target >= target - (before.pts or 0):
+            return before  # nothing from here on is nearer
+        if packet.is_keyframe:
+            if packet.pts > target:
+                return packet
+            before = packet
+    return before
+
+
 def _planned_decodes(stream: VideoStream, targets: Sequence[int]) -> int | None:
     """How many frames _frames_at will decode to reach targets, read from the index.
 
@@ -332,9 +432,8 @@ def _should_seek(stream: VideoStream, target: int, last: VideoFrame | None) -> b
     return entries[position].timestamp > last.pts
 
 
-def _frame_picture(
-    frame: VideoFrame, quarter_turns: int, seconds: float, bounds: FrameBounds
-) -> Picture:
+def _frame_image(frame: VideoFrame, quarter_turns: int, bounds: FrameBounds) -> Image.Image:
+    """The frame as displayed, in RGB, scaled to fit bounds."""
     if quarter_turns % 2:
         display_width, display_height = bounds.fit_size(frame.height, frame.width)
         stored = (display_height, display_width)
@@ -342,10 +441,10 @@ def _frame_picture(
         stored = bounds.fit_size(frame.width, frame.height)
     # Scaling inside swscale while converting to RGB is far cheaper than
     # converting the full-size frame and resizing it in Pillow.
-    img = frame.to_image(width=stored[0], height=stored[1], interpolation="AREA")
+    img: Image.Image = frame.to_image(width=stored[0], height=stored[1], interpolation="AREA")
     if quarter_turns:
         img = img.transpose(_ROTATIONS[quarter_turns])
-    return to_picture(img, img.size, bounds.jpeg_quality, timestamp=seconds)
+    return img
 
 
 # Counter-clockwise quarter turns, matching FFmpeg's display-matrix convention.

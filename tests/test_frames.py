@@ -1,5 +1,6 @@
 """Behaviour of frame_service.frames: photo preparation, video frame extraction, frame choice."""
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -346,6 +347,7 @@ def test_single_keyframe_video_is_decoded_at_most_once(bunny):
     assert stats.candidates == 24
     assert stats.frames_decoded <= total
     assert stats.seeks == 1
+    assert not stats.keyframes_only
 
 
 def test_video_without_audio_says_so():
@@ -370,6 +372,58 @@ def test_long_video_decodes_only_a_fraction_of_its_frames(minute_video):
     assert seconds(pictures[0]) < 8 and seconds(pictures[-1]) > 52
     assert stats.seeks >= 8
     assert stats.frames_decoded < 1500 / 3
+
+
+def test_frequent_keyframes_are_decoded_alone_and_nothing_between(minute_video):
+    stats = DecodeStats()
+    _, pictures = extract_video(minute_video, 8, VIDEO_FRAME_BOUNDS, stats)
+    assert stats.keyframes_only
+    # One keyframe for each of the 24 candidates, instead of decoding up to each.
+    assert stats.candidates == 24
+    assert stats.frames_decoded <= 24
+    assert len(pictures) == 8
+    times = [seconds(picture) for picture in pictures]
+    assert times == sorted(set(times))
+    # Keyframes come every 25 frames, once a second: every picture is on a whole second,
+    # and each stays within its slice of the minute, so they still cover it.
+    assert times == [pytest.approx(round(time)) for time in times]
+    assert times[0] < 8 and times[-1] > 52
+    assert min(later - earlier for earlier, later in itertools.pairwise(times)) >= 1.25
+    for picture in pictures:
+        assert (picture.width, picture.height) == (64, 48)
+        clean_jpeg(picture)
+
+
+def test_every_scene_gets_a_frame_from_keyframes_alone(tmp_path):
+    scenes = [(0.0, RED), (6.0, GREEN), (21.0, BLUE), (28.2, YELLOW)]
+    path = media.write_video(tmp_path / "scenes.mp4", 36, scenes=scenes, keyframe_interval=5)
+    stats = DecodeStats()
+    _, pictures = extract_video(path, 4, VIDEO_FRAME_BOUNDS, stats)
+    assert stats.keyframes_only
+    assert len(pictures) == 4
+    for picture, color in zip(pictures, [RED, GREEN, BLUE, YELLOW], strict=True):
+        assert close_to(picture_color(picture), color), picture.timestamp
+        assert media.scene_color(scenes, seconds(picture)) == color
+
+
+def test_keyframes_decoded_alone_follow_the_display_rotation(tmp_path):
+    path = media.write_video(
+        tmp_path / "phone.mp4",
+        4,
+        size=(64, 48),
+        band=BLUE,
+        scenes=[(0.0, RED)],
+        rotation=90,
+        keyframe_interval=2,
+    )
+    stats = DecodeStats()
+    meta, pictures = extract_video(path, 2, BOUNDS, stats)
+    assert stats.keyframes_only
+    assert (meta.width, meta.height) == (48, 64)
+    for picture in pictures:
+        img = clean_jpeg(picture)
+        assert img.size == (48, 64)
+        assert close_to(mean_color(img, (0, 0, 6, 64)), BLUE, 40)
 
 
 def test_every_scene_gets_a_frame(tmp_path):

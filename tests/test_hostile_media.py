@@ -268,6 +268,18 @@ def test_a_cancelled_decode_stops_at_its_next_frame(four_k_still: Path):
     assert 0 < stats.frames_decoded < 17_000
 
 
+def test_a_cancelled_keyframe_sampling_stops_before_decoding(tmp_path: Path):
+    # Keyframes once a second: the candidates are keyframes, each read and decoded alone.
+    path = media.write_video(tmp_path / "minute.mp4", 60, fps=25, keyframe_interval=25)
+    cancel = CancelToken()
+    cancel.cancel()
+    stats = DecodeStats()
+    with pytest.raises(Cancelled):
+        extract_video(path, 8, BOUNDS, stats, cancel=cancel)
+    assert stats.keyframes_only
+    assert stats.seeks == stats.frames_decoded == 0
+
+
 def test_a_cancelled_photo_conversion_stops_between_strips(tmp_path: Path):
     path = media.write_transparent_palette_png(tmp_path / "poster.png", (6000, 6600))
     cancel = CancelToken()
