@@ -12,7 +12,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-fast lint install install-test nats-server system-packages model bench bench-concurrency bench-faults clean
+.PHONY: run test test-fast lint install install-test nats-server system-packages model bench bench-concurrency bench-faults bench-frames clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-concurrency: install-test nats-server
 # Each fault the request core survives, timed on real parts, and what it left behind.
 bench-faults: install-test nats-server
 	$(PY) -m bench.faults
+
+# The frame stage per photo and per long video, scene facts on and off, against issue 11's goals.
+bench-frames: install-test nats-server system-packages-test
+	$(PY) -m bench.frames
 
 clean:
 	rm -rf $(VENV) .cache *.egg-info
