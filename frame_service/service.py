@@ -60,6 +60,9 @@ ERRORS = {
 }
 
 
+# Calls a replica takes on per decoding slot: the others fetch or store meanwhile.
+_CALLS_PER_SLOT = 4
+
 # How long a cancelled call waits for its worker thread to reach its next check.
 _STOP_GRACE = 5.0
 
@@ -104,8 +107,7 @@ class FrameExtractor:
         self.working = 0  # blocking jobs running on worker threads right now
 
     async def extract(self, request: ExtractFrames) -> FramesExtracted:
-        async with self._slots[request.kind]:
-            return await self._extract(request, CancelToken())
+        return await self._extract(request, CancelToken())
 
     async def _extract(self, request: ExtractFrames, cancel: CancelToken) -> FramesExtracted:
         reporter = Reporter(self.nc, request.progress, request.request_id)
@@ -120,19 +122,23 @@ class FrameExtractor:
                 # nats-py's text is a repr of its error; the client gets a sentence.
                 log.warning("upload %s is not in the blob store: %s", request.upload, err)
                 raise UploadMissing("the upload is no longer stored; send it again") from err
-            if request.kind is MediaKind.VIDEO:
-                pictures, video = await self._video(request, path, reporter, cancel)
-                capture = None
-            else:
-                bounds = self.settings.bounds
-                picture = await self._blocking(cancel, prepare_image, path, bounds, cancel)
-                capture = await self._blocking(cancel, read_capture, path) if perceive else None
-                pictures = [picture]
-                video = None
-            if perceive:
-                facts = await self._blocking(cancel, self._describe, pictures, capture, cancel)
-            else:
-                facts = [None] * len(pictures)
+            # The slot covers the CPU work only: fetching and storing are waits on the
+            # bus, and other calls decode meanwhile (a 1080p photo: 7 ms of decoding in
+            # 22 ms of call; 32 at once took 292 ms each with the slot held throughout).
+            async with self._slots[request.kind]:
+                if request.kind is MediaKind.VIDEO:
+                    pictures, video = await self._video(request, path, reporter, cancel)
+                    capture = None
+                else:
+                    bounds = self.settings.bounds
+                    picture = await self._blocking(cancel, prepare_image, path, bounds, cancel)
+                    capture = await self._blocking(cancel, read_capture, path) if perceive else None
+                    pictures = [picture]
+                    video = None
+                if perceive:
+                    facts = await self._blocking(cancel, self._describe, pictures, capture, cancel)
+                else:
+                    facts = [None] * len(pictures)
         frames = await self._store(request.upload, pictures, facts)
         log.info("request %s: %s -> %d frame(s)", request.request_id, request.kind, len(frames))
         return FramesExtracted(frames=frames, video=video)
@@ -291,7 +297,9 @@ async def start_service(
     store = await blobs.open_bucket(blobs.jetstream(nc), settings.bucket)
     extractor = FrameExtractor(nc, store, settings, perceiver, transcriber)
     server = await Server.start(nc, FRAMES)
-    # The extractor queues photos and videos apart; the server must not queue them together.
-    held = settings.photos_in_flight + settings.videos_in_flight
+    # The extractor queues photos and videos apart for the CPU; the server must not queue
+    # them together, and holds more calls than there are slots, so fetching and storing
+    # overlap decoding.
+    held = _CALLS_PER_SLOT * (settings.photos_in_flight + settings.videos_in_flight)
     await server.add(EXTRACT_FRAMES, extractor.extract, errors=ERRORS, max_in_flight=held)
     return server
