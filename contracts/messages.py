@@ -123,13 +123,15 @@ class SceneFacts(Part, frozen=True):
 
 
 class Frame(Part, frozen=True):
-    """One model-ready JPEG in the blob store."""
+    """One model-ready JPEG: in the blob store under ``object``, or, when the caller
+    asked for small frames inline, its bytes in ``jpeg`` (and ``object`` empty)."""
 
     object: str
     width: int
     height: int
     timestamp: float | None = None  # seconds into the video; None for photos
     facts: SceneFacts | None = None
+    jpeg: bytes | None = None
 
 
 class VideoInfo(Part, frozen=True):
@@ -145,9 +147,16 @@ class VideoInfo(Part, frozen=True):
 class ExtractFrames(StageRequest, frozen=True, kw_only=True, tag="ExtractFrames"):
     """Turn one stored upload into frames. The upload stays owned by the caller."""
 
-    upload: str  # object name in the blob store
+    upload: str  # object name in the blob store; also names the frames when it is inline
     kind: MediaKind
     max_frames: int = 8
+    # A small upload travels in the message itself and is not stored (``upload`` then
+    # names no object); sent only to replicas that state INLINE_UPLOADS.
+    data: bytes | None = None
+    # The reply's frames may come back inline (Frame.jpeg) rather than stored when they
+    # total at most this many bytes; 0: stored. Set only when every story replica states
+    # INLINE_FRAMES, and small enough that the story request stays within NATS's limit.
+    inline_frames_bytes: int = 0
     # Measure SceneFacts (labels, faces, OCR, capture) for each frame. Only a text-only
     # story model reads them; a vision model sees the frames themselves.
     scene_facts: bool = True

@@ -69,6 +69,10 @@ SERVICES = (FRAMES, STORY, TRANSLATION)
 # Capabilities a story replica states in its micro metadata ($SRV.INFO), as "true"/"false".
 # A replica whose model sees images needs no scene facts, so none are measured for it.
 SEES_IMAGES = "sees_images"
+# A frames replica that reads uploads sent inline (ExtractFrames.data), and a story
+# replica that reads frames sent inline (Frame.jpeg): small media then skip the bucket.
+INLINE_UPLOADS = "inline_uploads"
+INLINE_FRAMES = "inline_frames"
 
 EXTRACT_FRAMES = Endpoint(
     FRAMES, "extract", "imgstory.v1.frames.extract", m.ExtractFrames, m.FramesExtracted

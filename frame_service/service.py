@@ -31,7 +31,7 @@ from contracts.messages import (
     VideoInfo,
 )
 from contracts.rpc import Reporter, Server
-from contracts.subjects import EXTRACT_FRAMES, FRAMES
+from contracts.subjects import EXTRACT_FRAMES, FRAMES, INLINE_UPLOADS
 from frame_service.cancellation import CancelToken
 from frame_service.capture import Capture, read_capture
 from frame_service.config import Settings
@@ -117,7 +117,11 @@ class FrameExtractor:
         with request_dir(self.settings.work_dir) as tmp:
             path = Path(tmp) / "upload"
             try:
-                await blobs.fetch_to_file(self.store, request.upload, path)
+                if request.data is not None:
+                    # Sent inside the request; decoders read files, so it is written out.
+                    path.write_bytes(request.data)
+                else:
+                    await blobs.fetch_to_file(self.store, request.upload, path)
             except ObjectNotFoundError as err:
                 # nats-py's text is a repr of its error; the client gets a sentence.
                 log.warning("upload %s is not in the blob store: %s", request.upload, err)
@@ -139,7 +143,10 @@ class FrameExtractor:
                     facts = await self._blocking(cancel, self._describe, pictures, capture, cancel)
                 else:
                     facts = [None] * len(pictures)
-        frames = await self._store(request.upload, pictures, facts)
+        if sum(len(p.jpeg) for p in pictures) <= request.inline_frames_bytes:
+            frames = _inline(pictures, facts)
+        else:
+            frames = await self._store(request.upload, pictures, facts)
         log.info("request %s: %s -> %d frame(s)", request.request_id, request.kind, len(frames))
         return FramesExtracted(frames=frames, video=video)
 
@@ -252,6 +259,21 @@ class FrameExtractor:
         return frames
 
 
+def _inline(pictures: list[Picture], facts: list[SceneFacts | None]) -> list[Frame]:
+    """Frames that travel in the reply itself, stored nowhere."""
+    return [
+        Frame(
+            object="",
+            width=picture.width,
+            height=picture.height,
+            timestamp=picture.timestamp,
+            facts=picture_facts,
+            jpeg=picture.jpeg,
+        )
+        for picture, picture_facts in zip(pictures, facts, strict=True)
+    ]
+
+
 def _scene_facts(facts: Facts, capture: Capture | None) -> SceneFacts:
     return SceneFacts(
         labels=[Label(name=label.name, confidence=label.confidence) for label in facts.labels],
@@ -296,7 +318,8 @@ async def start_service(
         transcriber = await asyncio.to_thread(Transcriber)
     store = await blobs.open_bucket(blobs.jetstream(nc), settings.bucket)
     extractor = FrameExtractor(nc, store, settings, perceiver, transcriber)
-    server = await Server.start(nc, FRAMES)
+    # Small uploads may come inside the request (ExtractFrames.data): say so.
+    server = await Server.start(nc, FRAMES, metadata={INLINE_UPLOADS: "true"})
     # The extractor queues photos and videos apart for the CPU; the server must not queue
     # them together, and holds more calls than there are slots, so fetching and storing
     # overlap decoding.

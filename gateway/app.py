@@ -17,7 +17,7 @@ from contracts import blobs, rpc
 from gateway import config
 from gateway.analysis import Analyzer
 from gateway.auth import announce_keys
-from gateway.capabilities import StoryCapabilities
+from gateway.capabilities import Capabilities
 from gateway.cleanup import Janitor, sweep_orphans, sweep_upload_files
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.hardening import add_security_headers, cors_config
@@ -41,7 +41,7 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         nc = await rpc.connect(settings.nats_url, "imgstory-gateway")
         janitor = None
-        capabilities = StoryCapabilities(nc)
+        capabilities = Capabilities(nc)
         try:
             store = await blobs.open_bucket(blobs.jetstream(nc), settings.bucket)
             # Nothing alive is older than the longest a request may take.

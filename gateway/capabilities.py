@@ -1,9 +1,12 @@
-"""What the story replicas can do, as they state it in their micro metadata.
+"""What the frames and story replicas can do, as they state it in their micro metadata.
 
 Scene perception (labels, faces, OCR) costs about two seconds of CPU per 1080p photo
-and only a text-only story model reads its result. Every story replica states whether
-its model sees images ($SRV.INFO metadata, ``SEES_IMAGES``); the gateway asks for
-scene facts only while some replica cannot see, or while it does not know.
+and only a text-only story model reads its result: every story replica states whether
+its model sees images (``SEES_IMAGES``), and the gateway asks for scene facts only
+while some replica cannot see, or while it does not know. Likewise small uploads and
+frames travel inside the messages, skipping the blob bucket, only while every replica
+that would receive them states that it reads them (``INLINE_UPLOADS``,
+``INLINE_FRAMES``): a replica of an older version never gets what it cannot read.
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from contracts.subjects import SEES_IMAGES, STORY, info_subject
+from contracts.subjects import (
+    FRAMES,
+    INLINE_FRAMES,
+    INLINE_UPLOADS,
+    SEES_IMAGES,
+    STORY,
+    ServiceSpec,
+    info_subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,38 +37,55 @@ class _Info(msgspec.Struct):
     """The part of a micro INFO answer read here."""
 
     id: str = ""
+    name: str = ""
     metadata: dict[str, str] | None = None
 
 
 _info = msgspec.json.Decoder(_Info)
 
+WATCHED = (FRAMES, STORY)
 
-class StoryCapabilities:
-    """Keeps track of whether every story replica's model sees images.
+
+class Capabilities:
+    """Keeps track of what every frames and story replica states it can do.
 
     ``refresh`` asks every replica at once and listens for ``window`` seconds;
-    ``start`` does that every ``interval`` seconds from then on. Until some replica has
-    answered, scene facts are asked for: measuring them needlessly costs time, while
-    a text-only model without them writes about nothing.
+    ``start`` does that every ``interval`` seconds from then on. A service none of
+    whose replicas has answered yet is assumed to state nothing: scene facts are
+    asked for and nothing travels inline until the replicas say otherwise.
     """
 
     def __init__(self, nc: Client, *, interval: float = 10.0, window: float = 0.25) -> None:
         self.nc = nc
         self.interval = interval
         self.window = window
-        self._sees: dict[str, bool] | None = None  # replica id -> sees images
+        # service name -> replica id -> what it states
+        self._stated: dict[str, dict[str, dict[str, str]]] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def _all_state(self, service: ServiceSpec, key: str) -> bool:
+        replicas = self._stated.get(service.name, {})
+        return bool(replicas) and all(m.get(key) == "true" for m in replicas.values())
 
     @property
     def scene_facts_needed(self) -> bool:
-        """True unless every replica heard from last time says its model sees images."""
-        if not self._sees:
-            return True
-        return not all(self._sees.values())
+        """True unless every story replica heard from last time says its model sees images."""
+        return not self._all_state(STORY, SEES_IMAGES)
+
+    @property
+    def inline_uploads(self) -> bool:
+        """Every frames replica reads uploads sent inside the request."""
+        return self._all_state(FRAMES, INLINE_UPLOADS)
+
+    @property
+    def inline_frames(self) -> bool:
+        """Every story replica reads frames sent inside the request."""
+        return self._all_state(STORY, INLINE_FRAMES)
 
     async def refresh(self) -> None:
-        """Ask every story replica what it states; keep the last answer if none replies."""
-        heard: dict[str, bool] = {}
+        """Ask every replica what it states; a service none answers keeps its last answer."""
+        heard: dict[str, dict[str, dict[str, str]]] = {}
+        names = {spec.name for spec in WATCHED}
 
         async def collect(msg: Msg) -> None:
             if not msg.data:
@@ -65,32 +93,34 @@ class StoryCapabilities:
             try:
                 info = _info.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                log.warning("a story replica sent an INFO answer that cannot be read")
+                log.warning("a replica sent an INFO answer that cannot be read")
                 return
-            # A replica that states nothing predates the capability: assume text-only.
-            heard[info.id] = (info.metadata or {}).get(SEES_IMAGES) == "true"
+            if info.name in names:
+                heard.setdefault(info.name, {})[info.id] = info.metadata or {}
 
-        inbox = self.nc.new_inbox()
         try:
-            subscription = await self.nc.subscribe(inbox, cb=collect)
+            subscription = await self.nc.subscribe(self.nc.new_inbox(), cb=collect)
             try:
-                await self.nc.publish(info_subject(STORY), b"", reply=inbox)
+                for spec in WATCHED:
+                    await self.nc.publish(info_subject(spec), b"", reply=subscription.subject)
                 await asyncio.sleep(self.window)
             finally:
                 with contextlib.suppress(NatsError):
                     await subscription.unsubscribe()
         except NatsError as err:
-            log.debug("could not ask the story replicas what they can do: %s", err)
+            log.debug("could not ask the replicas what they can do: %s", err)
             return
-        if heard and heard != self._sees:
+        changed = {name: replicas for name, replicas in heard.items() if replicas}
+        before = (self.scene_facts_needed, self.inline_uploads, self.inline_frames)
+        self._stated.update(changed)
+        after = (self.scene_facts_needed, self.inline_uploads, self.inline_frames)
+        if after != before:
             log.info(
-                "story replicas: %d of %d see images; scene facts %s",
-                sum(heard.values()),
-                len(heard),
-                "off" if all(heard.values()) else "on",
+                "replicas: scene facts %s, small uploads %s, small frames %s",
+                "on" if after[0] else "off",
+                "inline" if after[1] else "stored",
+                "inline" if after[2] else "stored",
             )
-        if heard:
-            self._sees = heard
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._refresh_forever())
@@ -102,6 +132,7 @@ class StoryCapabilities:
 
     async def _refresh_forever(self) -> None:
         while True:
-            # Until a replica has answered, ask again soon: requests meanwhile pay for facts.
-            await asyncio.sleep(self.interval if self._sees else min(self.interval, 1.0))
+            # Until every watched service has answered, ask again soon.
+            known = all(self._stated.get(spec.name) for spec in WATCHED)
+            await asyncio.sleep(self.interval if known else min(self.interval, 1.0))
             await self.refresh()

@@ -9,9 +9,9 @@ from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from contracts import blobs
-from contracts.messages import FailureCode, Stage, StoryWritten, Usage, WriteStory
+from contracts.messages import FailureCode, Frame, Stage, StoryWritten, Usage, WriteStory
 from contracts.rpc import Reporter, Server
-from contracts.subjects import SEES_IMAGES, STORY, WRITE_STORY
+from contracts.subjects import INLINE_FRAMES, SEES_IMAGES, STORY, WRITE_STORY
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
 from llm.provider import build_chat
@@ -37,13 +37,17 @@ class StoryWriter:
 
     async def frames_of(self, request: WriteStory) -> list[StoryFrame]:
         """The request's frames fetched from the blob store, with their facts."""
-        images = await asyncio.gather(
-            *(blobs.fetch_bytes(self.store, f.object) for f in request.frames)
-        )
+        images = await asyncio.gather(*(self._jpeg(f) for f in request.frames))
         return [
             StoryFrame(jpeg=jpeg, timestamp=f.timestamp, facts=f.facts)
             for jpeg, f in zip(images, request.frames, strict=True)
         ]
+
+    async def _jpeg(self, frame: Frame) -> bytes:
+        """The frame's bytes: sent inline, or fetched from the bucket."""
+        if frame.jpeg is not None:
+            return frame.jpeg
+        return await blobs.fetch_bytes(self.store, frame.object)
 
     async def write(self, request: WriteStory) -> StoryWritten:
         frames = await self.frames_of(request)
@@ -90,7 +94,10 @@ async def start_service(nc: Client, settings: Settings, chat: ChatModel | None =
         chat = await asyncio.to_thread(build_chat, settings.model)
     writer = StoryWriter(nc, chat, store, settings)
     # The gateway reads this to decide whether scene facts are worth measuring.
-    capabilities = {SEES_IMAGES: "true" if chat.sees_images else "false"}
+    capabilities = {
+        SEES_IMAGES: "true" if chat.sees_images else "false",
+        INLINE_FRAMES: "true",
+    }
     server = await Server.start(nc, STORY, metadata=capabilities)
     await server.add(WRITE_STORY, writer.write, errors=ERRORS, max_in_flight=settings.max_in_flight)
     return server
