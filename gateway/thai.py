@@ -36,10 +36,11 @@ def is_title(paragraph: str) -> bool:
 class StoryTranslation:
     """One request's Thai: a translation call per paragraph, all running at once.
 
-    ``on_thai`` hears the Thai in order, a paragraph at a time, as soon as it and every
-    paragraph before it are translated; ``on_start`` hears when the first call starts.
-    The first failed call fails the whole (``failed`` completes with its error), and
-    ``close`` stops every call still running.
+    A title is not worth a call of its own (the instructions would cost more than it
+    does): it travels with the paragraph after it. ``on_thai`` hears the Thai in order,
+    a call's worth at a time, as soon as it and everything before it are translated;
+    ``on_start`` hears when the first call starts. The first failed call fails the whole
+    (``failed`` completes with its error), and ``close`` stops every call still running.
     """
 
     def __init__(
@@ -54,19 +55,28 @@ class StoryTranslation:
         self._request_id = request_id
         self._on_thai = on_thai
         self._on_start = on_start
-        self._english: dict[int, str] = {}  # what each paragraph's call was started from
+        self._heard: dict[int, str] = {}  # paragraphs as the story service sent them
+        # One call per unit: a paragraph, or the title with the paragraph after it. Each
+        # is keyed by its first paragraph's index.
+        self._english: dict[int, str] = {}  # what each unit's call was started from
+        self._span: dict[int, int] = {}  # paragraphs in each unit
         self._calls: dict[int, asyncio.Task[Translated]] = {}
         self._thai: dict[int, str] = {}
-        self._shown = 0  # paragraphs handed to on_thai
+        self._shown = 0  # the next unit to hand to on_thai
         self._final: list[str] | None = None
         self.usage = Usage()  # every finished call, kept or not
         self.model = ""
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def heard(self, index: int, text: str) -> None:
-        """The story service finished paragraph ``index``: translate it now."""
-        if self._final is None and index not in self._calls and index >= 0:
-            self._start(index, text)
+        """The story service finished paragraph ``index``: translate it now (a title
+        waits for the paragraph after it)."""
+        if self._final is not None or index < 0 or index in self._heard:
+            return
+        self._heard[index] = text
+        for start, span in _units(self._heard, final=False):
+            if start not in self._calls:
+                self._start(start, span, self._heard)
 
     async def finish(self, story: str) -> tuple[str, int]:
         """The Thai of ``story`` (the story's final text) and how many paragraphs it has.
@@ -75,15 +85,20 @@ class StoryTranslation:
         """
         paragraphs = split_paragraphs(story)
         self._final = paragraphs
-        for index, paragraph in enumerate(paragraphs):
-            if self._english.get(index) != paragraph:
-                if index in self._calls:
-                    log.info("paragraph %d changed after it was heard: translating it again", index)
-                    self._calls.pop(index).cancel()
-                self._start(index, paragraph)
-        for index in [i for i in self._calls if i >= len(paragraphs)]:
-            self._calls.pop(index).cancel()
-        replies = await asyncio.gather(*(self._calls[i] for i in range(len(paragraphs))))
+        known = dict(enumerate(paragraphs))
+        units = _units(known, final=True)
+        keep = set()
+        for start, span in units:
+            text = _joined(known, start, span)
+            if self._english.get(start) != text or self._span.get(start) != span:
+                if start in self._calls:
+                    log.info("paragraph %d changed after it was heard: translating it again", start)
+                    self._calls.pop(start).cancel()
+                self._start(start, span, known)
+            keep.add(start)
+        for start in [s for s in self._calls if s not in keep]:
+            self._calls.pop(start).cancel()
+        replies = await asyncio.gather(*(self._calls[start] for start, _ in units))
         return "\n\n".join(reply.text.strip() for reply in replies), len(paragraphs)
 
     async def close(self) -> None:
@@ -97,35 +112,34 @@ class StoryTranslation:
         elif not self.failed.cancelled():
             self.failed.exception()  # the caller may have stopped listening first: read it
 
-    def _start(self, index: int, paragraph: str) -> None:
+    def _start(self, start: int, span: int, paragraphs: dict[int, str]) -> None:
         if not self._calls and self._on_start is not None:
             self._on_start()
-        self._english[index] = paragraph
+        text = _joined(paragraphs, start, span)
+        self._english[start] = text
+        self._span[start] = span
+        self._thai.pop(start, None)
         request = Translate(
-            request_id=self._request_id, text=paragraph, context=self._context(index)
+            request_id=self._request_id, text=text, context=self._context(start, paragraphs)
         )
         call = asyncio.create_task(self._translate(request))
-        self._calls[index] = call
-        call.add_done_callback(lambda done: self._done(index, paragraph, done))
+        self._calls[start] = call
+        call.add_done_callback(lambda done: self._done(start, text, done))
 
-    def _context(self, index: int) -> TranslationContext | None:
-        if index == 0:
+    def _context(self, start: int, paragraphs: dict[int, str]) -> TranslationContext | None:
+        if start == 0:
             return None
-        known = self._final or [self._english.get(i, "") for i in range(index)]
-        before = [p for p in known[:index] if p]
-        title = before[0] if before and is_title(before[0]) else None
-        if title is not None:
-            before = before[1:]
+        first = paragraphs.get(0, "")
+        title = first if is_title(first) else None
+        before = [paragraphs[i] for i in range(1 if title else 0, start) if i in paragraphs]
         translated = []
-        for i in range(index):
-            if i not in self._thai:
-                break
-            translated.append(self._thai[i])
-        if title is not None and translated:
-            translated = translated[1:]
+        unit = 0
+        while unit < start and unit in self._thai:
+            translated.append(self._thai[unit])
+            unit += self._span[unit]
         return TranslationContext(title=title, before=before, translated=translated)
 
-    def _done(self, index: int, paragraph: str, call: asyncio.Task[Translated]) -> None:
+    def _done(self, start: int, text: str, call: asyncio.Task[Translated]) -> None:
         if call.cancelled():
             return
         error = call.exception()
@@ -136,8 +150,8 @@ class StoryTranslation:
         reply = call.result()
         self.usage += reply.usage
         self.model = reply.model
-        if self._english.get(index) == paragraph and self._calls.get(index) is call:
-            self._thai[index] = reply.text.strip()
+        if self._english.get(start) == text and self._calls.get(start) is call:
+            self._thai[start] = reply.text.strip()
             self._show()
 
     def _show(self) -> None:
@@ -145,4 +159,31 @@ class StoryTranslation:
             if self._on_thai is not None:
                 piece = self._thai[self._shown]
                 self._on_thai(piece if self._shown == 0 else "\n\n" + piece)
-            self._shown += 1
+            self._shown += self._span[self._shown]
+
+
+def _units(paragraphs: dict[int, str], *, final: bool) -> list[tuple[int, int]]:
+    """(first index, paragraphs) of each call's unit among the paragraphs known so far:
+    a title goes with the paragraph after it. Until ``final``, a unit is listed only
+    once all its paragraphs are known, and a title only once its partner is."""
+    units = []
+    index = 0
+    while index in paragraphs:
+        span = 1
+        if index == 0 and is_title(paragraphs[0]):
+            if 1 in paragraphs:
+                span = 2
+            elif not final:
+                break  # the title waits for its paragraph
+        units.append((index, span))
+        index += span
+    if not final:
+        # Paragraphs heard out of order (a message lost or late) start on their own too;
+        # the final text decides in the end.
+        listed = {i for start, span in units for i in range(start, start + span)}
+        units += [(i, 1) for i in sorted(paragraphs) if i not in listed and i > 1]
+    return units
+
+
+def _joined(paragraphs: dict[int, str], start: int, span: int) -> str:
+    return "\n\n".join(paragraphs[i] for i in range(start, start + span))

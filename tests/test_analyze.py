@@ -45,14 +45,14 @@ async def test_one_photo_gives_english_and_thai_with_summed_usage(gateway, opena
     body = response.json()
     assert "1 picture" in body["english"]
     assert thai_share(body["thai"]) >= 0.95
-    # The story, then a translation for each of its three paragraphs (title included).
+    # The story, then a translation for each paragraph (the title with the first).
     story, *translations = openai.requests
-    assert len(story.image_urls) == 1 and len(translations) == 3
+    assert len(story.image_urls) == 1 and len(translations) == 2
     assert not any(t.image_urls for t in translations)
     assert body["thai"].count("\n\n") == body["english"].count("\n\n") == 2
     sp, sc = usage_of(openai, 0)
-    tp = sum(usage_of(openai, i)[0] for i in (1, 2, 3))
-    tc = sum(usage_of(openai, i)[1] for i in (1, 2, 3))
+    tp = sum(usage_of(openai, i)[0] for i in (1, 2))
+    tc = sum(usage_of(openai, i)[1] for i in (1, 2))
     assert body["token_usage"] == {
         "input_tokens": sp + tp,
         "output_tokens": sc + tc,
@@ -295,24 +295,29 @@ async def test_unknown_route_is_404_detail(gateway):
 
 
 async def test_translation_starts_while_the_story_is_written(gateway, openai):
-    story = "The Long Road\n\n" + "They walked on. " * 30 + "\n\nAt last they were home."
-    # The story streams slowly; the title's translation is answered meanwhile.
-    openai.script(Reply(story, pace=0.05), Reply("ถนนสายยาว"))
+    opening = "The Long Road\n\nThey set out at dawn."
+    story = f"{opening}\n\n" + "They walked on. " * 30 + "\n\nAt last they were home."
+    # The story streams slowly; the opening's translation is answered meanwhile.
+    openai.script(Reply(story, pace=0.05), Reply("ถนนสายยาว\n\nพวกเขาออกเดินทางตอนรุ่งสาง"))
     async with gateway() as client:
         response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
     assert response.status_code == 200, response.text
-    _, title_call, *rest = openai.requests
-    assert title_call.text.rstrip().endswith("<story>\nThe Long Road\n</story>")
-    # The title's translation was asked for while the story was still streaming (and
-    # the long paragraph's too, once its blank line came).
+    _, opening_call, *rest = openai.requests
+    # The title travels with the paragraph after it: one call, not two.
+    assert opening_call.text.rstrip().endswith(f"<story>\n{opening}\n</story>")
+    # It was asked for while the story was still streaming.
     assert openai.stats()["max_in_flight"] >= 2
     assert len(rest) == 2 and "The Long Road" in rest[1].text  # later ones get the context
-    assert response.json()["thai"].startswith("ถนนสายยาว\n\n")
+    assert response.json()["thai"].startswith("ถนนสายยาว\n\nพวกเขาออกเดินทางตอนรุ่งสาง\n\n")
 
 
 async def test_a_failed_translation_stops_the_story_being_written(gateway, openai):
-    story = "The Long Road\n\n" + "They walked on. " * 200 + "\n\nAt last they were home."
-    # About 8 s of story; the title's translation fails twice (not Thai) long before.
+    story = (
+        "The Long Road\n\nThey set out at dawn.\n\n"
+        + "They walked on. " * 200
+        + "\n\nAt last they were home."
+    )
+    # About 12 s of story; the opening's translation fails twice (not Thai) long before.
     openai.script(Reply(story, pace=0.02), Reply("The Long Road"), Reply("Still English"))
     async with gateway() as client:
         response = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))

@@ -131,29 +131,50 @@ async def test_each_paragraph_is_translated_once_heard_and_shown_in_order() -> N
     thai = StoryTranslation(
         translator, "r1", on_thai=shown.append, on_start=lambda: started.append(True)
     )
-    paragraphs = split_paragraphs(tidy_story(STORY))
+    paragraphs = [*split_paragraphs(tidy_story(STORY)), "The end."]
     thai.heard(0, paragraphs[0])
+    await settle()
+    assert translator.asked == [] and started == []  # a title waits for its paragraph
     thai.heard(1, paragraphs[1])
     await settle()
-    assert [r.text for r in translator.asked] == paragraphs[:2] and started == [True]
+    opening = f"{paragraphs[0]}\n\n{paragraphs[1]}"
+    assert [r.text for r in translator.asked] == [opening] and started == [True]
     assert translator.asked[0].context is None
-    assert translator.asked[1].context == TranslationContext(title="The Quiet Harbour")
-    translator.answer(paragraphs[1], "สอง")
-    await settle()
-    assert shown == []  # paragraph 1 waits for paragraph 0
-    translator.answer(paragraphs[0], "หนึ่ง")
-    await settle()
-    assert shown == ["หนึ่ง", "\n\nสอง"]
     thai.heard(2, paragraphs[2])
     await settle()
-    assert translator.asked[2].context == TranslationContext(
-        title="The Quiet Harbour", before=[paragraphs[1]], translated=["สอง"]
+    assert translator.asked[1].context == TranslationContext(
+        title="The Quiet Harbour", before=[paragraphs[1]], translated=[]
     )
     translator.answer(paragraphs[2], "สาม")
-    text, count = await thai.finish(tidy_story(STORY))
-    assert (text, count) == ("หนึ่ง\n\nสอง\n\nสาม", 3)
-    assert shown == ["หนึ่ง", "\n\nสอง", "\n\nสาม"]
+    await settle()
+    assert shown == []  # the third waits for the opening
+    translator.answer(opening, "หนึ่ง\n\nสอง")
+    await settle()
+    assert shown == ["หนึ่ง\n\nสอง", "\n\nสาม"]
+    thai.heard(3, paragraphs[3])
+    await settle()
+    # Later paragraphs get the translation done so far, for names and tone.
+    assert translator.asked[2].context == TranslationContext(
+        title="The Quiet Harbour",
+        before=paragraphs[1:3],
+        translated=["หนึ่ง\n\nสอง", "สาม"],
+    )
+    translator.answer("The end.", "จบ")
+    text, count = await thai.finish("\n\n".join(paragraphs))
+    assert (text, count) == ("หนึ่ง\n\nสอง\n\nสาม\n\nจบ", 4)
+    assert shown == ["หนึ่ง\n\nสอง", "\n\nสาม", "\n\nจบ"]
     assert thai.usage == Usage(30, 15) and len(translator.asked) == 3
+    await thai.close()
+
+
+async def test_a_story_that_is_only_a_title_is_still_translated() -> None:
+    translator = Translator()
+    thai = StoryTranslation(translator, "r0")
+    thai.heard(0, "Alone")
+    await settle()
+    assert translator.asked == []
+    translator.answer("Alone", "เดียวดาย")
+    assert await thai.finish("Alone") == ("เดียวดาย", 1)
     await thai.close()
 
 
@@ -164,19 +185,21 @@ async def test_the_final_text_decides_what_is_translated() -> None:
     thai.heard(1, "A paragraph as heard.")
     thai.heard(5, "A paragraph the final story does not have.")
     await settle()
-    translator.answer("Title", "ชื่อ")
     finishing = asyncio.create_task(thai.finish("Title\n\nA paragraph as written.\n\nThe end."))
     await settle()
-    # The changed paragraph and the unheard one are translated now; the stale ones stop.
+    # The changed opening and the unheard paragraph are translated now; stale calls stop.
     assert sorted(translator.cancelled) == [
-        "A paragraph as heard.",
         "A paragraph the final story does not have.",
+        "Title\n\nA paragraph as heard.",
     ]
-    assert [r.text for r in translator.asked[3:]] == ["A paragraph as written.", "The end."]
-    assert translator.asked[4].context == TranslationContext(
+    assert [r.text for r in translator.asked[2:]] == [
+        "Title\n\nA paragraph as written.",
+        "The end.",
+    ]
+    assert translator.asked[3].context == TranslationContext(
         title="Title", before=["A paragraph as written."], translated=[]
     )
-    translator.answer("A paragraph as written.", "ย่อหน้า")
+    translator.answer("Title\n\nA paragraph as written.", "ชื่อ\n\nย่อหน้า")
     translator.answer("The end.", "จบ")
     assert await finishing == ("ชื่อ\n\nย่อหน้า\n\nจบ", 3)
     await thai.close()
