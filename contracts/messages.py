@@ -174,13 +174,16 @@ class WriteStory(StageRequest, frozen=True, kw_only=True, tag="WriteStory"):
     """Write the English story; with ``progress`` set, its text is published as written.
 
     With ``paragraphs`` set too, each finished paragraph is also published as a
-    ``Paragraph``, so the caller can translate it while the rest is being written.
+    ``Paragraph``, so the caller can translate it while the rest is being written; a
+    caller that shows nobody the text as it grows clears ``stream_text`` and hears only
+    the paragraphs.
     """
 
     frames: list[Frame]
     prompt: str | None = None
     video: VideoInfo | None = None
     paragraphs: bool = False
+    stream_text: bool = True
 
 
 class StoryWritten(Message, frozen=True, tag="StoryWritten"):

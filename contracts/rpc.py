@@ -454,6 +454,10 @@ class Server:
             handler=on_request,
         )
         # Once add() returns, the server knows the subscription: requests will reach it.
+        # nats-py's flush writes its PING straight to the socket, ahead of commands still
+        # queued (the SUB among them), and queues those to go next: the first PONG can
+        # come back before the SUB was sent, the second cannot.
+        await self.nc.flush()
         await self.nc.flush()
 
     @property
@@ -522,6 +526,7 @@ class Reporter:
         self.subject = subject
         self.request_id = request_id
         self._loop = asyncio.get_running_loop()
+        self._pending: set[asyncio.Task[None]] = set()  # publishes under way (kept referenced)
 
     async def stage(self, stage: Stage, detail: str = "") -> None:
         await self._publish(Progress(request_id=self.request_id, stage=stage, detail=detail))
@@ -536,7 +541,19 @@ class Reporter:
         self._from_thread(Paragraph(request_id=self.request_id, index=index, text=text))
 
     def _from_thread(self, news: Message) -> None:
-        if self.subject is not None:
+        if self.subject is None:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            # A streaming HTTP client calls back on the loop: a task is enough, without
+            # waking the loop through its self-pipe for every piece of text.
+            task = self._loop.create_task(self._publish(news))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        else:
             asyncio.run_coroutine_threadsafe(self._publish(news), self._loop)
 
     async def _publish(self, news: Message) -> None:

@@ -145,6 +145,7 @@ class Analyzer:
                 video=video,
                 progress=news.subject,
                 paragraphs=True,
+                stream_text=on_progress is not None,  # pieces only for someone watching
             )
             story = await self._story(request, liveness, thai)
             clock.append(time.perf_counter())

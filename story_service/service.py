@@ -67,7 +67,8 @@ class StoryWriter:
             cutter = ParagraphCutter(reporter.paragraph_from_thread, tidy_paragraphs)
 
         def hear(piece: str) -> None:
-            reporter.text_from_thread(Stage.WRITING_STORY, piece)
+            if request.stream_text:
+                reporter.text_from_thread(Stage.WRITING_STORY, piece)
             if cutter is not None:
                 cutter.feed(piece)
 
