@@ -190,6 +190,9 @@ class StoryWritten(Message, frozen=True, tag="StoryWritten"):
     text: str
     usage: Usage
     model: str
+    # Whether the model saw the pictures themselves, or wrote from the scene facts
+    # measured in them (a text-only model); None: a replica too old to say.
+    saw_pictures: bool | None = None
 
 
 # --- translation_service ------------------------------------------------------------

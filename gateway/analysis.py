@@ -179,7 +179,11 @@ class Analyzer:
             usage_by_stage=StageUsage(
                 story=TokenUsage.of(story.usage), translation=TokenUsage.of(thai.usage)
             ),
-            models=Models(story=story.model, translation=thai.model),
+            models=Models(
+                story=story.model,
+                translation=thai.model,
+                story_saw_pictures=story.saw_pictures,
+            ),
             media=form.kind.value,
             frames_used=len(frames),
             request_id=visible_id,

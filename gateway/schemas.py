@@ -29,6 +29,9 @@ class StageUsage(msgspec.Struct, kw_only=True):
 class Models(msgspec.Struct, kw_only=True):
     story: str
     translation: str
+    # False: the story model cannot see images and wrote from what perception measured
+    # in the pictures (the offline default); null: the story service did not say.
+    story_saw_pictures: bool | None = None
 
 
 class Timings(msgspec.Struct, kw_only=True):

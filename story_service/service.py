@@ -85,7 +85,9 @@ class StoryWriter:
         if cutter is not None:
             cutter.close()
         usage = Usage(input_tokens=story.input_tokens, output_tokens=story.output_tokens)
-        return StoryWritten(text=story.text, usage=usage, model=story.model)
+        return StoryWritten(
+            text=story.text, usage=usage, model=story.model, saw_pictures=self.chat.sees_images
+        )
 
 
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:

@@ -60,6 +60,11 @@ async def test_one_photo_gives_english_and_thai_with_summed_usage(gateway, opena
     }
     assert body["usage_by_stage"]["story"]["input_tokens"] == sp
     assert body["media"] == "image" and body["frames_used"] == 1
+    assert body["models"] == {
+        "story": "fake-story",
+        "translation": "fake-translate",
+        "story_saw_pictures": True,
+    }
     assert list(upload_dir.iterdir()) == []
 
 

@@ -59,6 +59,8 @@ async def test_photo_story_in_english_and_thai_with_no_key(local_stack, gateway_
     english, thai = body["english"], body["thai"]
     assert len(english.split()) >= 40
     assert "cat" in english.lower()  # the classifier's "likely" fact reached the story
+    # The offline model is text-only, and the response says so.
+    assert body["models"]["story_saw_pictures"] is False
     assert thai_share(thai) >= 0.95
     usage = body["usage_by_stage"]
     # Real llama.cpp counts: the prompt holds the scene sheet, the answer the story.
