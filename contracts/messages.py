@@ -217,6 +217,10 @@ class Translated(Message, frozen=True, tag="Translated"):
     text: str
     usage: Usage
     model: str
+    # Why the Thai may not match its English (fewer paragraphs, a number or a colour
+    # lost...), in plain words, when a second translation did not fix it; [] when the
+    # checks passed.
+    warnings: list[str] = []
 
 
 # --- progress (published, not requested) ---------------------------------------------

@@ -172,6 +172,8 @@ class Analyzer:
             paragraphs,
             thai.usage,
         )
+        for warning in thai.warnings:
+            log.warning("request %s: %s", request_id, warning)
         return AnalyzeResponse(
             english=story.text,
             thai=thai_text,
@@ -194,6 +196,7 @@ class Analyzer:
                 total=_ms(clock[3] - clock[0]),
             ),
             estimated_cost_usd=self._cost(story, thai),
+            warnings=thai.warnings,
         )
 
     def _cost(self, story: StoryWritten, thai: StoryTranslation) -> float | None:

@@ -58,6 +58,10 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
     # US dollars, from the token usage and the operator's price table (IMGSTORY_PRICES);
     # null when no table is set or a model is not in it.
     estimated_cost_usd: float | None = None
+    # Parts of the Thai that may not match the English (a paragraph missing, a number
+    # or a colour lost) even after they were translated again, in plain words: the
+    # Thai is then a rough draft. Empty when every check passed.
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 class ErrorResponse(msgspec.Struct, kw_only=True):

@@ -41,6 +41,7 @@ class StoryTranslation:
     a call's worth at a time, as soon as it and everything before it are translated;
     ``on_start`` hears when the first call starts. The first failed call fails the whole
     (``failed`` completes with its error), and ``close`` stops every call still running.
+    After ``finish``, ``warnings`` says which parts of the Thai may not match the English.
     """
 
     def __init__(
@@ -62,8 +63,10 @@ class StoryTranslation:
         self._span: dict[int, int] = {}  # paragraphs in each unit
         self._calls: dict[int, asyncio.Task[Translated]] = {}
         self._thai: dict[int, str] = {}
+        self._doubts: dict[int, list[str]] = {}  # each kept reply's warnings
         self._shown = 0  # the next unit to hand to on_thai
         self._final: list[str] | None = None
+        self._final_units: list[tuple[int, int]] = []
         self.usage = Usage()  # every finished call, kept or not
         self.model = ""
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -87,6 +90,7 @@ class StoryTranslation:
         self._final = paragraphs
         known = dict(enumerate(paragraphs))
         units = _units(known, final=True)
+        self._final_units = units
         keep = set()
         for start, span in units:
             text = _joined(known, start, span)
@@ -119,6 +123,7 @@ class StoryTranslation:
         self._english[start] = text
         self._span[start] = span
         self._thai.pop(start, None)
+        self._doubts.pop(start, None)
         request = Translate(
             request_id=self._request_id, text=text, context=self._context(start, paragraphs)
         )
@@ -152,7 +157,23 @@ class StoryTranslation:
         self.model = reply.model
         if self._english.get(start) == text and self._calls.get(start) is call:
             self._thai[start] = reply.text.strip()
+            self._doubts[start] = list(reply.warnings)
             self._show()
+
+    @property
+    def warnings(self) -> list[str]:
+        """One plain sentence for each part of the final Thai the translation service
+        doubts matches its English (after its own retry), in story order."""
+        if self._final is None:
+            return []
+        titled = bool(self._final) and is_title(self._final[0])
+        found = []
+        for start, span in self._final_units:
+            doubts = self._doubts.get(start)
+            if doubts:
+                part = _part_name(start, span, titled)
+                found.append(f"{part} of the Thai may not match the English: {'; '.join(doubts)}.")
+        return found
 
     def _show(self) -> None:
         while self._shown in self._thai:
@@ -187,3 +208,10 @@ def _units(paragraphs: dict[int, str], *, final: bool) -> list[tuple[int, int]]:
 
 def _joined(paragraphs: dict[int, str], start: int, span: int) -> str:
     return "\n\n".join(paragraphs[i] for i in range(start, start + span))
+
+
+def _part_name(start: int, span: int, titled: bool) -> str:
+    """How a reader names a unit: paragraphs are counted after the title, from 1."""
+    if titled and start == 0:
+        return "The title and first paragraph" if span == 2 else "The title"
+    return f"Paragraph {start if titled else start + 1}"

@@ -13,6 +13,7 @@ from tests.support.fake_openai import (
     Status,
     count_completion_tokens,
     count_prompt_tokens,
+    default_answer,
 )
 from tests.support.fixtures import ClientFactory
 from translation_service.translate import (
@@ -29,6 +30,10 @@ ENGLISH = (
     "The Quiet Harbour\n\nMara tied the last rope.\n\nBy evening the sea had turned to copper."
 )
 THAI = "ท่าเรือที่เงียบสงบ\n\nมาร่าผูกเชือกเส้นสุดท้าย\n\nพอตกเย็น ทะเลก็กลายเป็นสีทองแดง"
+# The fake's own English story: its default translation, THAI_ANSWER, is as long as a
+# translation of it would be (THAI_ANSWER is more than three times as long as ENGLISH,
+# which the faithfulness checks would send back).
+STORY = default_answer([])
 
 
 @pytest.fixture
@@ -61,7 +66,7 @@ def test_thai_share_of_the_fake_answers() -> None:
 
 
 async def test_thai_answer_is_accepted_first_time(fake: FakeOpenAI, chat: OpenAIChat) -> None:
-    result = await translate_to_thai(chat, ENGLISH)
+    result = await translate_to_thai(chat, STORY)
 
     [request] = fake.requests
     assert result == Translation(
@@ -72,13 +77,13 @@ async def test_thai_answer_is_accepted_first_time(fake: FakeOpenAI, chat: OpenAI
         attempts=1,
         thai_share=1.0,
     )
-    assert request["max_completion_tokens"] == answer_budget(ENGLISH, 1500) < 1500
+    assert request["max_completion_tokens"] == answer_budget(STORY, 1500) < 1500
     assert request["temperature"] == 0.0
-    assert ENGLISH in request.text
+    assert STORY in request.text
 
 
 async def test_request_is_text_only(fake: FakeOpenAI, chat: OpenAIChat) -> None:
-    await translate_to_thai(chat, ENGLISH)
+    await translate_to_thai(chat, STORY)
 
     [request] = fake.requests
     assert request.image_urls == []
@@ -132,7 +137,7 @@ async def test_lower_threshold_accepts_a_mixed_answer(fake: FakeOpenAI, chat: Op
     mixed = "มาร่าผูกเชือก (Mara)"
     fake.script(Reply(mixed))
 
-    result = await translate_to_thai(chat, ENGLISH, min_share=0.6)
+    result = await translate_to_thai(chat, "Mara tied the rope.", min_share=0.6)
 
     assert (result.attempts, result.text) == (1, mixed)
     assert result.thai_share == pytest.approx(thai_share(mixed))

@@ -42,7 +42,9 @@ class Translator:
             trim_extra_lines=self.settings.model.provider == "local",
         )
         usage = Usage(input_tokens=thai.input_tokens, output_tokens=thai.output_tokens)
-        return Translated(text=thai.text, usage=usage, model=thai.model)
+        return Translated(
+            text=thai.text, usage=usage, model=thai.model, warnings=list(thai.problems)
+        )
 
 
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:

@@ -1,4 +1,5 @@
-"""Translate an English story into Thai with a chat model, checking the answer is Thai script."""
+"""Translate an English story into Thai with a chat model, checking the answer is Thai script
+and, as far as can be counted, faithful to the English."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from contracts.messages import TranslationContext
 from llm.chat import ChatModel, Completion
+from translation_service.faithful import problems
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,11 @@ Your previous answer contained non-Thai text: only {share:.0%} of its letters we
 script. Translate the story again and write every word in Thai script, transliterating \
 names into Thai letters. Output only the Thai translation."""
 
+FAITHFUL_RETRY_PROMPT = """\
+Your previous answer does not match the English: {problems}. Translate the story again, \
+all of it and nothing else, one Thai paragraph for each English paragraph, keeping every \
+number in digits. Output only the Thai translation."""
+
 # Measured with Qwen's tokenizer, a Thai translation took 0.45 to 0.9 tokens per English
 # character (transliterated names cost the most; OpenAI's tokenizer needs fewer). This
 # cap leaves room for that and stops an answer that runs on instead of ending.
@@ -46,6 +53,9 @@ class Translation:
     model: str
     attempts: int
     thai_share: float
+    # Why the kept answer may not match the English (translate_to_thai's checks), when
+    # the retry did not fix it; empty when it passed.
+    problems: tuple[str, ...] = ()
 
 
 class NotThai(Exception):
@@ -201,51 +211,87 @@ async def translate_to_thai(
     temperature: float = 0.0,
     trim_extra_lines: bool = False,
 ) -> Translation:
-    """Translate `english` into Thai, retrying once with a stricter instruction if the answer is not Thai.
+    """Translate `english` into Thai, checking the answer and retrying once if it fails.
 
     Only text is sent (never the pictures again), with `script="thai"` so backends
     that can constrain their output to Thai script do. The answer is capped at
     `answer_budget` tokens so a model stuck in a loop stops early. With
     `trim_extra_lines` (for small local models, which append translator's notes) the
     answer is cut after as many lines as the English has; a capable model may split a
-    paragraph, so it is off by default. Token usage sums both attempts.
-    Raises ValueError for empty text, NotThai when the second answer is still
-    below `min_share` Thai letters, and the model's llm.errors.ModelError subclasses.
+    paragraph, so it is off by default.
+
+    An answer below `min_share` Thai letters is retried with a stricter instruction.
+    A Thai answer that fails the faithfulness checks (`faithful.problems`: fewer
+    paragraphs, far too short or long, a number or colour lost) is translated again
+    on its own, without the earlier paragraphs as context (a small model mixes them
+    into its answer), told what was wrong. If the second answer still fails those
+    checks, the better of the two Thai answers is kept with its `problems`. Token usage
+    sums both attempts.
+    Raises ValueError for empty text, NotThai when no answer reached `min_share` Thai
+    letters, and the model's llm.errors.ModelError subclasses.
     """
     if not english.strip():
         raise ValueError("there is no English text to translate")
     messages = build_translation_messages(english, context)
     budget = answer_budget(english, max_tokens)
-    first = await chat.complete(messages, max_tokens=budget, temperature=temperature, script="thai")
-    text = drop_extra_lines(first.text, english) if trim_extra_lines else first.text
-    share = thai_share(text)
-    if share >= min_share:
-        return _translation(text, [first], share)
 
-    log.warning(
-        "translation by %s was only %.0f%% Thai letters; retrying once", first.model, share * 100
+    async def ask(asked: list[dict[str, Any]]) -> tuple[Completion, str, float]:
+        answer = await chat.complete(
+            asked, max_tokens=budget, temperature=temperature, script="thai"
+        )
+        text = drop_extra_lines(answer.text, english) if trim_extra_lines else answer.text
+        return answer, text, thai_share(text)
+
+    first, text, share = await ask(messages)
+    if share < min_share:
+        log.warning(
+            "translation by %s was only %.0f%% Thai letters; retrying once",
+            first.model,
+            share * 100,
+        )
+        correction = STRICT_RETRY_PROMPT.format(share=share)
+        retry_messages = messages
+        first_problems: list[str] | None = None
+    else:
+        first_problems = problems(english, text)
+        if not first_problems:
+            return _translation(text, [first], share)
+        log.warning(
+            "translation by %s may not match the English (%s); translating it again on its own",
+            first.model,
+            "; ".join(first_problems),
+        )
+        correction = FAITHFUL_RETRY_PROMPT.format(problems="; ".join(first_problems))
+        retry_messages = build_translation_messages(english)
+
+    second, second_text, second_share = await ask(
+        [
+            *retry_messages,
+            {"role": "assistant", "content": first.text},
+            {"role": "user", "content": correction},
+        ]
     )
-    retry_messages = [
-        *messages,
-        {"role": "assistant", "content": first.text},
-        {"role": "user", "content": STRICT_RETRY_PROMPT.format(share=share)},
-    ]
-    second = await chat.complete(
-        retry_messages, max_tokens=budget, temperature=temperature, script="thai"
-    )
-    text = drop_extra_lines(second.text, english) if trim_extra_lines else second.text
-    share = thai_share(text)
-    if share >= min_share:
-        return _translation(text, [first, second], share)
+    both = [first, second]
+    if second_share >= min_share:
+        second_problems = problems(english, second_text)
+        # The first answer only when it was Thai and strictly better.
+        if first_problems is None or len(second_problems) <= len(first_problems):
+            return _translation(second_text, both, second_share, second_problems)
+    if first_problems is not None:
+        return _translation(text, both, share, first_problems)
     raise NotThai(
-        share,
+        second_share,
         min_share,
         input_tokens=first.input_tokens + second.input_tokens,
         output_tokens=first.output_tokens + second.output_tokens,
     )
 
 
-def _translation(text: str, completions: list[Completion], share: float) -> Translation:
+def _translation(
+    text: str, completions: list[Completion], share: float, found: list[str] | None = None
+) -> Translation:
+    if found:
+        log.warning("kept a translation that may not match the English: %s", "; ".join(found))
     return Translation(
         text=text.strip(),
         input_tokens=sum(c.input_tokens for c in completions),
@@ -253,4 +299,5 @@ def _translation(text: str, completions: list[Completion], share: float) -> Tran
         model=completions[-1].model,
         attempts=len(completions),
         thai_share=share,
+        problems=tuple(found or ()),
     )
