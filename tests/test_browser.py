@@ -22,6 +22,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_p
 from tests.media import sample_photo, sample_video, write_garbage, write_other_image
 from tests.support.fake_openai import Delay, Reply, Status
 from tests.support.processes import ROOT, free_port, running_gateway
+from tests.test_faithful import LAMP, LAMP_BLUE
 
 pytestmark = pytest.mark.slow
 
@@ -278,6 +279,26 @@ async def test_photo_gives_english_and_thai_stories_with_usage(new_tab, openai, 
     download = await info.value
     assert download.suggested_filename.endswith(".txt")
     assert result["thai"].strip() in Path(await download.path()).read_text(encoding="utf-8")
+
+
+async def test_a_doubtful_thai_translation_is_marked_as_a_rough_draft(new_tab, openai, blob_store):
+    # The translation loses the year and turns the grey lamp blue, twice.
+    openai.script(Reply(LAMP), Reply(LAMP_BLUE), Reply(LAMP_BLUE))
+    tab = await new_tab()
+    page = tab.page
+    await page.set_input_files("#files", sample_photo("coffee.png"))
+    events = await stream_response_events(
+        tab, lambda: page.get_by_role("button", name="Write my story").click()
+    )
+    [warning] = dict(events)["result"]["warnings"]
+    note = page.get_by_role("note")
+    await expect(note).to_be_visible()
+    await expect(note).to_contain_text("Rough draft")
+    await expect(note.locator("li")).to_have_text(warning)
+    assert "1998" in warning
+    assert await page.locator("#thai").get_attribute("aria-describedby") == "thai-draft"
+    assert await note.evaluate("el => el.closest('.story-card').classList.contains('is-rough')")
+    await tab.shot("photo-rough-thai")
 
 
 async def test_video_shows_a_preview_and_the_stages_advance_in_order(new_tab, openai, blob_store):

@@ -42,12 +42,50 @@ function showUsage(result) {
   rows.append(usageRow("Total", "", usage));
 }
 
+/**
+ * Mark the Thai as a rough draft when the server doubts parts of it match the English
+ * (`result.warnings`, after its own retry), with each reason; unmark it otherwise.
+ */
+function showDoubts(warnings) {
+  const thai = $("#thai");
+  const card = thai.closest(".story-card");
+  $("#thai-draft")?.remove();
+  card.classList.toggle("is-rough", warnings.length > 0);
+  if (!warnings.length) {
+    thai.removeAttribute("aria-describedby");
+    return;
+  }
+  const note = document.createElement("div");
+  note.id = "thai-draft";
+  note.className = "draft-note";
+  note.lang = "en";
+  note.setAttribute("role", "note");
+  const badge = document.createElement("p");
+  badge.className = "draft-note__badge";
+  badge.textContent = "Rough draft";
+  const why = document.createElement("p");
+  why.className = "draft-note__why";
+  why.textContent = "Parts of this translation may not match the English:";
+  const list = document.createElement("ul");
+  list.className = "draft-note__list";
+  for (const warning of warnings) {
+    const item = document.createElement("li");
+    item.textContent = warning;
+    list.append(item);
+  }
+  note.append(badge, why, list);
+  thai.before(note);
+  thai.setAttribute("aria-describedby", "thai-draft");
+}
+
 /** Show the stories of `result`, made from `photos` photos (or a video). */
 export function showResult(result, photos) {
   lastResult = result;
   const titled = hasTitle(result.english);
   renderStory($("#english"), result.english, titled);
   renderStory($("#thai"), result.thai, titled && hasTitle(result.thai));
+  const warnings = Array.isArray(result.warnings) ? result.warnings : [];
+  showDoubts(warnings);
   showUsage(result);
 
   const media = result.media === "video" ? "1 video" : plural(photos, "photo");
@@ -56,7 +94,9 @@ export function showResult(result, photos) {
   $("#media-line").textContent = `${media}${frames}. Request ${result.request_id || "–"}.`;
 
   results.hidden = false;
-  announce("Your story is ready, in English and Thai.");
+  announce(warnings.length
+    ? "Your story is ready, in English and Thai; the Thai is a rough draft."
+    : "Your story is ready, in English and Thai.");
   const heading = $("#english-title");
   heading.tabIndex = -1;
   heading.focus({ preventScroll: true });
