@@ -72,6 +72,14 @@ class StoryWriter:
             if cutter is not None:
                 cutter.feed(piece)
 
+        retried = False
+
+        def retry() -> None:
+            # The first answer was garbage: its last paragraph, still in the cutter, is
+            # not worth translating; the gateway translates what the final text adds.
+            nonlocal retried
+            retried = True
+
         story = await write_story(
             self.chat,
             frames,
@@ -81,8 +89,9 @@ class StoryWriter:
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
             on_text=hear if request.progress else None,
+            on_retry=retry,
         )
-        if cutter is not None:
+        if cutter is not None and not retried:
             cutter.close()
         usage = Usage(input_tokens=story.input_tokens, output_tokens=story.output_tokens)
         return StoryWritten(

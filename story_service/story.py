@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.messages import SceneFacts
 from llm.chat import ChatModel, Completion
+from story_service.guards import Problem, Review, repair_paragraphs, review, story_block, strip_tags
 from story_service.scene import SheetPicture, format_clock, scene_sheet
 
 log = logging.getLogger(__name__)
@@ -153,26 +154,20 @@ def build_story_messages(
     ]
 
 
-_TAG = re.compile(r"</?(story|transcript|style_guidance|title)>", re.IGNORECASE)
-_HEADING = re.compile(r"^#{1,6}\s*", re.MULTILINE)
-_STORY_BLOCK = re.compile(r"<story>(.*?)(?:</story>|$)", re.IGNORECASE | re.DOTALL)
-
-
 def tidy_story(text: str) -> str:
-    """The story without our prompt's tags, which small models like to echo.
+    """The story without our prompt's tags, which small models like to echo, and with
+    the garbage one paragraph can show repaired (see ``guards.repair_paragraphs``).
 
     If the model wrapped its story in <story> tags, only that block is kept (what
     stands around it is usually an echo of the prompt).
     """
-    block = _STORY_BLOCK.search(text)
-    if block and block.group(1).strip():
-        text = block.group(1)
-    return tidy_paragraphs(text)
+    return repair_paragraphs(strip_tags(story_block(text)))
 
 
 def tidy_paragraphs(text: str) -> str:
-    """Some paragraphs of the story without echoed tags or markdown headings."""
-    return _HEADING.sub("", _TAG.sub("", text)).strip()
+    """Some paragraphs of the story, repaired as ``tidy_story`` repairs the whole, so
+    paragraphs streamed while the story is written match its final text."""
+    return repair_paragraphs(strip_tags(text))
 
 
 def build_sheet_messages(
@@ -201,6 +196,32 @@ def build_sheet_messages(
     ]
 
 
+CORRECTION = (
+    "Your answer was not a clean story ({problems}). Write the story again: a short title "
+    "line, then its paragraphs in plain English prose, and nothing else: no notes, brackets "
+    "or markdown, and nothing copied from these instructions."
+)
+
+_TRANSCRIPT_BLOCK = re.compile(r"<transcript>.*?</transcript>", re.DOTALL)
+
+
+def prompt_source(messages: Sequence[dict[str, Any]]) -> str:
+    """The text of ``messages`` a story should not repeat: everything but a transcript,
+    which the story may quote."""
+    texts: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        texts.extend(str(p.get("text") or "") for p in parts if p.get("type") == "text")
+    return _TRANSCRIPT_BLOCK.sub(" ", "\n".join(texts))
+
+
+def correction(problems: Iterable[Problem]) -> dict[str, str]:
+    """The short note that asks for the story again, naming what was wrong."""
+    named = ", ".join(sorted(str(problem) for problem in problems)) or "not a story"
+    return {"role": "user", "content": CORRECTION.format(problems=named)}
+
+
 async def write_story(
     chat: ChatModel,
     frames: Sequence[StoryFrame],
@@ -211,21 +232,59 @@ async def write_story(
     max_tokens: int = 700,
     temperature: float = 0.8,
     on_text: Callable[[str], None] | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> Completion:
-    """Ask `chat` for a story about `frames` and return it (tidied) with its token usage.
+    """Ask `chat` for a story about `frames` and return it (repaired) with its token usage.
 
     A model that sees images gets the pictures; a text-only one gets the scene sheet.
-    ``on_text`` hears each piece of the story as it is generated (possibly from a
-    worker thread). Raises ValueError when there are no frames or `detail` is invalid;
-    the model's errors (llm.errors.ModelError subclasses) propagate unchanged.
+    The answer is reviewed (``guards.review``): what can be repaired is; an answer
+    still not a story is asked for once more with a corrective note, and the better of
+    the two is kept. The usage counts every call. ``on_text`` hears each piece of the
+    first answer as it is generated (possibly from a worker thread); ``on_retry`` hears
+    that the first answer is being replaced. Raises ValueError when there are no frames
+    or `detail` is invalid; the model's errors (llm.errors.ModelError subclasses)
+    propagate unchanged.
     """
     if chat.sees_images:
         messages = build_story_messages(frames, prompt, video, detail)
     else:
         messages = build_sheet_messages(frames, prompt, video)
+    source = prompt_source(messages)
     completion = await chat.complete(
         messages, max_tokens=max_tokens, temperature=temperature, on_text=on_text
     )
+    verdict = review(completion.text, source)
+    if not verdict.usable:
+        log.info(
+            "the story from %s is not usable (%s): asking once more",
+            completion.model,
+            ", ".join(sorted(verdict.unresolved)),
+        )
+        if on_retry is not None:
+            on_retry()
+        again = await chat.complete(
+            [*messages, correction(verdict.unresolved)],
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        second = review(again.text, source)
+        if not second.usable:
+            log.warning(
+                "the story from %s is still not clean after a second try (%s): keeping the "
+                "better answer",
+                again.model,
+                ", ".join(sorted(second.unresolved)),
+            )
+        if second.usable or _better(second, verdict):
+            verdict = second
+        completion = Completion(
+            text=completion.text,
+            input_tokens=completion.input_tokens + again.input_tokens,
+            output_tokens=completion.output_tokens + again.output_tokens,
+            model=again.model,
+        )
+    elif verdict.found:
+        log.info("story from %s repaired: %s", completion.model, ", ".join(sorted(verdict.found)))
     log.info(
         "story written by %s from %d pictures: %d input and %d output tokens",
         completion.model,
@@ -233,4 +292,10 @@ async def write_story(
         completion.input_tokens,
         completion.output_tokens,
     )
-    return replace(completion, text=tidy_story(completion.text))
+    return replace(completion, text=verdict.text)
+
+
+def _better(candidate: Review, than: Review) -> bool:
+    """More words left after repair (the garbage is gone, so they are story); a tie
+    keeps the first answer, which was already streamed (and translated)."""
+    return candidate.words > than.words
