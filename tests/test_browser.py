@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Request,
+    Route,
+    async_playwright,
+    expect,
+)
 
 from tests.media import sample_photo, sample_video, write_garbage, write_other_image
 from tests.support.fake_openai import Delay, Reply, Status
@@ -299,6 +307,51 @@ async def test_a_doubtful_thai_translation_is_marked_as_a_rough_draft(new_tab, o
     assert await page.locator("#thai").get_attribute("aria-describedby") == "thai-draft"
     assert await note.evaluate("el => el.closest('.story-card').classList.contains('is-rough')")
     await tab.shot("photo-rough-thai")
+
+
+async def test_a_story_model_that_cannot_see_is_said_kindly(new_tab, openai, blob_store):
+    tab = await new_tab()
+    page = tab.page
+
+    usage = {"input_tokens": 300, "output_tokens": 120, "total_tokens": 420}
+    result = {
+        "english": "The Quiet Cup\n\nSteam rose from the cup as the morning began.",
+        "thai": "ถ้วยที่เงียบสงบ\n\nไอน้ำลอยขึ้นจากถ้วยเมื่อเช้าวันใหม่เริ่มต้น",
+        "token_usage": usage,
+        "usage_by_stage": {"story": usage, "translation": usage},
+        # What the offline default answers: its story model is text-only.
+        "models": {
+            "story": "qwen2.5-1.5b",
+            "translation": "qwen2.5-1.5b",
+            "story_saw_pictures": False,
+        },
+        "media": "image",
+        "frames_used": 1,
+        "request_id": "text-only-1",
+        "warnings": [],
+    }
+
+    async def as_if_text_only(route: Route) -> None:
+        body = f"event: result\ndata: {json.dumps(result, ensure_ascii=False)}\n\n"
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    await page.route("**/analyze/stream", as_if_text_only)
+    await page.set_input_files("#files", sample_photo("coffee.png"))
+    await page.get_by_role("button", name="Write my story").click()
+    note = page.locator("#sight-note")
+    await expect(note).to_be_visible(timeout=30_000)
+    await expect(note).to_contain_text("cannot see pictures")
+    await expect(note).to_contain_text("OPENAI_API_KEY")
+    assert await page.locator("#english").get_attribute("aria-describedby") == "sight-note"
+    await expect(page.locator("#media-line")).to_contain_text("described to the model")
+    await tab.shot("photo-text-only-model")
+
+    # A model that sees gets no such note.
+    await page.unroute("**/analyze/stream")
+    await page.set_input_files("#files", sample_photo("coffee.png"))
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page.locator("#media-line")).to_contain_text("shown to the model", timeout=30_000)
+    await expect(note).to_have_count(0)
 
 
 async def test_video_shows_a_preview_and_the_stages_advance_in_order(new_tab, openai, blob_store):

@@ -78,6 +78,34 @@ function showDoubts(warnings) {
   thai.setAttribute("aria-describedby", "thai-draft");
 }
 
+/**
+ * Say so, kindly, when the story model could not see the pictures (the offline default
+ * writes from what ImgStory measured in them), and how to get one that can.
+ */
+function showSight(result) {
+  const english = $("#english");
+  $("#sight-note")?.remove();
+  if (result.models?.story_saw_pictures !== false) {
+    english.removeAttribute("aria-describedby");
+    return;
+  }
+  const note = document.createElement("div");
+  note.id = "sight-note";
+  note.className = "sight-note";
+  note.setAttribute("role", "note");
+  const what = document.createElement("p");
+  what.textContent =
+    "Written by the offline model, which cannot see pictures: it wrote from what ImgStory " +
+    "noticed in them (things, people, colours, light, text and speech), so details may differ.";
+  const how = document.createElement("p");
+  how.textContent =
+    "For stories that follow your pictures closely, connect OpenAI (set OPENAI_API_KEY) or " +
+    "any OpenAI-compatible vision server such as vLLM, Ollama or llama.cpp (set OPENAI_BASE_URL).";
+  note.append(what, how);
+  english.before(note);
+  english.setAttribute("aria-describedby", "sight-note");
+}
+
 /** Show the stories of `result`, made from `photos` photos (or a video). */
 export function showResult(result, photos) {
   lastResult = result;
@@ -86,11 +114,13 @@ export function showResult(result, photos) {
   renderStory($("#thai"), result.thai, titled && hasTitle(result.thai));
   const warnings = Array.isArray(result.warnings) ? result.warnings : [];
   showDoubts(warnings);
+  showSight(result);
   showUsage(result);
 
   const media = result.media === "video" ? "1 video" : plural(photos, "photo");
   const frames = typeof result.frames_used === "number"
-    ? `, ${plural(result.frames_used, result.media === "video" ? "frame" : "picture")} shown to the model` : "";
+    ? `, ${plural(result.frames_used, result.media === "video" ? "frame" : "picture")} ${
+      result.models?.story_saw_pictures === false ? "described to" : "shown to"} the model` : "";
   $("#media-line").textContent = `${media}${frames}. Request ${result.request_id || "–"}.`;
 
   results.hidden = false;
