@@ -73,6 +73,10 @@ SEES_IMAGES = "sees_images"
 # replica that reads frames sent inline (Frame.jpeg): small media then skip the bucket.
 INLINE_UPLOADS = "inline_uploads"
 INLINE_FRAMES = "inline_frames"
+# A translation replica whose model gains from translating paragraphs side by side while
+# the story is written (a remote provider). A local model on the CPU does not: the calls
+# queue on one engine and take cores from the story, so it gets the whole story at once.
+BY_PARAGRAPH = "by_paragraph"
 
 EXTRACT_FRAMES = Endpoint(
     FRAMES, "extract", "imgstory.v1.frames.extract", m.ExtractFrames, m.FramesExtracted

@@ -128,6 +128,7 @@ class Analyzer:
             request_id,
             on_thai=news.thai if on_progress is not None else None,
             on_start=lambda: news.stage(Stage.TRANSLATING),
+            by_paragraph=self.capabilities is not None and self.capabilities.translate_by_paragraph,
         )
         news.paragraphs = thai.heard
         subscription = await self.nc.subscribe(news.subject, cb=news.relay)

@@ -21,11 +21,13 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from contracts.subjects import (
+    BY_PARAGRAPH,
     FRAMES,
     INLINE_FRAMES,
     INLINE_UPLOADS,
     SEES_IMAGES,
     STORY,
+    TRANSLATION,
     ServiceSpec,
     info_subject,
 )
@@ -43,7 +45,7 @@ class _Info(msgspec.Struct):
 
 _info = msgspec.json.Decoder(_Info)
 
-WATCHED = (FRAMES, STORY)
+WATCHED = (FRAMES, STORY, TRANSLATION)
 
 
 class Capabilities:
@@ -71,6 +73,11 @@ class Capabilities:
     def scene_facts_needed(self) -> bool:
         """True unless every story replica heard from last time says its model sees images."""
         return not self._all_state(STORY, SEES_IMAGES)
+
+    @property
+    def translate_by_paragraph(self) -> bool:
+        """Every translation replica gains from paragraphs translated side by side."""
+        return self._all_state(TRANSLATION, BY_PARAGRAPH)
 
     @property
     def inline_uploads(self) -> bool:
@@ -111,16 +118,18 @@ class Capabilities:
             log.debug("could not ask the replicas what they can do: %s", err)
             return
         changed = {name: replicas for name, replicas in heard.items() if replicas}
-        before = (self.scene_facts_needed, self.inline_uploads, self.inline_frames)
+        before = self._summary()
         self._stated.update(changed)
-        after = (self.scene_facts_needed, self.inline_uploads, self.inline_frames)
-        if after != before:
-            log.info(
-                "replicas: scene facts %s, small uploads %s, small frames %s",
-                "on" if after[0] else "off",
-                "inline" if after[1] else "stored",
-                "inline" if after[2] else "stored",
-            )
+        if self._summary() != before:
+            log.info("replicas: %s", self._summary())
+
+    def _summary(self) -> str:
+        return (
+            f"scene facts {'on' if self.scene_facts_needed else 'off'}, "
+            f"small uploads {'inline' if self.inline_uploads else 'stored'}, "
+            f"small frames {'inline' if self.inline_frames else 'stored'}, "
+            f"Thai {'by paragraph' if self.translate_by_paragraph else 'whole'}"
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._refresh_forever())

@@ -51,8 +51,12 @@ class StoryTranslation:
         *,
         on_thai: Callable[[str], None] | None = None,
         on_start: Callable[[], None] | None = None,
+        by_paragraph: bool = True,
     ) -> None:
         self._translate = translate
+        # False: the whole story in one call once it is written (a local model on the
+        # CPU, which gains nothing from calls side by side).
+        self._by_paragraph = by_paragraph
         self._request_id = request_id
         self._on_thai = on_thai
         self._on_start = on_start
@@ -74,7 +78,7 @@ class StoryTranslation:
     def heard(self, index: int, text: str) -> None:
         """The story service finished paragraph ``index``: translate it now (a title
         waits for the paragraph after it)."""
-        if self._final is not None or index < 0 or index in self._heard:
+        if not self._by_paragraph or self._final is not None or index < 0 or index in self._heard:
             return
         self._heard[index] = text
         for start, span in _units(self._heard, final=False):
@@ -89,7 +93,7 @@ class StoryTranslation:
         paragraphs = split_paragraphs(story)
         self._final = paragraphs
         known = dict(enumerate(paragraphs))
-        units = _units(known, final=True)
+        units = _units(known, final=True) if self._by_paragraph else [(0, len(paragraphs))]
         self._final_units = units
         keep = set()
         for start, span in units:

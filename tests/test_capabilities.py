@@ -17,12 +17,14 @@ from PIL import Image
 from contracts.messages import ExtractFrames
 from contracts.rpc import Server
 from contracts.subjects import (
+    BY_PARAGRAPH,
     EXTRACT_FRAMES,
     FRAMES,
     INLINE_FRAMES,
     INLINE_UPLOADS,
     SEES_IMAGES,
     STORY,
+    TRANSLATION,
     WRITE_STORY,
 )
 from gateway.analysis import INLINE_MAX_BYTES
@@ -103,6 +105,15 @@ async def test_inline_media_only_while_every_replica_reads_it(bus: Client) -> No
     story = await Server.start(bus, STORY, metadata={SEES_IMAGES: "true", INLINE_FRAMES: "true"})
     await capabilities.refresh()
     assert capabilities.inline_uploads and capabilities.inline_frames
+    assert not capabilities.translate_by_paragraph  # no translation replica has answered
+    remote = await Server.start(bus, TRANSLATION, metadata={BY_PARAGRAPH: "true"})
+    await capabilities.refresh()
+    assert capabilities.translate_by_paragraph
+    local = await Server.start(bus, TRANSLATION, metadata={BY_PARAGRAPH: "false"})
+    await capabilities.refresh()
+    assert not capabilities.translate_by_paragraph  # the local one would queue them
+    await remote.stop()
+    await local.stop()
     # A replica of an older version states neither: nothing inline may reach it.
     older_frames = await Server.start(bus, FRAMES)
     older_story = await Server.start(bus, STORY, metadata={SEES_IMAGES: "true"})

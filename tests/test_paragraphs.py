@@ -217,3 +217,21 @@ async def test_a_failed_paragraph_fails_the_translation_at_once() -> None:
         await thai.failed
     await thai.close()
     assert translator.cancelled == ["One."]  # nobody waits for it any more
+
+
+async def test_a_local_translator_gets_the_whole_story_in_one_call() -> None:
+    translator = Translator()
+    shown: list[str] = []
+    thai = StoryTranslation(translator, "r4", on_thai=shown.append, by_paragraph=False)
+    thai.heard(0, "Title")
+    thai.heard(1, "First.")
+    await settle()
+    assert translator.asked == []  # nothing side by side: the model would queue it
+    finishing = asyncio.create_task(thai.finish("Title\n\nFirst.\n\nSecond."))
+    await settle()
+    [request] = translator.asked
+    assert request.text == "Title\n\nFirst.\n\nSecond." and request.context is None
+    translator.answer(request.text, "ชื่อ\n\nหนึ่ง\n\nสอง")
+    assert await finishing == ("ชื่อ\n\nหนึ่ง\n\nสอง", 3)
+    assert shown == ["ชื่อ\n\nหนึ่ง\n\nสอง"]
+    await thai.close()

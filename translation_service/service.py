@@ -8,7 +8,7 @@ from nats.aio.client import Client
 
 from contracts.messages import FailureCode, Translate, Translated, Usage
 from contracts.rpc import Server
-from contracts.subjects import TRANSLATE, TRANSLATION
+from contracts.subjects import BY_PARAGRAPH, TRANSLATE, TRANSLATION
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
 from llm.provider import build_chat
@@ -52,7 +52,9 @@ async def start_service(nc: Client, settings: Settings, chat: ChatModel | None =
     if chat is None:
         chat = await asyncio.to_thread(build_chat, settings.model)
     translator = Translator(chat, settings)
-    server = await Server.start(nc, TRANSLATION)
+    # A remote provider translates paragraphs side by side; a local model would queue them.
+    by_paragraph = "false" if settings.model.provider == "local" else "true"
+    server = await Server.start(nc, TRANSLATION, metadata={BY_PARAGRAPH: by_paragraph})
     await server.add(
         TRANSLATE, translator.translate, errors=ERRORS, max_in_flight=settings.max_in_flight
     )
