@@ -79,6 +79,9 @@ _CERTAINTY = re.compile(
     rf"(?:\s*\b{_CERTAIN})?\s*\((?:{_CERTAIN},?\s*)?\d{{1,3}}(?:\.\d+)?\s?%\)", re.IGNORECASE
 )
 
+# A sentence that speaks of the sheet itself ("the details on the scene sheet").
+_SHEET_TALK = re.compile(r"\bscene\s+sheet\b|\buncertain\s+guess\b", re.IGNORECASE)
+
 # Stage directions: a bracketed line, or a bracket between sentences.
 _BRACKETS = re.compile(r"\[[^\[\]\n]*\]")
 _PAREN_DIRECTION = re.compile(
@@ -108,6 +111,8 @@ _META = re.compile(
       | feel\s+free\s+to\s+(?:ask|let|request|adjust|modify|change)
       | (?:if\s+you(?:'d|\s+would)|would\s+you)\s+like\s+(?:me\s+to|a\s+different|another|any|more)
       | end\s+of\s+(?:the\s+)?story\W*$
+      | (?:in\s+)?the\s+(?:first|second|third|fourth|fifth|next|final|last)\s+
+        (?:photo|photograph|picture|image|frame)\s+(?:shows|depicts|features|captures)\b
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
@@ -131,7 +136,7 @@ _BARE_PREAMBLE = re.compile(
 )
 
 _SENTENCE_GAP = re.compile(r"[.!?…][\"”’')\]]*\s+")
-_ENDINGS = (".", "!", "?", "…", '"', "”", "’", "'", ")")
+_ENDINGS = (".", "!", "?", "…", '"', "”", "’", "'", ")", "—")
 _WORD = re.compile(r"\w+")
 
 
@@ -285,6 +290,9 @@ def _repair_line(raw: str, findings: _Findings) -> tuple[str, bool]:
             problems.add(Problem.PREAMBLE)
             line = line[label.end() :]
     line = _drop_meta(line, problems)
+    if _SHEET_TALK.search(line):
+        problems.add(Problem.ECHO)
+        line = " ".join(s for s in _sentences(line) if not _SHEET_TALK.search(s))
     if line != raw:
         line = re.sub(r"[ \t]{2,}", " ", line).strip()
     return (line, title and bool(line)) if line.strip() else ("", False)
@@ -306,6 +314,12 @@ def _drop_stage_directions(line: str, problems: set[Problem]) -> str:
                 break
         else:
             return line
+
+
+def _sentences(line: str) -> list[str]:
+    starts = [0, *(gap.end() for gap in _SENTENCE_GAP.finditer(line))]
+    ends = [*starts[1:], len(line)]
+    return [line[start:end].strip() for start, end in zip(starts, ends, strict=True)]
 
 
 def _drop_meta(line: str, problems: set[Problem]) -> str:
@@ -360,7 +374,11 @@ def _trim_cut_off_end(text: str, problems: set[Problem]) -> str:
     """Without a last sentence the model did not finish (it ran out of tokens)."""
     paragraphs = text.split("\n\n")
     last = paragraphs[-1].rstrip()
-    if len(paragraphs) < 2 or last.endswith(_ENDINGS) or last.lower().strip(" .!") == "the end":
+    if (
+        last.endswith(_ENDINGS)
+        or last.lower().strip(" .!") == "the end"
+        or (len(paragraphs) == 1 and not _SENTENCE_GAP.search(last))  # judged as not prose
+    ):
         return text
     problems.add(Problem.TRUNCATED)
     gaps = list(_SENTENCE_GAP.finditer(last))

@@ -7,7 +7,9 @@ answer cannot be saved and a second one must be asked for.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from contracts.messages import Label, SceneFacts
 from story_service.story import StoryFrame, build_sheet_messages, prompt_source
@@ -246,6 +248,87 @@ BAD = [
         "comments about the story",
     ),
 ]
+
+# Answers the local model really gave (see the file's "about"), with the edits the
+# guards must make to each, or None when it must be asked for again.
+_ANSWERS = json.loads(Path(__file__).with_name("local_story_answers.json").read_text())["answers"]
+
+
+def _recorded(
+    index: int,
+    name: str,
+    edits: list[tuple[str, str]] | None,
+    *found: str,
+    cut: str = "",
+    streamed: bool = True,
+) -> Bad:
+    """The recorded answer ``index``, repaired by ``edits`` and without ``cut`` at its end."""
+    raw = repaired = _ANSWERS[index]["text"]
+    for old, new in edits or []:
+        assert old in repaired, old
+        repaired = repaired.replace(old, new)
+    assert repaired.endswith(cut)
+    repaired = repaired.removesuffix(cut)
+    return _bad(
+        f"recorded: {name}", raw, repaired if edits is not None else None, *found, streamed=streamed
+    )
+
+
+RECORDED = [
+    _recorded(
+        0,
+        "heading title, cut off",
+        [("# The Grey", "The Grey")],
+        "markdown",
+        "cut off",
+        cut=" It ran back outside, where the black cat was",
+        streamed=False,
+    ),
+    _recorded(
+        1,
+        "quoted title prefix",
+        [('Title: "The White and Orange Bobsled Team"', "The White and Orange Bobsled Team")],
+        "markdown",
+    ),
+    _recorded(
+        2,
+        "a tour of the photographs, not a story",
+        None,
+        "prompt echo",
+        "comments about the story",
+        "cut off",
+    ),
+    _recorded(
+        3,
+        "bold title, cut off",
+        [("**A Cold Day in the Desert**", "A Cold Day in the Desert")],
+        "markdown",
+        "cut off",
+        cut=" The cat perched above them on the dune, looking up at the",
+        streamed=False,
+    ),
+    _recorded(
+        4,
+        "title prefix, the scene sheet named in the last sentence",
+        [
+            ('Title: "White Space and Orange"', "White Space and Orange"),
+            (
+                " He knew that even though he couldn't see all the details on the scene sheet,"
+                " he had a clear picture of what was really happening in front of him.",
+                "",
+            ),
+        ],
+        "markdown",
+        "prompt echo",
+    ),
+    _recorded(
+        5,
+        "title prefix",
+        [("Title: The Moped Adventure", "The Moped Adventure")],
+        "markdown",
+    ),
+]
+BAD += RECORDED
 
 # Clean stories: the guards must give them back unchanged.
 CLEAN = [

@@ -245,3 +245,21 @@ def test_markdown_heading_and_title_tags_are_plain_text():
     from story_service.story import tidy_story
 
     assert tidy_story("### <title>Haytime</title>\n\nA field.") == "Haytime\n\nA field."
+
+
+def test_a_story_may_quote_the_transcript_but_not_the_prompt():
+    from story_service.guards import review
+    from story_service.story import prompt_source
+
+    video = VideoFacts(
+        duration=4.0, has_audio=True, transcript="Happy birthday to you, dear Lena, happy birthday"
+    )
+    source = prompt_source(build_story_messages([StoryFrame(RED, 1.0)], None, video, "auto"))
+    assert "Happy birthday" not in source and "vivid, creative story" in source
+
+    quoted = "The Party\n\nHappy birthday to you, dear Lena, happy birthday, they sang."
+    assert review(quoted, source).text == quoted
+    echoed = f"The Party\n\n{DEFAULT_PROMPT}\n\nThey sang to Lena, and the candles flickered."
+    assert (
+        review(echoed, source).text == "The Party\n\nThey sang to Lena, and the candles flickered."
+    )
