@@ -69,7 +69,7 @@ _PICTURE_LABEL = re.compile(
     re.IGNORECASE,
 )
 _SHEET_LINE = re.compile(
-    r"^\s*(?:scene\s+sheet\b|may\s+show\s*:|people\s*:.*\bdetected\b|look\s*:.*\blight\s*:"
+    r"^\s*(?:the\s+)?(?:scene\s+sheet\b|may\s+show\s*:|people\s*:.*\bdetected\b|look\s*:.*\blight\s*:"
     r"|capture\s*:|text\s+visible\s+in\s+the\s+picture|spoken\s+in\s+the\s+video"
     r"|the\s+frames\s+come\s+in\s+order\s+from\s+one\s+video)",
     re.IGNORECASE,
@@ -111,6 +111,12 @@ _META = re.compile(
       | feel\s+free\s+to\s+(?:ask|let|request|adjust|modify|change)
       | (?:if\s+you(?:'d|\s+would)|would\s+you)\s+like\s+(?:me\s+to|a\s+different|another|any|more)
       | end\s+of\s+(?:the\s+)?story\W*$
+      | (?:i'?m|i\s+am)\s+sorry,?\s+but\b
+      | i\s+(?:cannot|can't|am\s+unable\s+to)\s+(?:write|create|generate|see|view)\b
+      | i\s+don't\s+have\s+enough\s+information
+      | as\s+an\s+ai\b
+      | (?:if|should)\s+you\s+(?:have|can\s+provide|could\s+provide|provide)\s+(?:me\s+with\s+)?
+        (?:more|some|additional)\s+(?:information|details|context|clues)
       | (?:in\s+)?the\s+(?:first|second|third|fourth|fifth|next|final|last)\s+
         (?:photo|photograph|picture|image|frame)\s+(?:shows|depicts|features|captures)\b
     )""",
@@ -258,6 +264,8 @@ def _repair_line(raw: str, findings: _Findings) -> tuple[str, bool]:
     line, count = _STRAY_EMPHASIS.subn("", line)
     if count:
         problems.add(Problem.MARKDOWN)
+        # An unclosed '**"Title"' line: a title when it is short and not a sentence.
+        title = title or _is_title(line.strip().strip("\"“”"))
 
     if _SHEET_LINE.match(line):
         problems.add(Problem.ECHO)
@@ -289,6 +297,8 @@ def _repair_line(raw: str, findings: _Findings) -> tuple[str, bool]:
         if label:
             problems.add(Problem.PREAMBLE)
             line = line[label.end() :]
+    if title and len(line) > 1 and line[0] in '"“' and line[-1] in '"”':
+        line = line[1:-1]  # a title in quotes
     line = _drop_meta(line, problems)
     if _SHEET_TALK.search(line):
         problems.add(Problem.ECHO)

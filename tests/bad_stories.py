@@ -327,6 +327,26 @@ RECORDED = [
         [("Title: The Moped Adventure", "The Moped Adventure")],
         "markdown",
     ),
+    _recorded(
+        6,
+        "unclosed bold title, the sheet repeated in tags between sentences, cut off",
+        [
+            ('**"The Grey Egyptian Cat\'s Shadow"', "The Grey Egyptian Cat's Shadow"),
+            (" <style_guidance>\nThe people: no human face detected\n</style_guidance>\n", "\n\n"),
+        ],
+        "markdown",
+        "prompt echo",
+        "cut off",
+        cut=" The man took photos of everything he saw, including a golden statue of",
+        streamed=False,
+    ),
+    _recorded(
+        7,
+        "a refusal, not a story",
+        None,
+        "prompt echo",
+        "comments about the story",
+    ),
 ]
 BAD += RECORDED
 
