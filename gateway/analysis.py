@@ -123,12 +123,13 @@ class Analyzer:
         liveness = rpc.Liveness(
             news.heartbeats, window=self.settings.liveness_window, attempts=self.settings.attempts
         )
+        by_paragraph = self.capabilities is not None and self.capabilities.translate_by_paragraph
         thai = StoryTranslation(
             lambda request: self._call(TRANSLATE, request, liveness),
             request_id,
             on_thai=news.thai if on_progress is not None else None,
             on_start=lambda: news.stage(Stage.TRANSLATING),
-            by_paragraph=self.capabilities is not None and self.capabilities.translate_by_paragraph,
+            by_paragraph=by_paragraph,
         )
         news.paragraphs = thai.heard
         subscription = await self.nc.subscribe(news.subject, cb=news.relay)
@@ -144,8 +145,10 @@ class Analyzer:
                 frames=frames,
                 prompt=form.prompt,
                 video=video,
-                progress=news.subject,
-                paragraphs=True,
+                # The story streams only for someone: a watcher, or paragraphs to translate
+                # (not every compatible server reports usage on streams).
+                progress=news.subject if on_progress is not None or by_paragraph else None,
+                paragraphs=by_paragraph,
                 stream_text=on_progress is not None,  # pieces only for someone watching
             )
             story = await self._story(request, liveness, thai)
@@ -268,7 +271,7 @@ class Analyzer:
                 scene_facts=caps is None or caps.scene_facts_needed,
                 data=data,
                 inline_frames_bytes=frames_budget,
-                progress=news.subject,
+                progress=news.listener,
             )
             for name, data in uploads
         ]
@@ -323,6 +326,8 @@ class _News:
         self.subject = progress_subject(request_id)
         self.heartbeats = rpc.Heartbeats(self.subject)
         self.paragraphs: Callable[[int, str], None] | None = None
+        # Services publish stage news only when someone listens.
+        self.listener = self.subject if sink is not None else None
 
     def thai(self, piece: str) -> None:
         if self.sink is not None:
