@@ -265,7 +265,7 @@ def _repair_line(raw: str, findings: _Findings) -> tuple[str, bool]:
     if count:
         problems.add(Problem.MARKDOWN)
         # An unclosed '**"Title"' line: a title when it is short and not a sentence.
-        title = title or _is_title(line.strip().strip("\"“”"))
+        title = title or _is_title(line.strip().strip('"“”'))
 
     if _SHEET_LINE.match(line):
         problems.add(Problem.ECHO)
