@@ -12,14 +12,13 @@ that would receive them states that it reads them (``INLINE_UPLOADS``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
+from contracts.discovery import ask_every_replica
 from contracts.subjects import (
     BY_PARAGRAPH,
     FRAMES,
@@ -91,32 +90,17 @@ class Capabilities:
 
     async def refresh(self) -> None:
         """Ask every replica what it states; a service none answers keeps its last answer."""
-        heard: dict[str, dict[str, dict[str, str]]] = {}
-        names = {spec.name for spec in WATCHED}
-
-        async def collect(msg: Msg) -> None:
-            if not msg.data:
-                return  # NATS's own "no responders" status: no replica is running
-            try:
-                info = _info.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                log.warning("a replica sent an INFO answer that cannot be read")
-                return
-            if info.name in names:
-                heard.setdefault(info.name, {})[info.id] = info.metadata or {}
-
+        subjects = [info_subject(spec) for spec in WATCHED]
         try:
-            subscription = await self.nc.subscribe(self.nc.new_inbox(), cb=collect)
-            try:
-                for spec in WATCHED:
-                    await self.nc.publish(info_subject(spec), b"", reply=subscription.subject)
-                await asyncio.sleep(self.window)
-            finally:
-                with contextlib.suppress(NatsError):
-                    await subscription.unsubscribe()
+            answers = await ask_every_replica(self.nc, subjects, _info, self.window)
         except NatsError as err:
             log.debug("could not ask the replicas what they can do: %s", err)
             return
+        names = {spec.name for spec in WATCHED}
+        heard: dict[str, dict[str, dict[str, str]]] = {}
+        for info in answers:
+            if info.name in names:
+                heard.setdefault(info.name, {})[info.id] = info.metadata or {}
         changed = {name: replicas for name, replicas in heard.items() if replicas}
         before = self._summary()
         self._stated.update(changed)

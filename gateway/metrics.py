@@ -9,7 +9,6 @@ process (the tests) never share a figure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,12 +17,12 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.micro.service import ServiceVerb, control_subject
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from contracts.discovery import ask_every_replica
 from contracts.messages import Usage
 from contracts.rpc import Figures
 from contracts.subjects import SERVICES
@@ -240,33 +239,14 @@ class ServiceFigures:
 
         A bus that is down or refuses leaves no figures (never stale ones), not an error.
         """
-        heard: list[_ServiceStats] = []
-        names = {spec.name for spec in SERVICES}
-
-        async def collect(msg: Msg) -> None:
-            if not msg.data:
-                return  # NATS's "no responders" status: that service has no replica
-            try:
-                stats = _stats.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                log.warning("a service replica sent a STATS answer that cannot be read")
-                return
-            if stats.name in names:
-                heard.append(stats)
-
+        subjects = [control_subject(ServiceVerb.STATS, spec.name) for spec in SERVICES]
         try:
-            subscription = await nc.subscribe(nc.new_inbox(), cb=collect)
-            try:
-                for spec in SERVICES:
-                    subject = control_subject(ServiceVerb.STATS, spec.name)
-                    await nc.publish(subject, b"", reply=subscription.subject)
-                await asyncio.sleep(self.window)
-            finally:
-                with contextlib.suppress(NatsError):
-                    await subscription.unsubscribe()
+            answers = await ask_every_replica(nc, subjects, _stats, self.window)
         except NatsError as err:
             log.debug("could not ask the services for their figures: %s", err)
-            heard = []
+            answers = []
+        names = {spec.name for spec in SERVICES}
+        heard = [stats for stats in answers if stats.name in names]
         self._heard = heard
 
     def describe(self) -> Iterable[Metric]:

