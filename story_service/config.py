@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from contracts.blobs import Bucket, bucket_settings
-from contracts.settings import Env
+from contracts.settings import Env, SettingsError
 from llm.provider import ModelSettings, model_settings
-from story_service.story import DETAILS
+from story_service.story import DETAILS, WORDS
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Settings:
     image_detail: str = "auto"  # OpenAI image detail: low | high | auto
     max_tokens: int = 700
     temperature: float = 0.8
+    words: tuple[int, int] = WORDS  # the length asked for when the user's prompt is silent
     max_in_flight: int = 64  # remote model calls are I/O-bound; a local model queues them
     bucket: Bucket = field(default_factory=Bucket)
 
@@ -29,14 +30,42 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
     Raises contracts.settings.SettingsError for a value the service cannot run with.
     """
     read = Env(env)
+    model = model_settings(env, "IMGSTORY_STORY_MODEL")
+    # The offline model writes a shorter story by default: on two CPU cores each word
+    # costs time, and the seed asks for a short story.
+    local = model.provider == "local"
+    words = _words(read, LOCAL_WORDS if local else WORDS)
     return Settings(
         nats_url=read.text("NATS_URL", Settings.nats_url),
-        model=model_settings(env, "IMGSTORY_STORY_MODEL"),
+        model=model,
         image_detail=read.choice("IMGSTORY_IMAGE_DETAIL", Settings.image_detail, DETAILS),
-        max_tokens=read.integer("IMGSTORY_STORY_MAX_TOKENS", Settings.max_tokens, minimum=1),
+        max_tokens=read.integer(
+            "IMGSTORY_STORY_MAX_TOKENS",
+            LOCAL_MAX_TOKENS if local else Settings.max_tokens,
+            minimum=1,
+        ),
+        words=words,
         temperature=read.number(
             "IMGSTORY_STORY_TEMPERATURE", Settings.temperature, minimum=0, maximum=2
         ),
         max_in_flight=read.integer("IMGSTORY_STORY_IN_FLIGHT", Settings.max_in_flight, minimum=1),
         bucket=bucket_settings(read),
     )
+
+
+LOCAL_WORDS = (120, 180)
+LOCAL_MAX_TOKENS = 450  # 180 words and a title are about 260 tokens; room to finish
+
+
+def _words(read: Env, default: tuple[int, int]) -> tuple[int, int]:
+    text = read.text("IMGSTORY_STORY_WORDS", f"{default[0]}-{default[1]}")
+    low, dash, high = text.partition("-")
+    try:
+        words = (int(low), int(high))
+    except ValueError:
+        words = (0, 0)
+    if not dash or not 10 <= words[0] <= words[1] <= 2000:
+        raise SettingsError(
+            f"IMGSTORY_STORY_WORDS must be a range of words like 120-180, not {text!r}"
+        )
+    return words

@@ -87,6 +87,7 @@ class StoryWriter:
             video,
             detail=self.settings.image_detail,
             max_tokens=self.settings.max_tokens,
+            words=self.settings.words,
             temperature=self.settings.temperature,
             on_text=hear if request.progress else None,
             on_retry=retry,

@@ -18,13 +18,21 @@ log = logging.getLogger(__name__)
 
 DETAILS = ("low", "high", "auto")
 
-DEFAULT_PROMPT = (
-    "Write a short, vivid, creative story inspired by these pictures. Ground it in what is "
-    "really visible: the people, animals, places, objects, light, weather and mood. Let the "
-    "order of the pictures shape what happens, with a clear beginning, middle and end. Use "
-    "concrete sensory details and a warm, human voice. Aim for 150 to 250 words, and start "
-    "with a short title on its own line."
-)
+WORDS = (150, 250)  # the story's length, when the user's prompt does not say
+
+
+def default_prompt(words: tuple[int, int] = WORDS) -> str:
+    """The brief used when the user gives no style prompt, asking for ``words`` words."""
+    return (
+        "Write a short, vivid, creative story inspired by these pictures. Ground it in what "
+        "is really visible: the people, animals, places, objects, light, weather and mood. "
+        "Let the order of the pictures shape what happens, with a clear beginning, middle "
+        "and end. Use concrete sensory details and a warm, human voice. Aim for "
+        f"{words[0]} to {words[1]} words, and start with a short title on its own line."
+    )
+
+
+DEFAULT_PROMPT = default_prompt()
 
 SYSTEM_PROMPT = """\
 You are a gifted storyteller who writes short stories inspired by photos and video frames.
@@ -113,7 +121,12 @@ def _intro(count: int, video: VideoFacts | None) -> str:
 
 
 def build_story_messages(
-    frames: Sequence[StoryFrame], prompt: str | None, video: VideoFacts | None, detail: str
+    frames: Sequence[StoryFrame],
+    prompt: str | None,
+    video: VideoFacts | None,
+    detail: str,
+    *,
+    words: tuple[int, int] = WORDS,
 ) -> list[dict[str, Any]]:
     """Build the Chat Completions messages asking for a story about `frames`.
 
@@ -128,7 +141,7 @@ def build_story_messages(
         raise ValueError(f"image detail must be one of {', '.join(DETAILS)}, not {detail!r}")
     if any(not frame.jpeg for frame in frames):
         raise ValueError("every picture needs JPEG bytes")
-    guidance = _fence(prompt or "") or DEFAULT_PROMPT
+    guidance = _fence(prompt or "") or default_prompt(words)
     total = len(frames)
     parts: list[dict[str, Any]] = [
         {
@@ -171,7 +184,11 @@ def tidy_paragraphs(text: str) -> str:
 
 
 def build_sheet_messages(
-    frames: Sequence[StoryFrame], prompt: str | None, video: VideoFacts | None
+    frames: Sequence[StoryFrame],
+    prompt: str | None,
+    video: VideoFacts | None,
+    *,
+    words: tuple[int, int] = WORDS,
 ) -> list[dict[str, Any]]:
     """Text-only messages: the scene sheet of ``frames`` instead of the pictures themselves.
 
@@ -185,7 +202,7 @@ def build_sheet_messages(
         transcript=_fence(video.transcript or "") if video else None,
         transcript_language=video.transcript_language if video else None,
     )
-    guidance = _fence(prompt or "") or DEFAULT_PROMPT
+    guidance = _fence(prompt or "") or default_prompt(words)
     user = (
         f"Scene sheet:\n\n{sheet}\n\n<style_guidance>\n{guidance}\n</style_guidance>\n\n"
         "Now write the story, in English."
@@ -231,6 +248,7 @@ async def write_story(
     detail: str = "auto",
     max_tokens: int = 700,
     temperature: float = 0.8,
+    words: tuple[int, int] = WORDS,
     on_text: Callable[[str], None] | None = None,
     on_retry: Callable[[], None] | None = None,
 ) -> Completion:
@@ -246,9 +264,9 @@ async def write_story(
     propagate unchanged.
     """
     if chat.sees_images:
-        messages = build_story_messages(frames, prompt, video, detail)
+        messages = build_story_messages(frames, prompt, video, detail, words=words)
     else:
-        messages = build_sheet_messages(frames, prompt, video)
+        messages = build_sheet_messages(frames, prompt, video, words=words)
     source = prompt_source(messages)
     completion = await chat.complete(
         messages, max_tokens=max_tokens, temperature=temperature, on_text=on_text

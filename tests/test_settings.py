@@ -16,6 +16,7 @@ from contracts.settings import SettingsError
 from frame_service import config as frame_config
 from gateway import config as gateway_config
 from story_service import config as story_config
+from story_service.story import default_prompt
 from translation_service import config as translation_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,3 +125,15 @@ def test_the_readme_documents_every_variable_the_code_reads() -> None:
     assert {"NATS_URL", "IMGSTORY_IMAGE_DETAIL", "IMGSTORY_FRAME_JPEG_QUALITY"} <= read
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert sorted(name for name in read if f"`{name}`" not in readme) == []
+
+
+def test_the_story_length_follows_the_backend_and_the_setting() -> None:
+    remote = story_config.load({"OPENAI_API_KEY": "sk-x"})
+    local = story_config.load({})
+    assert (remote.words, remote.max_tokens) == ((150, 250), 700)
+    assert (local.words, local.max_tokens) == ((120, 180), 450)
+    assert story_config.load({"IMGSTORY_STORY_WORDS": "80-120"}).words == (80, 120)
+    assert "Aim for 120 to 180 words" in default_prompt(local.words)
+    for bad in ("120", "200-100", "a-b", "5-10"):
+        with pytest.raises(SettingsError, match="IMGSTORY_STORY_WORDS"):
+            story_config.load({"IMGSTORY_STORY_WORDS": bad})
