@@ -256,7 +256,10 @@ async def call(
             call_id=f"{request.request_id}.{endpoint.name}.{attempt}",
             deadline=time.time() + remaining,
         )
-        exchange = asyncio.ensure_future(_exchange(nc, endpoint, sent, remaining))
+        exchange = asyncio.ensure_future(
+            # Within the liveness window, so the silence watch never mistakes the wait.
+            _exchange_when_heard(nc, endpoint, sent, remaining, liveness.window - 2 * _NOBODY_POLL)
+        )
         silence = asyncio.ensure_future(liveness.heartbeats.silence(sent.call_id, liveness.window))
         try:
             await asyncio.wait({exchange, silence}, return_when=asyncio.FIRST_COMPLETED)
@@ -278,6 +281,31 @@ async def call(
             endpoint, f"the {_label(endpoint)} did not answer within {timeout:g} s"
         )
     raise ReplicaLost(endpoint, f"the {_label(endpoint)} stopped answering; try again later")
+
+
+# How often a call with no replica listening looks again, within its grace.
+_NOBODY_POLL = 0.2
+
+
+async def _exchange_when_heard(
+    nc: Client, endpoint: Endpoint[Req, Rep], request: Req, timeout: float, grace: float
+) -> Rep:
+    """_exchange, but a call nobody listens to is sent again for up to ``grace`` seconds.
+
+    A replica that lost its NATS server is back with its subscriptions in a second or
+    two (measured: a node killed in a three-node cluster, the story replica on it
+    reconnected about a second later, as connect() waits 1 s between tries); a request
+    sent meanwhile finds no responder. A service that is really down still fails
+    within ``grace``.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            return await _exchange(nc, endpoint, request, timeout - (time.monotonic() - started))
+        except ServiceNotRunning:
+            if time.monotonic() - started + _NOBODY_POLL >= min(grace, timeout):
+                raise
+            await asyncio.sleep(_NOBODY_POLL)
 
 
 async def _exchange(nc: Client, endpoint: Endpoint[Req, Rep], request: Req, timeout: float) -> Rep:

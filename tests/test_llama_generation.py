@@ -57,7 +57,11 @@ async def test_a_story_translates_into_thai_with_the_local_model(qwen: LlamaChat
     result = await translate_to_thai(qwen, STORY)
 
     assert result.thai_share >= 0.95
-    assert result.attempts == 1
+    # The faithfulness check may ask once more: the 1.5B model sometimes runs on past
+    # the story to its token cap (seen in CI: "much longer than the English" twice).
+    # Never more than once more, and a doubt is kept only after that second try.
+    assert result.attempts <= 2
+    assert not result.problems or result.attempts == 2
     assert result.input_tokens > 0 and result.output_tokens > 0
     assert len(result.text) > len(STORY) / 3
 
