@@ -55,7 +55,11 @@ def _people(facts: SceneFacts) -> str | None:
         return "no human face detected" + (
             " (a person may still be present)" if facts.people else ""
         )
-    return f"{facts.faces} human face{'s' if facts.faces > 1 else ''} detected"
+    # Said in words a story uses: ImageNet has no "person" label, so without this line a
+    # picture of someone names only the things around them (issue 7 asks for it).
+    if facts.faces == 1:
+        return "a person (1 human face detected)"
+    return f"{facts.faces} people ({facts.faces} human faces detected)"
 
 
 def picture_lines(facts: SceneFacts, *, share_place: bool) -> list[str]:
@@ -63,7 +67,11 @@ def picture_lines(facts: SceneFacts, *, share_place: bool) -> list[str]:
     lines = [f"may show: {_labels(facts.labels)}"]
     people = _people(facts)
     if people:
-        lines.append(f"people: {people}")
+        # Who is in the picture comes first when someone is: the story is about them.
+        if facts.faces:
+            lines.insert(0, f"people: {people}")
+        else:
+            lines.append(f"people: {people}")
     look = ", ".join(facts.colors)
     if look or facts.light:
         lines.append(f"look: {look or 'colours unknown'}; light: {facts.light or 'unknown'}")

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from contracts.messages import Label, SceneFacts
 from llm import Completion, OpenAIChat, RateLimited
+from story_service.scene import SheetPicture, scene_sheet
 from story_service.story import (
     DEFAULT_PROMPT,
     StoryFrame,
@@ -263,3 +265,23 @@ def test_a_story_may_quote_the_transcript_but_not_the_prompt():
     assert (
         review(echoed, source).text == "The Party\n\nThey sang to Lena, and the candles flickered."
     )
+
+
+@pytest.mark.parametrize(
+    ("faces", "people_line"),
+    [
+        (1, "- people: a person (1 human face detected)"),
+        (3, "- people: 3 people (3 human faces detected)"),
+        (0, "- people: no human face detected"),
+    ],
+)
+def test_the_sheet_says_person_or_people_first_when_faces_are_found(
+    faces: int, people_line: str
+) -> None:
+    facts = SceneFacts(labels=[Label(name="coffee mug", confidence=0.7)], faces=faces)
+    sheet = scene_sheet([SheetPicture(facts)])
+    lines = sheet.splitlines()
+    assert people_line in lines
+    # Someone in the picture comes before the things the classifier saw.
+    first = lines.index(people_line) < lines.index("- may show: coffee mug (likely, 70%)")
+    assert first == (faces > 0)
