@@ -264,6 +264,21 @@ def split_paragraphs(text: str) -> list[str]:
     return [block.strip() for block in PARAGRAPH_BREAK.split(text) if block.strip()]
 
 
+_TITLE_WORDS = 12
+# What a sentence ends with (a closing quote or bracket included); a title ends otherwise.
+SENTENCE_ENDINGS = (".", "!", "?", "…", '"', "”", "’", "'", ")", "—")
+
+
+def is_title(paragraph: str) -> bool:
+    """A story's first paragraph is its title when it is one short line, not a sentence;
+    the story service repairs titles and the gateway translates them by this rule."""
+    return (
+        "\n" not in paragraph
+        and len(paragraph.split()) <= _TITLE_WORDS
+        and not paragraph.endswith(SENTENCE_ENDINGS)
+    )
+
+
 class Alive(Message, frozen=True, tag="Alive"):
     """A replica still holds ``call_id`` (queued or working); sent about once a second."""
 

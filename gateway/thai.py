@@ -14,23 +14,18 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from contracts.messages import Translate, Translated, TranslationContext, Usage, split_paragraphs
+from contracts.messages import (
+    Translate,
+    Translated,
+    TranslationContext,
+    Usage,
+    is_title,
+    split_paragraphs,
+)
 
 log = logging.getLogger(__name__)
 
 TranslateCall = Callable[[Translate], Coroutine[Any, Any, Translated]]
-
-_TITLE_WORDS = 12
-_SENTENCE_ENDS = (".", "!", "?", "…", '"', "”")
-
-
-def is_title(paragraph: str) -> bool:
-    """A story's first paragraph is its title when it is one short line, not a sentence."""
-    return (
-        "\n" not in paragraph
-        and len(paragraph.split()) <= _TITLE_WORDS
-        and not paragraph.endswith(_SENTENCE_ENDS)
-    )
 
 
 class StoryTranslation:

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from contracts.messages import SENTENCE_ENDINGS, is_title
+
 
 class Problem(StrEnum):
     """A kind of garbage found in a story."""
@@ -142,7 +144,6 @@ _BARE_PREAMBLE = re.compile(
 )
 
 _SENTENCE_GAP = re.compile(r"[.!?…][\"”’')\]]*\s+")
-_ENDINGS = (".", "!", "?", "…", '"', "”", "’", "'", ")", "—")
 _WORD = re.compile(r"\w+")
 
 
@@ -265,7 +266,7 @@ def _repair_line(raw: str, findings: _Findings) -> tuple[str, bool]:
     if count:
         problems.add(Problem.MARKDOWN)
         # An unclosed '**"Title"' line: a title when it is short and not a sentence.
-        title = title or _is_title(line.strip().strip('"“”'))
+        title = title or is_title(line.strip().strip('"“”'))
 
     if _SHEET_LINE.match(line):
         problems.add(Problem.ECHO)
@@ -316,7 +317,7 @@ def _drop_stage_directions(line: str, problems: set[Problem]) -> str:
         for match in _BRACKETS.finditer(line):
             before, after = line[: match.start()].rstrip(), line[match.end() :].lstrip()
             # Only whole directions: between sentences, never inside one ("Hi, [Name]!").
-            if (not before or before.endswith(_ENDINGS)) and (
+            if (not before or before.endswith(SENTENCE_ENDINGS)) and (
                 not after or after[0].isupper() or after[0] in "\"“'‘("
             ):
                 problems.add(Problem.STAGE_DIRECTION)
@@ -374,18 +375,12 @@ def _drop_echo(text: str, source: str, problems: set[Problem]) -> str:
     return "\n\n".join(paragraphs)
 
 
-def _is_title(paragraph: str) -> bool:
-    return (
-        "\n" not in paragraph and len(paragraph.split()) <= 12 and not paragraph.endswith(_ENDINGS)
-    )
-
-
 def _trim_cut_off_end(text: str, problems: set[Problem]) -> str:
     """Without a last sentence the model did not finish (it ran out of tokens)."""
     paragraphs = text.split("\n\n")
     last = paragraphs[-1].rstrip()
     if (
-        last.endswith(_ENDINGS)
+        last.endswith(SENTENCE_ENDINGS)
         or last.lower().strip(" .!") == "the end"
         or (len(paragraphs) == 1 and not _SENTENCE_GAP.search(last))  # judged as not prose
     ):
@@ -425,7 +420,7 @@ def review(text: str, source: str = "") -> Review:
         unresolved |= found - {Problem.MARKDOWN}
     if kept:
         paragraphs = text.split("\n\n")
-        body = paragraphs[1:] if len(paragraphs) > 1 and _is_title(paragraphs[0]) else paragraphs
+        body = paragraphs[1:] if len(paragraphs) > 1 and is_title(paragraphs[0]) else paragraphs
         if not any(_SENTENCE_GAP.search(p + " ") for p in body):
             unresolved.add(Problem.NOT_PROSE)
         if findings.bullets * 2 > findings.lines:

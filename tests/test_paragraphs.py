@@ -14,9 +14,10 @@ from contracts.messages import (
     Translated,
     TranslationContext,
     Usage,
+    is_title,
     split_paragraphs,
 )
-from gateway.thai import StoryTranslation, is_title
+from gateway.thai import StoryTranslation
 from story_service.paragraphs import ParagraphCutter
 from story_service.story import tidy_paragraphs, tidy_story
 from translation_service.translate import build_translation_messages, names_in
