@@ -93,8 +93,9 @@ class Analyzer:
         self.store = store
         self.janitor = janitor
         self.settings = settings
-        # None: nothing known of the story replicas, so scene facts are always measured.
-        self.capabilities = capabilities
+        # One never refreshed knows of no replica: scene facts always, nothing inline,
+        # the Thai in one call.
+        self.capabilities = capabilities or Capabilities(nc)
         self.metrics = metrics or Metrics()  # a registry of its own when nobody reads it
         # How long the gateway waits for each stage, by endpoint subject.
         self._patience = {
@@ -123,7 +124,7 @@ class Analyzer:
         liveness = rpc.Liveness(
             news.heartbeats, window=self.settings.liveness_window, attempts=self.settings.attempts
         )
-        by_paragraph = self.capabilities is not None and self.capabilities.translate_by_paragraph
+        by_paragraph = self.capabilities.translate_by_paragraph
         thai = StoryTranslation(
             lambda request: self._call(TRANSLATE, request, liveness),
             request_id,
@@ -176,7 +177,8 @@ class Analyzer:
             paragraphs,
             thai.usage,
         )
-        for warning in thai.warnings:
+        warnings = thai.warnings
+        for warning in warnings:
             log.warning("request %s: %s", request_id, warning)
         return AnalyzeResponse(
             english=story.text,
@@ -200,7 +202,7 @@ class Analyzer:
                 total=_ms(clock[3] - clock[0]),
             ),
             estimated_cost_usd=self._cost(story, thai),
-            warnings=thai.warnings,
+            warnings=warnings,
         )
 
     def _cost(self, story: StoryWritten, thai: StoryTranslation) -> float | None:
@@ -244,7 +246,7 @@ class Analyzer:
         caps = self.capabilities
         # A small upload rides in the request: four trips to the bucket saved (store,
         # fetch, remove; 32 concurrent 256 kB put+get took 131 ms against 10 ms alone).
-        inline_limit = self._inline_limit() if caps is not None and caps.inline_uploads else 0
+        inline_limit = self._inline_limit() if caps.inline_uploads else 0
         uploads: list[tuple[str, bytes | None]] = []
         for index, received in enumerate(form.files):
             name = blobs.upload_name(request_id, index)
@@ -259,7 +261,7 @@ class Analyzer:
         max_frames = self.settings.max_frames if form.kind is MediaKind.VIDEO else 1
         # Frames come back inline while all of them fit the story request together.
         frames_budget = 0
-        if caps is not None and caps.inline_frames:
+        if caps.inline_frames:
             frames_budget = self._inline_limit() // len(uploads)
         news.stage(Stage.EXTRACTING_FRAMES)
         requests = [
@@ -268,7 +270,7 @@ class Analyzer:
                 upload=name,
                 kind=form.kind,
                 max_frames=max_frames,
-                scene_facts=caps is None or caps.scene_facts_needed,
+                scene_facts=caps.scene_facts_needed,
                 data=data,
                 inline_frames_bytes=frames_budget,
                 progress=news.listener,

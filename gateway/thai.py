@@ -64,8 +64,9 @@ class StoryTranslation:
         self._thai: dict[int, str] = {}
         self._doubts: dict[int, list[str]] = {}  # each kept reply's warnings
         self._shown = 0  # the next unit to hand to on_thai
-        self._final: list[str] | None = None
-        self._final_units: list[tuple[int, int]] = []
+        # Once the story's final text is in: its units, and whether it opens with a title.
+        self._final: list[tuple[int, int]] | None = None
+        self._titled = False
         self.usage = Usage()  # every finished call, kept or not
         self.model = ""
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -86,10 +87,10 @@ class StoryTranslation:
         Raises what a translation call raised (rpc.RemoteFailure, rpc.CallError).
         """
         paragraphs = split_paragraphs(story)
-        self._final = paragraphs
         known = dict(enumerate(paragraphs))
         units = _units(known, final=True) if self._by_paragraph else [(0, len(paragraphs))]
-        self._final_units = units
+        self._final = units
+        self._titled = bool(paragraphs) and is_title(paragraphs[0])
         keep = set()
         for start, span in units:
             text = _joined(known, start, span)
@@ -163,14 +164,11 @@ class StoryTranslation:
     def warnings(self) -> list[str]:
         """One plain sentence for each part of the final Thai the translation service
         doubts matches its English (after its own retry), in story order."""
-        if self._final is None:
-            return []
-        titled = bool(self._final) and is_title(self._final[0])
         found = []
-        for start, span in self._final_units:
+        for start, span in self._final or []:
             doubts = self._doubts.get(start)
             if doubts:
-                part = _part_name(start, span, titled)
+                part = _part_name(start, span, self._titled) if self._by_paragraph else "All"
                 found.append(f"{part} of the Thai may not match the English: {'; '.join(doubts)}.")
         return found
 
