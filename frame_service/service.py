@@ -243,15 +243,7 @@ class FrameExtractor:
             for index, (picture, picture_facts) in enumerate(zip(pictures, facts, strict=True)):
                 name = blobs.frame_name(upload, index)
                 await blobs.put_bytes(self.store, name, picture.jpeg)
-                frames.append(
-                    Frame(
-                        object=name,
-                        width=picture.width,
-                        height=picture.height,
-                        timestamp=picture.timestamp,
-                        facts=picture_facts,
-                    )
-                )
+                frames.append(_frame(picture, picture_facts, stored_as=name))
         except BaseException:
             # Nobody will learn these names if we fail: remove what was written.
             await blobs.delete_quietly(self.store, [f.object for f in frames])
@@ -261,17 +253,19 @@ class FrameExtractor:
 
 def _inline(pictures: list[Picture], facts: list[SceneFacts | None]) -> list[Frame]:
     """Frames that travel in the reply itself, stored nowhere."""
-    return [
-        Frame(
-            object="",
-            width=picture.width,
-            height=picture.height,
-            timestamp=picture.timestamp,
-            facts=picture_facts,
-            jpeg=picture.jpeg,
-        )
-        for picture, picture_facts in zip(pictures, facts, strict=True)
-    ]
+    return [_frame(p, f) for p, f in zip(pictures, facts, strict=True)]
+
+
+def _frame(picture: Picture, facts: SceneFacts | None, stored_as: str = "") -> Frame:
+    """The Frame of a picture: stored under ``stored_as``, else carrying its bytes."""
+    return Frame(
+        object=stored_as,
+        width=picture.width,
+        height=picture.height,
+        timestamp=picture.timestamp,
+        facts=facts,
+        jpeg=None if stored_as else picture.jpeg,
+    )
 
 
 def _scene_facts(facts: Facts, capture: Capture | None) -> SceneFacts:
