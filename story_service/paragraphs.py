@@ -30,6 +30,10 @@ class ParagraphCutter:
             finished, self._buffer = self._buffer[: last.start()], self._buffer[last.end() :]
             self._hand_on(finished)
 
+    def discard(self) -> None:
+        """Forget the unfinished paragraph: the answer it belongs to is being replaced."""
+        self._buffer = ""
+
     def close(self) -> None:
         self._hand_on(self._buffer)
         self._buffer = ""

@@ -72,14 +72,6 @@ class StoryWriter:
             if cutter is not None:
                 cutter.feed(piece)
 
-        retried = False
-
-        def retry() -> None:
-            # The first answer was garbage: its last paragraph, still in the cutter, is
-            # not worth translating; the gateway translates what the final text adds.
-            nonlocal retried
-            retried = True
-
         story = await write_story(
             self.chat,
             frames,
@@ -90,9 +82,11 @@ class StoryWriter:
             words=self.settings.words,
             temperature=self.settings.temperature,
             on_text=hear if request.progress else None,
-            on_retry=retry,
+            # A first answer that was garbage: its last paragraph, still in the cutter, is
+            # not worth translating; the gateway translates what the final text adds.
+            on_retry=cutter.discard if cutter is not None else None,
         )
-        if cutter is not None and not retried:
+        if cutter is not None:
             cutter.close()
         usage = Usage(input_tokens=story.input_tokens, output_tokens=story.output_tokens)
         return StoryWritten(
