@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from contracts.messages import PARAGRAPH_BREAK
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ChatModel(Protocol):
         temperature: float,
         script: str | None = None,
         on_text: Callable[[str], None] | None = None,
+        max_paragraphs: int | None = None,
     ) -> Completion:
         """Return the model's answer; raise a `llm.errors.ModelError` subclass on failure.
 
@@ -45,5 +49,40 @@ class ChatModel(Protocol):
         prompt). `on_text`, if given, may be called with each new piece of the answer
         while it is generated, possibly from another thread; backends that cannot
         stream may never call it. The returned Completion always holds the whole text.
+        With `max_paragraphs`, the answer ends before a paragraph past its
+        `max_paragraphs`-th: a backend that watches its output stops generating there
+        (nobody reads the rest), and the returned text never holds more (see
+        `cut_paragraphs`). Lines within a paragraph are not limited.
         """
         ...
+
+
+def paragraph_cut(text: str, max_paragraphs: int) -> int | None:
+    """Where `text` must end to keep only its first `max_paragraphs` paragraphs (blocks
+    between blank lines, as contracts.messages.split_paragraphs counts them), or None
+    when it has no more. A paragraph counts once it holds a visible character."""
+    seen = 0
+    start = 0
+    for gap in [*PARAGRAPH_BREAK.finditer(text), None]:
+        end = len(text) if gap is None else gap.start()
+        if text[start:end].strip():
+            seen += 1
+            if seen > max_paragraphs:
+                return start
+        if gap is not None:
+            start = gap.end()
+    return None
+
+
+def cut_paragraphs(text: str, max_paragraphs: int | None) -> str:
+    """`text` with no more than `max_paragraphs` paragraphs (all of it when None)."""
+    if max_paragraphs is None:
+        return text
+    cut = paragraph_cut(text, max_paragraphs)
+    return text if cut is None else text[:cut].rstrip()
+
+
+def room_for_another(deadline: float | None, took: float) -> bool:
+    """Whether a call like one that took `took` seconds can still finish before
+    `deadline` (a `time.time()` instant; None: no deadline)."""
+    return deadline is None or time.time() + took < deadline

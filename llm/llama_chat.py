@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llm.chat import Completion
+from llm.chat import Completion, cut_paragraphs
 from llm.errors import ModelRejected, ModelUnavailable
 from llm.script_mask import ThaiMask, thai_text_layout
 from llm.token_watch import TokenWatcher
@@ -62,7 +62,13 @@ class LlamaChat:
         Raises ModelUnavailable when a file is missing or llama.cpp cannot load it,
         and ValueError for a non-positive `n_ctx` or `n_threads`.
         """
-        import llama_cpp  # imported here: loading the native library takes time and memory
+        try:
+            import llama_cpp  # imported here: loading the native library takes time and memory
+        except ImportError as err:
+            raise ModelUnavailable(
+                "llama.cpp is not installed in this environment: set IMGSTORY_LOCAL_SERVER_URL "
+                "to a running engine (`make run` starts one) or pip install 'imgstory[inprocess]'"
+            ) from err
 
         if n_ctx <= 0:
             raise ValueError("n_ctx must be a positive number of tokens")
@@ -137,6 +143,7 @@ class LlamaChat:
         temperature: float,
         script: str | None = None,
         on_text: Callable[[str], None] | None = None,
+        max_paragraphs: int | None = None,
     ) -> Completion:
         """Generate the answer to `messages` and return it with the real token counts.
 
@@ -144,7 +151,8 @@ class LlamaChat:
         is called from the worker thread with each new piece of text as it is
         generated; it must be quick and thread-safe (e.g. `loop.call_soon_threadsafe`).
         The pieces are a preview: the returned Completion is authoritative (a loop cut
-        off at the end may have been previewed).
+        off at the end may have been previewed). With `max_paragraphs`, generation stops as
+        soon as a paragraph past the `max_paragraphs`-th begins.
         Raises ValueError for image parts when the model has no vision projector,
         for image URLs that are not data URLs, for an unknown `script` or a
         non-positive `max_tokens`; ModelRejected when the prompt does not fit the
@@ -152,6 +160,8 @@ class LlamaChat:
         """
         if max_tokens <= 0:
             raise ValueError("max_tokens must be positive")
+        if max_paragraphs is not None and max_paragraphs <= 0:
+            raise ValueError("max_paragraphs must be positive")
         if script is not None and script not in SCRIPTS:
             raise ValueError(f"unknown script {script!r}; supported: {', '.join(SCRIPTS)}")
         prepared = self._prepare(messages)
@@ -159,7 +169,14 @@ class LlamaChat:
         async with self._queue:
             try:
                 return await asyncio.to_thread(
-                    self._generate, prepared, max_tokens, temperature, script, on_text, cancelled
+                    self._generate,
+                    prepared,
+                    max_tokens,
+                    temperature,
+                    script,
+                    on_text,
+                    cancelled,
+                    max_paragraphs,
                 )
             except asyncio.CancelledError:
                 cancelled.set()  # the worker thread stops at its next token
@@ -226,11 +243,14 @@ class LlamaChat:
         script: str | None,
         on_text: Callable[[str], None] | None,
         cancelled: threading.Event,
+        max_paragraphs: int | None,
     ) -> Completion:
         with self._busy:
             if cancelled.is_set():
                 raise ModelUnavailable("the request was cancelled before the model started")
-            watcher = TokenWatcher(self._llama, on_text, cancelled, self._mask(script))
+            watcher = TokenWatcher(
+                self._llama, on_text, cancelled, self._mask(script), max_paragraphs=max_paragraphs
+            )
             seed = self._seed if self._seed is not None else random.randrange(2**31)
             started = time.perf_counter()
             try:
@@ -249,10 +269,15 @@ class LlamaChat:
                     f"the local model {self.name} failed while generating: {err}"
                 ) from err
             elapsed = time.perf_counter() - started
-        return self._completion(response, watcher, max_tokens, elapsed)
+        return self._completion(response, watcher, max_tokens, max_paragraphs, elapsed)
 
     def _completion(
-        self, response: Any, watcher: TokenWatcher, max_tokens: int, elapsed: float
+        self,
+        response: Any,
+        watcher: TokenWatcher,
+        max_tokens: int,
+        max_paragraphs: int | None,
+        elapsed: float,
     ) -> Completion:
         choice = response["choices"][0]
         text = choice["message"].get("content") or ""
@@ -266,6 +291,13 @@ class LlamaChat:
                 self.name,
                 watcher.loop_at,
                 output_tokens,
+            )
+        elif watcher.past_paragraphs:
+            log.info(
+                "local model %s began paragraph %d of an answer of %d: stopped it there",
+                self.name,
+                (max_paragraphs or 0) + 1,
+                max_paragraphs or 0,
             )
         elif choice.get("finish_reason") == "length":
             log.warning(
@@ -283,6 +315,7 @@ class LlamaChat:
             )
         if watcher.masked:
             text = thai_text_layout(text)
+        text = cut_paragraphs(text, max_paragraphs)
         watcher.finish(text)
         if not text.strip():
             raise ModelUnavailable("the model returned an empty answer")

@@ -9,6 +9,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 import openai
@@ -18,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from contracts import tracing
-from llm.chat import Completion
+from llm.chat import Completion, cut_paragraphs
 from llm.errors import ModelError, ModelRejected, ModelUnavailable, RateLimited
 
 log = logging.getLogger(__name__)
@@ -122,12 +123,15 @@ class OpenAIChat:
         temperature: float,
         script: str | None = None,
         on_text: Callable[[str], None] | None = None,
+        max_paragraphs: int | None = None,
     ) -> Completion:
         """Send `messages` and return the first answer with its token usage.
 
         `script` is accepted for the ChatModel protocol and ignored: the prompt asks for
         the script. With `on_text` the answer is streamed and each piece passed to it
         as it arrives (on the event loop); usage then comes from the stream's last chunk.
+        `max_paragraphs` cuts the answer after that many paragraphs; the server still
+        writes the rest (it is billed, and its usage counted).
         Raises RateLimited (429, with the server's retry hint), ModelUnavailable
         (server errors, network failures, timeouts, rejected key, unknown model,
         empty answer) or ModelRejected (the provider refused the content we sent).
@@ -139,7 +143,10 @@ class OpenAIChat:
             kind=SpanKind.CLIENT,
             attributes=self._request_attributes(max_tokens, temperature, on_text is not None),
         ) as span:
-            completion = await self._complete(messages, max_tokens, temperature, on_text)
+            completion = await self._complete(
+                messages, max_tokens, temperature, on_text, self._extra_body(script, max_paragraphs)
+            )
+            completion = self._finish(completion, script, max_paragraphs)
             span.set_attributes(
                 {
                     "gen_ai.response.model": completion.model,
@@ -148,6 +155,18 @@ class OpenAIChat:
                 }
             )
             return completion
+
+    def _extra_body(self, script: str | None, max_paragraphs: int | None) -> dict[str, Any] | None:
+        """Fields beyond the OpenAI API to send with a request; OpenAI takes none."""
+        return None
+
+    def _finish(
+        self, completion: Completion, script: str | None, max_paragraphs: int | None
+    ) -> Completion:
+        """The answer as callers get it: never more than `max_paragraphs` paragraphs."""
+        if max_paragraphs is None:
+            return completion
+        return replace(completion, text=cut_paragraphs(completion.text, max_paragraphs))
 
     def _request_attributes(
         self, max_tokens: int, temperature: float, streamed: bool
@@ -170,18 +189,21 @@ class OpenAIChat:
         max_tokens: int,
         temperature: float,
         on_text: Callable[[str], None] | None,
+        extra_body: dict[str, Any] | None,
     ) -> Completion:
-        limit: dict[str, Any] = {self._max_tokens_field: max_tokens}
+        options: dict[str, Any] = {self._max_tokens_field: max_tokens}
+        if extra_body:
+            options["extra_body"] = extra_body
         try:
             if on_text is None:
                 response = await self._client.chat.completions.create(
                     model=self.model,
                     messages=messages,  # type: ignore[arg-type]  # plain dicts in the documented shape
                     temperature=temperature,
-                    **limit,
+                    **options,
                 )
             else:
-                response = await self._streamed(messages, temperature, limit, on_text)
+                response = await self._streamed(messages, temperature, options, on_text)
         except openai.RateLimitError as err:
             raise self._rate_limited(err) from err
         except openai.AuthenticationError as err:
@@ -213,7 +235,7 @@ class OpenAIChat:
         self,
         messages: list[dict[str, Any]],
         temperature: float,
-        limit: dict[str, Any],
+        options: dict[str, Any],
         on_text: Callable[[str], None],
     ) -> ChatCompletion:
         """Stream the answer to `on_text`, then return it as one ChatCompletion."""
@@ -225,7 +247,7 @@ class OpenAIChat:
             temperature=temperature,
             stream=True,
             stream_options={"include_usage": True},
-            **limit,
+            **options,
         )
         pieces: list[str] = []
         refusal: list[str] = []

@@ -1,5 +1,5 @@
 """Watching a llama.cpp generation token by token: stream the new text, keep the script,
-stop on cancel or when the model falls into a loop."""
+stop on cancel, when the model falls into a loop or begins a paragraph nobody asked for."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llm.chat import paragraph_cut
 from llm.script_mask import ThaiMask
 
 # A generation that repeats the same run of tokens this many times in a row, over at
@@ -34,6 +35,8 @@ class TokenWatcher:
         on_text: Callable[[str], None] | None,
         cancelled: threading.Event,
         mask: ThaiMask | None,
+        *,
+        max_paragraphs: int | None = None,
     ) -> None:
         self._llama = llama
         self._on_text = on_text
@@ -47,6 +50,9 @@ class TokenWatcher:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         self._sent = ""
         self.loop_at: int | None = None
+        self._max_paragraphs = max_paragraphs
+        # Set once the answer began a paragraph past `max_paragraphs`.
+        self.past_paragraphs = False
 
     def __call__(
         self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]
@@ -55,7 +61,9 @@ class TokenWatcher:
             self._prompt_length = len(input_ids)
         self._answer = input_ids[self._prompt_length :].tolist()
         self._decode()
-        if self._cancelled.is_set() or self.loop_at is not None:
+        if self._max_paragraphs is not None and not self.past_paragraphs:
+            self.past_paragraphs = paragraph_cut(self._sent, self._max_paragraphs) is not None
+        if self._cancelled.is_set() or self.loop_at is not None or self.past_paragraphs:
             return self._only_end(scores)
         loop_at = loop_start(self._answer)
         if loop_at is not None:

@@ -85,6 +85,7 @@ class StoryWriter:
             # A first answer that was garbage: its last paragraph, still in the cutter, is
             # not worth translating; the gateway translates what the final text adds.
             on_retry=cutter.discard if cutter is not None else None,
+            deadline=request.deadline,
         )
         if cutter is not None:
             cutter.close()

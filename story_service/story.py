@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.messages import SceneFacts
-from llm.chat import ChatModel, Completion
+from llm.chat import ChatModel, Completion, room_for_another
+from llm.errors import ModelUnavailable
 from story_service.guards import Problem, Review, repair_paragraphs, review, story_block, strip_tags
 from story_service.scene import SheetPicture, format_clock, scene_sheet
 
@@ -251,6 +253,7 @@ async def write_story(
     words: tuple[int, int] = WORDS,
     on_text: Callable[[str], None] | None = None,
     on_retry: Callable[[], None] | None = None,
+    deadline: float | None = None,
 ) -> Completion:
     """Ask `chat` for a story about `frames` and return it (repaired) with its token usage.
 
@@ -259,8 +262,11 @@ async def write_story(
     still not a story is asked for once more with a corrective note, and the better of
     the two is kept. The usage counts every call. ``on_text`` hears each piece of the
     first answer as it is generated (possibly from a worker thread); ``on_retry`` hears
-    that the first answer is being replaced. Raises ValueError when there are no frames
-    or `detail` is invalid; the model's errors (llm.errors.ModelError subclasses)
+    that the first answer is being replaced. With a `deadline` (a `time.time()`
+    instant) there is no second call that could not finish in time: the first answer
+    is kept, repaired as far as it can be. Raises ValueError when there are no frames
+    or `detail` is invalid, ModelUnavailable when nothing usable is left of the
+    answers; the model's errors (llm.errors.ModelError subclasses)
     propagate unchanged.
     """
     if chat.sees_images:
@@ -268,11 +274,19 @@ async def write_story(
     else:
         messages = build_sheet_messages(frames, prompt, video, words=words)
     source = prompt_source(messages)
+    started = time.monotonic()
     completion = await chat.complete(
         messages, max_tokens=max_tokens, temperature=temperature, on_text=on_text
     )
     verdict = review(completion.text, source)
-    if not verdict.usable:
+    if not verdict.usable and not room_for_another(deadline, time.monotonic() - started):
+        log.warning(
+            "the story from %s is not clean (%s) and there is no time to ask again: "
+            "keeping it as repaired",
+            completion.model,
+            ", ".join(sorted(verdict.unresolved)),
+        )
+    elif not verdict.usable:
         log.info(
             "the story from %s is not usable (%s): asking once more",
             completion.model,
@@ -303,6 +317,9 @@ async def write_story(
         )
     elif verdict.found:
         log.info("story from %s repaired: %s", completion.model, ", ".join(sorted(verdict.found)))
+    if not verdict.text:
+        # Nothing a reader could use: the model's failure, so the caller's 503.
+        raise ModelUnavailable(f"the model {completion.model} wrote no usable story")
     log.info(
         "story written by %s from %d pictures: %d input and %d output tokens",
         completion.model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -236,6 +237,30 @@ async def test_two_unfaithful_answers_keep_the_thai_with_its_problems(
     assert (result.text, result.attempts) == (LAMP_ONE_LINE, 2)
     assert result.problems == ("it has 1 paragraph where the English has 2",)
     assert len(fake.requests) == 2
+
+
+async def test_no_second_translation_when_it_could_not_finish_in_time(
+    fake: FakeOpenAI, chat: OpenAIChat
+) -> None:
+    fake.latency = 0.3
+    fake.script(Reply(LAMP_BLUE), Reply(LAMP_THAI))
+
+    # The first answer takes 0.3 s of the 0.5 s left: one as long would come too late.
+    result = await translate_to_thai(chat, LAMP, deadline=time.time() + 0.5)
+
+    assert (result.text, result.attempts) == (LAMP_BLUE, 1)
+    assert result.problems == ("the number 1998 is missing", "the colour grey is missing")
+    assert fake.pending == 1
+
+
+async def test_a_second_translation_that_fits_the_deadline_is_made(
+    fake: FakeOpenAI, chat: OpenAIChat
+) -> None:
+    fake.script(Reply(LAMP_BLUE), Reply(LAMP_THAI))
+
+    result = await translate_to_thai(chat, LAMP, deadline=time.time() + 60)
+
+    assert (result.text, result.attempts, result.problems) == (LAMP_THAI, 2, ())
 
 
 async def test_a_retry_that_is_not_thai_keeps_the_first_thai_answer(

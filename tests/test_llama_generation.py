@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from contracts.messages import split_paragraphs
 from llm.errors import ModelRejected
 from llm.llama_chat import LlamaChat
 from llm.script_mask import thai_text_layout
@@ -154,3 +155,26 @@ async def test_a_cancelled_call_frees_the_model_quickly(gemma: LlamaChat) -> Non
     )
     assert result.text
     assert time.monotonic() - began < 10, "the cancelled generation kept the model busy"
+
+
+async def test_generation_stops_where_a_paragraph_past_the_limit_begins(
+    qwen: LlamaChat,
+) -> None:
+    request = [
+        {
+            "role": "user",
+            "content": "Repeat this text exactly:\n\nThe sea was calm.\n\nThe boats came home.\n\nThe lamps were lit.",
+        }
+    ]
+    pieces: list[str] = []
+    unbounded = await qwen.complete(request, max_tokens=150, temperature=0.0)
+    bounded = await qwen.complete(
+        request, max_tokens=150, temperature=0.0, on_text=pieces.append, max_paragraphs=1
+    )
+
+    assert len(split_paragraphs(unbounded.text)) > 1
+    assert len(split_paragraphs(bounded.text)) == 1
+    # Stopped there, not generated to the limit and cut afterwards.
+    assert bounded.output_tokens < unbounded.output_tokens
+    # What was streamed began the second paragraph and no more.
+    assert "".join(pieces).startswith(bounded.text)

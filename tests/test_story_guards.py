@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.messages import split_paragraphs
-from llm import OpenAIChat
+from llm import ModelUnavailable, OpenAIChat
 from story_service.guards import Problem, review
 from story_service.paragraphs import ParagraphCutter
 from story_service.story import CORRECTION, StoryFrame, tidy_paragraphs, write_story
@@ -191,6 +192,40 @@ async def test_two_garbage_answers_keep_the_better_and_warn(
     # Both fail; the second has more words left (the first only a title): it is kept.
     assert story.text == "Copper Evening\n\nLena drank her espresso."
     assert any("still not clean" in record.getMessage() for record in caplog.records)
+
+
+async def test_no_second_answer_when_it_could_not_finish_in_time(
+    fake: FakeOpenAI, chat: OpenAIChat, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.latency = 0.3
+    fake.script(Reply(BAD_ANSWER), Reply(GOOD))
+    retries: list[None] = []
+
+    # The first answer takes 0.3 s of the 0.5 s left: one as long would come too late.
+    with caplog.at_level(logging.WARNING, logger="story_service.story"):
+        story = await write_story(
+            chat,
+            FRAMES,
+            None,
+            None,
+            on_retry=lambda: retries.append(None),
+            deadline=time.time() + 0.5,
+        )
+
+    assert story.text == review(BAD_ANSWER, SOURCE).text != ""
+    assert fake.pending == 1 and retries == []
+    assert any("no time to ask again" in record.getMessage() for record in caplog.records)
+
+
+async def test_answers_with_nothing_left_are_the_models_failure(
+    fake: FakeOpenAI, chat: OpenAIChat
+) -> None:
+    fake.script(Reply("[The scene is set in a kitchen.]"), Reply("[A cup waits.]"))
+
+    with pytest.raises(ModelUnavailable, match="no usable story"):
+        await write_story(chat, FRAMES, None, None)
+
+    assert len(fake.requests) == 2
 
 
 # Through the gateway: what is left of a replaced answer is never translated (its last

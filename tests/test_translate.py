@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from llm import ModelUnavailable, OpenAIChat
-from llm.chat import Completion
+from llm.chat import Completion, cut_paragraphs, room_for_another
 from tests.support.fake_openai import (
     THAI_ANSWER,
     FakeOpenAI,
@@ -20,7 +22,7 @@ from translation_service.translate import (
     NotThai,
     Translation,
     answer_budget,
-    drop_extra_lines,
+    drop_extra_paragraphs,
     thai_share,
     translate_to_thai,
 )
@@ -189,19 +191,45 @@ def test_answer_budget_follows_the_text_length_up_to_the_cap() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "max_paragraphs", "expected"),
+    [
+        ("one\n\ntwo\n\nthree", 2, "one\n\ntwo"),
+        ("one\nstill one\n\ntwo\n\nthree", 2, "one\nstill one\n\ntwo"),  # lines are free
+        ("one\n\n \n\ntwo\n \nthree", 2, "one\n\n \n\ntwo"),  # blank lines may hold spaces
+        ("\n\none\n\ntwo", 2, "\n\none\n\ntwo"),
+        ("one\n\ntwo\n\n", 2, "one\n\ntwo\n\n"),  # counted once it has a visible character
+        ("one\n\ntwo\n\nt", 2, "one\n\ntwo"),
+        ("anything", None, "anything"),
+    ],
+)
+def test_cut_paragraphs_keeps_the_first_paragraphs(
+    text: str, max_paragraphs: int | None, expected: str
+) -> None:
+    assert cut_paragraphs(text, max_paragraphs) == expected
+
+
+def test_room_for_another_call_is_judged_by_the_last_one() -> None:
+    assert room_for_another(None, 1e9)
+    assert room_for_another(time.time() + 60, 1.0)
+    assert not room_for_another(time.time() + 1, 5.0)
+
+
+@pytest.mark.parametrize(
     ("thai", "english", "expected"),
     [
         (THAI, ENGLISH, THAI),
         (THAI + "\n\nหมายเหตุ: ชื่อมาร่าแปลเป็นภาษาไทย", ENGLISH, THAI),
-        ("มาร่าผูกเชือก\n(สำหรับการแปลงชื่อ)", "Mara tied the rope.", "มาร่าผูกเชือก"),
+        ("มาร่าผูกเชือก\n\n(สำหรับการแปลงชื่อ)", "Mara tied the rope.", "มาร่าผูกเชือก"),
         ("  มาร่าผูกเชือก  \n", "Mara tied the rope.", "มาร่าผูกเชือก"),
-        ("บรรทัดเดียว", "One.\n\nTwo.", "บรรทัดเดียว"),  # fewer lines are kept as they are
+        # A paragraph broken over two lines is still one paragraph.
+        ("มาร่าผูกเชือก\nเรือกลับมา", "Mara tied the rope. The boats came.", "มาร่าผูกเชือก\nเรือกลับมา"),
+        ("บรรทัดเดียว", "One.\n\nTwo.", "บรรทัดเดียว"),  # fewer paragraphs are kept as they are
     ],
 )
-def test_lines_added_after_the_translation_are_dropped(
+def test_paragraphs_added_after_the_translation_are_dropped(
     thai: str, english: str, expected: str
 ) -> None:
-    assert drop_extra_lines(thai, english) == expected
+    assert drop_extra_paragraphs(thai, english) == expected
 
 
 async def test_a_note_after_the_translation_is_cut_when_trimming(
@@ -209,7 +237,7 @@ async def test_a_note_after_the_translation_is_cut_when_trimming(
 ) -> None:
     fake.script(Reply(THAI + "\n\nหมายเหตุ: ชื่อในเรื่องแปลเป็นภาษาไทย"))
 
-    result = await translate_to_thai(chat, ENGLISH, trim_extra_lines=True)
+    result = await translate_to_thai(chat, ENGLISH, trim_extra_paragraphs=True)
 
     assert (result.text, result.attempts) == (THAI, 1)
 
@@ -243,4 +271,15 @@ async def test_thai_script_is_asked_of_the_backend() -> None:
 
     await translate_to_thai(chat, ENGLISH, max_tokens=100, temperature=0.2)
 
-    assert chat.calls == [{"max_tokens": 100, "temperature": 0.2, "script": "thai"}]
+    assert chat.calls == [
+        {"max_tokens": 100, "temperature": 0.2, "script": "thai", "max_paragraphs": None}
+    ]
+
+
+async def test_a_trimmed_translation_asks_the_backend_to_stop_after_the_last_line() -> None:
+    chat = RecordingChat()
+
+    await translate_to_thai(chat, ENGLISH, max_tokens=100, trim_extra_paragraphs=True)
+
+    [call] = chat.calls
+    assert call["max_paragraphs"] == 3 == len(THAI.split("\n\n"))

@@ -39,7 +39,8 @@ class Translator:
             min_share=self.settings.min_thai_share,
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
-            trim_extra_lines=self.settings.model.provider == "local",
+            trim_extra_paragraphs=self.settings.model.provider == "local",
+            deadline=request.deadline,
         )
         usage = Usage(input_tokens=thai.input_tokens, output_tokens=thai.output_tokens)
         return Translated(

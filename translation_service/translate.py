@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.messages import TranslationContext
-from llm.chat import ChatModel, Completion
-from translation_service.faithful import problems
+from llm.chat import ChatModel, Completion, cut_paragraphs, room_for_another
+from translation_service.faithful import paragraph_count, problems
 
 log = logging.getLogger(__name__)
 
@@ -180,25 +181,17 @@ def answer_budget(english: str, max_tokens: int) -> int:
     return min(max_tokens, ANSWER_TOKENS_BASE + math.ceil(len(english) * ANSWER_TOKENS_PER_CHAR))
 
 
-def drop_extra_lines(thai: str, english: str) -> str:
-    """Cut the translation after as many non-empty lines as the English has.
+def drop_extra_paragraphs(thai: str, english: str) -> str:
+    """Cut the translation after as many paragraphs as the English has.
 
     Small models append notes about their translation as extra paragraphs; a
     translation has no more paragraphs than its original.
     """
-    limit = sum(1 for line in english.splitlines() if line.strip())
-    lines = thai.strip().splitlines()
-    seen = 0
-    for index, line in enumerate(lines):
-        if line.strip():
-            seen += 1
-            if seen > limit:
-                extra = sum(1 for rest in lines[index:] if rest.strip())
-                log.warning(
-                    "dropped %d line(s) the model added after the translation's %d", extra, limit
-                )
-                return "\n".join(lines[:index]).strip()
-    return "\n".join(lines).strip()
+    limit = paragraph_count(english)
+    kept = cut_paragraphs(thai.strip(), limit)
+    if len(kept) < len(thai.strip()):
+        log.warning("dropped what the model added after the translation's %d paragraph(s)", limit)
+    return kept
 
 
 async def translate_to_thai(
@@ -209,16 +202,17 @@ async def translate_to_thai(
     min_share: float = 0.95,
     max_tokens: int = 1500,
     temperature: float = 0.0,
-    trim_extra_lines: bool = False,
+    trim_extra_paragraphs: bool = False,
+    deadline: float | None = None,
 ) -> Translation:
     """Translate `english` into Thai, checking the answer and retrying once if it fails.
 
     Only text is sent (never the pictures again), with `script="thai"` so backends
     that can constrain their output to Thai script do. The answer is capped at
     `answer_budget` tokens so a model stuck in a loop stops early. With
-    `trim_extra_lines` (for small local models, which append translator's notes) the
-    answer is cut after as many lines as the English has; a capable model may split a
-    paragraph, so it is off by default.
+    `trim_extra_paragraphs` (for small local models, which append translator's notes) the
+    answer is cut after as many paragraphs as the English has, and the backend is asked to
+    stop generating there; a capable model may split a paragraph, so it is off by default.
 
     An answer below `min_share` Thai letters is retried with a stricter instruction.
     A Thai answer that fails the faithfulness checks (`faithful.problems`: fewer
@@ -226,7 +220,9 @@ async def translate_to_thai(
     on its own, without the earlier paragraphs as context (a small model mixes them
     into its answer), told what was wrong. If the second answer still fails those
     checks, the better of the two Thai answers is kept with its `problems`. Token usage
-    sums both attempts.
+    sums both attempts. With a `deadline` (a `time.time()` instant), there is no second
+    attempt when one as long as the first could not finish in time: a Thai answer is
+    then kept with its `problems` (a rough draft beats no answer).
     Raises ValueError for empty text, NotThai when no answer reached `min_share` Thai
     letters, and the model's llm.errors.ModelError subclasses.
     """
@@ -234,16 +230,35 @@ async def translate_to_thai(
         raise ValueError("there is no English text to translate")
     messages = build_translation_messages(english, context)
     budget = answer_budget(english, max_tokens)
+    max_paragraphs = paragraph_count(english) if trim_extra_paragraphs else None
 
     async def ask(asked: list[dict[str, Any]]) -> tuple[Completion, str, float]:
         answer = await chat.complete(
-            asked, max_tokens=budget, temperature=temperature, script="thai"
+            asked,
+            max_tokens=budget,
+            temperature=temperature,
+            script="thai",
+            max_paragraphs=max_paragraphs,
         )
-        text = drop_extra_lines(answer.text, english) if trim_extra_lines else answer.text
+        text = drop_extra_paragraphs(answer.text, english) if trim_extra_paragraphs else answer.text
         return answer, text, thai_share(text)
 
+    started = time.monotonic()
     first, text, share = await ask(messages)
+    in_time = room_for_another(deadline, time.monotonic() - started)
     if share < min_share:
+        if not in_time:
+            log.warning(
+                "translation by %s was only %.0f%% Thai letters, with no time left to retry",
+                first.model,
+                share * 100,
+            )
+            raise NotThai(
+                share,
+                min_share,
+                input_tokens=first.input_tokens,
+                output_tokens=first.output_tokens,
+            )
         log.warning(
             "translation by %s was only %.0f%% Thai letters; retrying once",
             first.model,
@@ -256,6 +271,14 @@ async def translate_to_thai(
         first_problems = problems(english, text)
         if not first_problems:
             return _translation(text, [first], share)
+        if not in_time:
+            log.warning(
+                "translation by %s may not match the English (%s), with no time left to "
+                "translate it again",
+                first.model,
+                "; ".join(first_problems),
+            )
+            return _translation(text, [first], share, first_problems)
         log.warning(
             "translation by %s may not match the English (%s); translating it again on its own",
             first.model,
