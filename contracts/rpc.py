@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -204,8 +205,11 @@ class Heartbeats:
     async def silence(self, call_id: str, window: float) -> None:
         """Return once ``call_id`` has not been heard of for ``window`` seconds.
 
-        The clock starts now: the first beat is due within a window of sending.
+        The clock starts now: the first beat is due within a window of sending. A call
+        id is watched by one caller at a time (ValueError otherwise).
         """
+        if call_id in self._heard:
+            raise ValueError(f"call {call_id} is already watched")
         self._heard[call_id] = time.monotonic()
         try:
             while (quiet := time.monotonic() - self._heard[call_id]) < window:
@@ -253,7 +257,9 @@ async def call(
         sent = msgspec.structs.replace(
             request,
             heartbeat=liveness.heartbeats.subject,
-            call_id=f"{request.request_id}.{endpoint.name}.{attempt}",
+            # Unique per send: one request may hold several calls to an endpoint at
+            # once (a translation per paragraph), each watched on its own.
+            call_id=f"{request.request_id}.{endpoint.name}.{secrets.token_hex(4)}.{attempt}",
             deadline=time.time() + remaining,
         )
         exchange = asyncio.ensure_future(

@@ -10,6 +10,7 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from contracts import messages as m
 from contracts import rpc
@@ -113,6 +114,52 @@ async def test_a_slow_service_is_a_timeout(echo_server, empty_nats_url: str) -> 
         release.set()
         await server.stop()
         await client.close()
+
+
+async def test_calls_of_one_request_to_one_endpoint_are_watched_apart(
+    echo_server, empty_nats_url: str
+) -> None:
+    """A translation per paragraph: several calls of one request at once. The first to
+    finish must not take the others' heartbeat watch with it (they were sent again)."""
+    paced = Endpoint(TRANSLATION, "paced", "imgstory.test.paced", m.Translate, m.Translated)
+    client = await nats.connect(empty_nats_url)
+    server = await rpc.Server.start(client, TRANSLATION)
+    served: list[str] = []
+
+    async def paced_echo(request: m.Translate) -> m.Translated:
+        served.append(request.text)
+        await asyncio.sleep(float(request.text))
+        return m.Translated(text=request.text, usage=m.Usage(), model="echo")
+
+    await server.add(paced, paced_echo, max_in_flight=4)
+    heartbeats = rpc.Heartbeats(f"imgstory.test.news.{time.monotonic_ns()}")
+
+    async def heard(msg: Msg) -> None:
+        heartbeats.beat(msgspec.msgpack.decode(msg.data, type=m.Alive).call_id)
+
+    beats = await echo_server.subscribe(heartbeats.subject, cb=heard)
+    # Replicas beat every second: a 1.5 s window holds one beat with room to spare.
+    liveness = rpc.Liveness(heartbeats, window=1.5, attempts=3)
+    try:
+        replies = await asyncio.gather(
+            *(
+                rpc.call(
+                    echo_server,
+                    paced,
+                    m.Translate(request_id="r9", text=seconds),
+                    timeout=30,
+                    liveness=liveness,
+                )
+                for seconds in ("0.1", "3.5")
+            )
+        )
+    finally:
+        await beats.unsubscribe()
+        await server.stop()
+        await client.close()
+
+    assert [reply.text for reply in replies] == ["0.1", "3.5"]
+    assert sorted(served) == ["0.1", "3.5"]  # each sent once: none was taken for silent
 
 
 # The wire tags (1.0.0 unless marked). A class may be renamed; its tag may not change.
