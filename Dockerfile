@@ -1,13 +1,25 @@
-# One image for every ImgStory process; compose picks the module to run.
-FROM python:3.11-slim
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_CURL=OFF" \
-    CMAKE_BUILD_PARALLEL_LEVEL=2 \
-    XDG_CACHE_HOME=/opt/cache \
-    OMP_WAIT_POLICY=PASSIVE
+# One image for every ImgStory process, the model engine included; compose picks the
+# module to run.
+
+# llama-server, built from the llama.cpp sources the pinned llama-cpp-python sdist vendors.
+FROM python:3.11-slim AS engine
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /build
+COPY pyproject.toml ./
+COPY scripts/build-llama-server.sh scripts/
+RUN python -m venv /opt/engine && bash scripts/build-llama-server.sh /opt/engine
+
+FROM python:3.11-slim
+ENV XDG_CACHE_HOME=/opt/cache \
+    OMP_WAIT_POLICY=PASSIVE
+# libgomp1: llama-server's OpenMP threads.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
       tesseract-ocr tesseract-ocr-tha tesseract-ocr-eng \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=engine /opt/engine/bin/llama-server /usr/local/bin/llama-server
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY contracts contracts

@@ -12,7 +12,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-fast lint install install-test nats-server system-packages model bench bench-concurrency bench-faults bench-frames clean
+.PHONY: run test test-fast lint install install-test nats-server system-packages model engine bench bench-concurrency bench-faults bench-frames clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,14 @@ system-packages-test:
 model: install
 	$(PY) -m llm.local_model
 
-run: install nats-server system-packages model
+# llama.cpp's llama-server, the offline default's engine, built once from the llama.cpp
+# sources the pinned llama-cpp-python sdist vendors.
+$(VENV)/bin/llama-server: pyproject.toml scripts/build-llama-server.sh | $(STAMP)
+	bash scripts/build-llama-server.sh $(VENV)
+
+engine: $(VENV)/bin/llama-server
+
+run: install nats-server system-packages model engine
 	$(PY) scripts/run_stack.py
 
 # The gate: lint, format and types. `make test` (and so CI) runs it first.
@@ -54,14 +61,14 @@ lint: install-test
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint nats-server system-packages-test model
+test: lint nats-server system-packages-test model engine
 	$(PY) -m pytest
 
 # The edit loop: everything but the local-model and browser tests (marked slow).
-test-fast: install-test nats-server model
+test-fast: install-test nats-server model engine
 	$(PY) -m pytest -m "not slow"
 
-bench: install-test nats-server model
+bench: install-test nats-server model engine
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.concurrency
 

@@ -1,7 +1,9 @@
 """Which model backend a service talks to, read from settings, built at start-up.
 
 ``openai``: OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp server).
-``local``: the embedded offline default, llama.cpp in process, no key and no network.
+``local``: the embedded offline default, no key and no network: llama.cpp's own
+llama-server at ``IMGSTORY_LOCAL_SERVER_URL`` (one batched engine for every service;
+`make run` and compose start it, see llm.engine), else llama.cpp in this process.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from pathlib import Path
 
 from contracts.settings import Env, SettingsError
 from llm.chat import ChatModel
+from llm.llama_server import build_llama_server_chat
 from llm.openai_chat import OpenAIChat, build_openai_client
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 PROVIDERS = ("openai", "local")
+LOCAL_SERVER_TIMEOUT = 900.0  # seconds per generation on a local engine
+LOCAL_SERVER_WAIT = 300.0  # seconds a service waits at start-up for the engine to load
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,13 @@ class ModelSettings:
     local_mmproj: str | None = None  # a vision projector GGUF for local_model
     local_context: int = 4096
     local_threads: int | None = None  # None: one per core
+    local_server: str | None = None  # a llama-server's URL; None: llama.cpp in process
+
+    @property
+    def queues_calls(self) -> bool:
+        """True when calls run one at a time (llama.cpp in this process), so sending
+        several at once only queues them."""
+        return self.provider == "local" and not self.local_server
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -67,6 +79,7 @@ def model_settings(env: Mapping[str, str], model_variable: str) -> ModelSettings
             "IMGSTORY_LOCAL_CONTEXT", ModelSettings.local_context, minimum=256
         ),
         local_threads=threads or None,  # 0 or unset: one per core
+        local_server=read.optional("IMGSTORY_LOCAL_SERVER_URL"),
     )
 
 
@@ -81,6 +94,11 @@ def build_chat(settings: ModelSettings) -> ChatModel:
             max_retries=settings.max_retries,
         )
         return OpenAIChat(client, settings.model)
+    if settings.local_server:
+        # The request's deadline bounds a generation; this only catches a hung engine.
+        return build_llama_server_chat(
+            settings.local_server, timeout=LOCAL_SERVER_TIMEOUT, wait=LOCAL_SERVER_WAIT
+        )
     # Imported here: the OpenAI path must not pay for llama.cpp.
     from llm.llama_chat import LlamaChat
     from llm.local_model import default_model_path

@@ -1,4 +1,5 @@
-"""`make run`: NATS (if none answers at NATS_URL), the three services and the gateway.
+"""`make run`: NATS (if none answers at NATS_URL), the local model engine (when a service
+uses the offline default), the three services and the gateway.
 
 Every process runs until Ctrl-C (or SIGTERM); if one dies, the rest are stopped too.
 """
@@ -17,6 +18,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llm import engine  # noqa: E402  # needs ROOT on the path
+from llm.provider import model_settings  # noqa: E402
+
 SERVICES = ["frame_service", "story_service", "translation_service", "gateway"]
 
 log = logging.getLogger("imgstory.run")
@@ -52,6 +58,27 @@ def start_nats(url: str) -> subprocess.Popen | None:
     return process
 
 
+def start_engine() -> subprocess.Popen[bytes] | None:
+    """Start llama-server when a model service uses the offline default and no engine
+    is named in IMGSTORY_LOCAL_SERVER_URL; the services are pointed at it."""
+    wanted = [
+        model_settings(os.environ, variable)
+        for variable in ("IMGSTORY_STORY_MODEL", "IMGSTORY_TRANSLATION_MODEL")
+    ]
+    if not any(settings.queues_calls for settings in wanted):
+        return None
+    settings = engine.load()
+    log_file = ROOT / ".cache" / "engine.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log.info("starting the local model engine on %s (log: %s)", settings.url, log_file)
+    try:
+        process = engine.start(settings, log_file=log_file)
+    except (RuntimeError, FileNotFoundError) as err:
+        sys.exit(f"the local model engine did not start: {err} (see {log_file})")
+    os.environ["IMGSTORY_LOCAL_SERVER_URL"] = settings.url
+    return process
+
+
 def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -61,6 +88,7 @@ def main() -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     processes: list[subprocess.Popen] = []
     nats_process = start_nats(url)
+    engine_process = start_engine()
     stopping = False
 
     def stop(*_: object) -> None:
@@ -79,6 +107,9 @@ def main() -> int:
             if process.poll() is not None:
                 log.error("%s exited with code %s; stopping the rest", module, process.returncode)
                 stopping, code = True, 1
+        if engine_process is not None and engine_process.poll() is not None:
+            log.error("the local model engine exited with code %s", engine_process.returncode)
+            stopping, code = True, 1
         time.sleep(0.5)
     for process in reversed(processes):
         if process.poll() is None:
@@ -88,6 +119,8 @@ def main() -> int:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+    if engine_process is not None:
+        engine.stop(engine_process)
     if nats_process is not None:
         nats_process.terminate()
         nats_process.wait(10)

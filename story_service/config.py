@@ -20,7 +20,7 @@ class Settings:
     max_tokens: int = 700
     temperature: float = 0.8
     words: tuple[int, int] = WORDS  # the length asked for when the user's prompt is silent
-    max_in_flight: int = 64  # remote model calls are I/O-bound; a local model queues them
+    max_in_flight: int = 64  # I/O-bound calls; the local engine queues past its slots
     bucket: Bucket = field(default_factory=Bucket)
 
 

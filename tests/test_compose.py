@@ -65,8 +65,10 @@ def is_nats(service: Mapping[str, Any]) -> bool:
 
 
 def module_of(service: Mapping[str, Any]) -> str | None:
+    """The ImgStory service module a compose service runs (not the model engine)."""
     command = service.get("command", [])
-    return command[2] if command[:2] == ["python", "-m"] else None
+    module = command[2] if command[:2] == ["python", "-m"] else None
+    return None if module == "llm.engine" else module
 
 
 def mounted_config(service: Mapping[str, Any]) -> Path:
@@ -114,9 +116,28 @@ def test_no_nats_server_is_reachable_from_the_host() -> None:
         # Nor is its monitoring port on (it would list connections and subscriptions).
         assert not {"-m", "--http_port", "-ms", "--https_port"} & set(service["command"]), name
         assert mounted_config(service) == NATS_CONFIG, name
-    # Only the gateway's HTTP port is published.
+    # Only the gateway's HTTP port is published (not the model engine's either).
     published = {name for name, service in found.items() if "ports" in service}
     assert published == {"gateway", "cluster-gateway"}
+
+
+def test_one_model_engine_serves_the_story_and_translation_services() -> None:
+    found = services()
+    engines = [
+        name for name, s in found.items() if s.get("command") == ["python", "-m", "llm.engine"]
+    ]
+    assert engines == ["engine"]
+    engine_env = {k: interpolate(str(v), {}) for k, v in found["engine"]["environment"].items()}
+    url = f"http://engine:{engine_env['IMGSTORY_ENGINE_PORT']}/v1"
+    assert engine_env["IMGSTORY_ENGINE_HOST"] == "0.0.0.0"
+    # It takes no NATS login: it serves HTTP on the compose network only.
+    assert "NATS_USER" not in engine_env and "ports" not in found["engine"]
+    for name in ("story_service", "translation_service", "cluster-story", "cluster-translation"):
+        assert found[name]["environment"]["IMGSTORY_LOCAL_SERVER_URL"] == url, name
+    # Operators with a key run none.
+    replicas = found["engine"]["deploy"]["replicas"]
+    assert interpolate(replicas, {}) == "1"
+    assert interpolate(replicas, {"IMGSTORY_ENGINE_REPLICAS": "0"}) == "0"
 
 
 def test_every_imgstory_service_logs_in_as_its_own_user() -> None:

@@ -22,10 +22,10 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-async def local_stack(tmp_path_factory):
-    """NATS and the three services configured exactly as `make run` with no key."""
+async def local_stack(tmp_path_factory, qwen_engine):
+    """NATS, the engine and the three services configured exactly as `make run` with no key."""
     server = NatsServer(tmp_path_factory.mktemp("nats-local")).start()
-    env: dict[str, str] = {"NATS_URL": server.url}
+    env: dict[str, str] = {"NATS_URL": server.url, "IMGSTORY_LOCAL_SERVER_URL": qwen_engine}
     connections, servers = [], []
     for start, config in (
         (start_frames, frame_config),

@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+from contracts.messages import Translate, TranslationContext
 from llm import ModelUnavailable, OpenAIChat
 from llm.chat import Completion, cut_paragraphs, room_for_another
+from llm.provider import ModelSettings
 from tests.support.fake_openai import (
     THAI_ANSWER,
     FakeOpenAI,
@@ -18,6 +20,8 @@ from tests.support.fake_openai import (
     default_answer,
 )
 from tests.support.fixtures import ClientFactory
+from translation_service.config import Settings as TranslationSettings
+from translation_service.service import Translator
 from translation_service.translate import (
     NotThai,
     Translation,
@@ -283,3 +287,26 @@ async def test_a_trimmed_translation_asks_the_backend_to_stop_after_the_last_lin
 
     [call] = chat.calls
     assert call["max_paragraphs"] == 3 == len(THAI.split("\n\n"))
+
+
+@pytest.mark.parametrize(("provider", "shown"), [("local", False), ("openai", True)])
+async def test_only_a_capable_model_is_shown_the_earlier_paragraphs(
+    provider: str, shown: bool
+) -> None:
+    asked: list[list[dict]] = []
+
+    class Recording(RecordingChat):
+        async def complete(self, messages, **kwargs) -> Completion:
+            asked.append(messages)
+            return await super().complete(messages, **kwargs)
+
+    settings = TranslationSettings(model=ModelSettings(provider=provider, api_key="sk-test"))
+    context = TranslationContext(
+        title="The Quiet Harbour", before=["Mara came home."], translated=["มาร่ากลับบ้าน"]
+    )
+    await Translator(Recording(), settings).translate(
+        Translate(request_id="r1", text=ENGLISH, context=context)
+    )
+
+    [messages] = asked
+    assert ("Mara came home." in messages[-1]["content"]) is shown

@@ -17,7 +17,7 @@ class Settings:
     min_thai_share: float = 0.95  # share of letters that must be Thai script
     max_tokens: int = 1500
     temperature: float = 0.0  # greedy: the small local model adds notes when sampling
-    max_in_flight: int = 128  # remote model calls are I/O-bound; a local model queues them
+    max_in_flight: int = 128  # I/O-bound calls; the local engine queues past its slots
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:

@@ -32,14 +32,18 @@ class Translator:
     async def translate(self, request: Translate) -> Translated:
         if request.target_language != "th":
             raise ValueError(f"cannot translate into {request.target_language!r}: only 'th'")
+        small = self.settings.model.provider == "local"
         thai = await translate_to_thai(
             self.chat,
             request.text,
-            context=request.context,
+            # The 1.5B local model translates the earlier paragraphs it is shown as
+            # context into its answer (and their prompt costs the CPU the story needs):
+            # it gets each paragraph on its own.
+            context=None if small else request.context,
             min_share=self.settings.min_thai_share,
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
-            trim_extra_paragraphs=self.settings.model.provider == "local",
+            trim_extra_paragraphs=small,
             deadline=request.deadline,
         )
         usage = Usage(input_tokens=thai.input_tokens, output_tokens=thai.output_tokens)
@@ -53,8 +57,9 @@ async def start_service(nc: Client, settings: Settings, chat: ChatModel | None =
     if chat is None:
         chat = await asyncio.to_thread(build_chat, settings.model)
     translator = Translator(chat, settings)
-    # A remote provider translates paragraphs side by side; a local model would queue them.
-    by_paragraph = "false" if settings.model.provider == "local" else "true"
+    # A remote provider or a batched local engine translates paragraphs side by side;
+    # llama.cpp in process would queue them behind the story.
+    by_paragraph = "false" if settings.model.queues_calls else "true"
     server = await Server.start(nc, TRANSLATION, metadata={BY_PARAGRAPH: by_paragraph})
     await server.add(
         TRANSLATE, translator.translate, errors=ERRORS, max_in_flight=settings.max_in_flight

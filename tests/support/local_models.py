@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 
+from llm import engine
+from llm.engine import EngineSettings
 from llm.errors import ModelUnavailable
 from llm.llama_chat import LlamaChat
 from llm.local_model import ModelPart, assemble_model, default_cache_dir, default_model_path
+from tests.support.processes import free_port
 
 GEMMA_VERSION = "1.0.0"
 GEMMA_PARTS = [
@@ -91,3 +94,31 @@ def gemma(gemma_path: Path) -> Iterator[LlamaChat]:
     # A small context makes the overflow test cheap.
     with loaded(gemma_path, n_ctx=256, seed=5) as chat:
         yield chat
+
+
+@contextmanager
+def running_engine(model: Path, log_dir: Path, **options: Any) -> Iterator[EngineSettings]:
+    """llama-server (the offline default's engine) serving `model` on a free port."""
+    settings = EngineSettings(port=free_port(), model=str(model), **options)
+    process = engine.start(settings, log_file=log_dir / "engine.log")
+    try:
+        yield settings
+    finally:
+        engine.stop(process)
+
+
+@pytest.fixture(scope="module")
+def qwen_engine(qwen_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of an engine serving the default model, as `make run` starts it (a thread
+    per core: it is the only model at work in the tests that use it)."""
+    with running_engine(qwen_path, tmp_path_factory.mktemp("qwen-engine")) as settings:
+        yield settings.url
+
+
+@pytest.fixture(scope="module")
+def gemma_engine(gemma_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of an engine serving the tiny model: two slots, a small shared context."""
+    with running_engine(
+        gemma_path, tmp_path_factory.mktemp("gemma-engine"), slots=2, context=2048, threads=THREADS
+    ) as settings:
+        yield settings.url

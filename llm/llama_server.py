@@ -1,0 +1,138 @@
+"""ChatModel for llama.cpp's own `llama-server`: the offline default's engine.
+
+The engine is one more OpenAI-compatible server, so this is OpenAIChat with what
+llama-server adds: a GBNF grammar that keeps an answer in Thai script and ends it
+after a given number of paragraphs (the server stops there itself, so its token counts
+stay exact), and the model's name and vision read from the server's `/props`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from pathlib import PurePath
+from typing import Any
+
+from llm.chat import Completion
+from llm.errors import ModelUnavailable
+from llm.openai_chat import OpenAIChat, build_openai_client
+from llm.script_mask import thai_text_layout
+
+log = logging.getLogger(__name__)
+
+# The characters of llm.script_mask.THAI_TEXT, as GBNF classes: Thai letters, vowel and
+# tone marks, digits, and the punctuation Thai prose uses. An answer starts with a Thai
+# letter, a digit or an opening quote.
+_THAI_FIRST = r'[\u0E01-\u0E3A\u0E3F-\u0E5B0-9"“‘]'
+_THAI_REST = r"[\u0E01-\u0E3A\u0E3F-\u0E5B0-9 \"“”‘’.,!?:;…–—/%'\-]"
+REPEAT_PENALTY = 1.1
+_ANY_FIRST = r"[^\n \t]"
+_ANY_REST = r"[^\n]"
+
+
+def answer_grammar(script: str | None, max_paragraphs: int | None) -> str | None:
+    """The GBNF grammar for an answer in `script` of at most `max_paragraphs` paragraphs
+    (None: no grammar needed). Paragraphs are parted by a blank line; within one, line
+    breaks are free."""
+    if script is None and max_paragraphs is None:
+        return None
+    first, rest = (_THAI_FIRST, _THAI_REST) if script == "thai" else (_ANY_FIRST, _ANY_REST)
+    # A blank line may follow the last paragraph allowed, but then only the end may: a
+    # model about to add a paragraph (a translator's note, say) stops there.
+    if max_paragraphs is None:
+        root = "para (gap para)* gap?"
+    elif max_paragraphs == 1:
+        root = "para gap?"
+    else:
+        root = f"para (gap para){{0,{max_paragraphs - 1}}} gap?"
+    return "\n".join(
+        [
+            f"root ::= {root}",
+            'gap ::= "\\n\\n"',
+            'para ::= line ("\\n" line)*',
+            f"line ::= {first} {rest}*",
+        ]
+    )
+
+
+class LlamaServerChat(OpenAIChat):
+    """OpenAIChat for a llama-server: grammar-constrained script and line count."""
+
+    def _extra_body(self, script: str | None, max_paragraphs: int | None) -> dict[str, Any] | None:
+        # The penalty llama.cpp in process samples with (llm.llama_chat): small models
+        # fall into loops without it, and llama-server's default is none.
+        body: dict[str, Any] = {"repeat_penalty": REPEAT_PENALTY}
+        grammar = answer_grammar(script, max_paragraphs)
+        if grammar:
+            body["grammar"] = grammar
+        return body
+
+    def _finish(
+        self, completion: Completion, script: str | None, max_paragraphs: int | None
+    ) -> Completion:
+        completion = super()._finish(completion, script, max_paragraphs)
+        if script is None:
+            return completion
+        return Completion(
+            text=thai_text_layout(completion.text),
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            model=completion.model,
+        )
+
+
+def server_props(base_url: str, *, wait: float) -> dict[str, Any]:
+    """The llama-server's `/props`, waiting up to `wait` seconds while it loads its model.
+
+    Raises ModelUnavailable when it does not answer in time or is not a llama-server.
+    """
+    root = base_url.rstrip("/").removesuffix("/v1")
+    deadline = time.monotonic() + wait
+    logged = False
+    while True:
+        try:
+            with urllib.request.urlopen(f"{root}/props", timeout=5) as response:
+                props: dict[str, Any] = json.load(response)
+                return props
+        except urllib.error.HTTPError as err:
+            if err.code != 503:  # 503: still loading the model
+                raise ModelUnavailable(
+                    f"the local engine at {root} is not a llama-server (HTTP {err.code} on /props)"
+                ) from err
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise ModelUnavailable(f"the local engine at {root} did not answer within {wait:.0f} s")
+        if not logged:
+            log.info("waiting for the local engine at %s", root)
+            logged = True
+        time.sleep(0.5)
+
+
+def build_llama_server_chat(base_url: str, *, timeout: float, wait: float) -> LlamaServerChat:
+    """A LlamaServerChat for the llama-server at `base_url` (its /v1 API), named after
+    the model file it serves. Blocks up to `wait` seconds for the server to be ready."""
+    props = server_props(base_url, wait=wait)
+    path = str(props.get("model_alias") or props.get("model_path") or "local-model")
+    name = PurePath(path).name.removesuffix(".gguf") or "local-model"
+    url = base_url.rstrip("/")
+    client = build_openai_client(
+        api_key=None,
+        base_url=url if url.endswith("/v1") else f"{url}/v1",
+        timeout=timeout,
+        # A retry would write the whole answer again on the same busy cores.
+        max_retries=0,
+    )
+    chat = LlamaServerChat(client, name, max_tokens_field="max_tokens")
+    chat.sees_images = bool((props.get("modalities") or {}).get("vision"))
+    log.info(
+        "local engine at %s: %s, %s slots%s",
+        url,
+        name,
+        props.get("total_slots", "?"),
+        ", vision" if chat.sees_images else "",
+    )
+    return chat
