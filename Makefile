@@ -69,7 +69,7 @@ test-fast: install-test nats-server model engine
 	$(PY) -m pytest -m "not slow"
 
 bench: install-test nats-server model engine
-	$(PY) -m bench.pipeline
+	$(PY) -m bench.offline
 	$(PY) -m bench.concurrency
 
 # 32 concurrent photo requests through every part as a process, on a fake 1.0 s provider.
