@@ -1,1 +1,1 @@
-"""Benchmarks of the running stack; run from the repository root, e.g. `python -m bench.pipeline`."""
+"""Benchmarks of the running stack; run from the repository root, e.g. `python -m bench.offline`."""

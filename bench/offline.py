@@ -144,6 +144,7 @@ class Memory:
 
     @property
     def copies(self) -> int:
+        """Copies of the model loaded: one per LlamaChat, one for the engine."""
         return self.in_process + (1 if self.engine_pid else 0)
 
     @property
@@ -206,10 +207,12 @@ def memory_mib(pid: int) -> dict[str, float]:
 
 
 def growth(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """How much each memory figure grew from `before` to `after`."""
     return {name: after[name] - before[name] for name in MEMORY_FIELDS}
 
 
 def median(values: Sequence[float]) -> float:
+    """The median of the finite `values` (NaN marks a failed answer); NaN if none."""
     finite = [value for value in values if math.isfinite(value)]
     return statistics.median(finite) if finite else math.nan
 
@@ -481,6 +484,7 @@ ROWS: tuple[tuple[str, Callable[[Figures], Cell], str], ...] = (
 
 
 def ratio_text(before: Cell | None, after: Cell | None) -> str:
+    """after / before, when both pipelines measured the figure."""
     if before is None or after is None or not before[0] or not after[0]:
         return "-"
     ratio = after[0] / before[0]
@@ -488,6 +492,7 @@ def ratio_text(before: Cell | None, after: Cell | None) -> str:
 
 
 def met_text(cell: Cell | None) -> str:
+    """yes / no for a cell's goal; "-" when it was not measured."""
     if cell is None or cell[2] is None:
         return "-"
     return "yes" if cell[2] else "no"
@@ -561,6 +566,7 @@ def print_details(figures: Figures) -> None:
 
 
 def clip_seconds(path: Path) -> float:
+    """The length of the media file at `path`."""
     with av.open(str(path)) as container:
         return (container.duration or 0) / av.time_base
 
