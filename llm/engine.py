@@ -27,6 +27,7 @@ from pathlib import Path
 
 from contracts.settings import Env, SettingsError
 from llm.llama_chat import default_threads
+from llm.llama_server import server_root
 from llm.local_model import default_model_path
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,8 @@ def command(settings: EngineSettings, binary: Path | None = None) -> list[str]:
 
 def ready(url: str) -> bool:
     """Whether the engine at `url` (its /v1 base URL) has loaded its model."""
-    root = url.rstrip("/").removesuffix("/v1")
     try:
-        with urllib.request.urlopen(f"{root}/health", timeout=2) as response:
+        with urllib.request.urlopen(f"{server_root(url)}/health", timeout=2) as response:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False

@@ -13,6 +13,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import PurePath
 from typing import Any
 
@@ -76,12 +77,13 @@ class LlamaServerChat(OpenAIChat):
         completion = super()._finish(completion, script, max_paragraphs)
         if script is None:
             return completion
-        return Completion(
-            text=thai_text_layout(completion.text),
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            model=completion.model,
-        )
+        return replace(completion, text=thai_text_layout(completion.text))
+
+
+def server_root(url: str) -> str:
+    """A llama-server's root URL (where /health, /props and /metrics are) from its
+    address, with or without the OpenAI API's /v1."""
+    return url.rstrip("/").removesuffix("/v1")
 
 
 def server_props(base_url: str, *, wait: float) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def server_props(base_url: str, *, wait: float) -> dict[str, Any]:
 
     Raises ModelUnavailable when it does not answer in time or is not a llama-server.
     """
-    root = base_url.rstrip("/").removesuffix("/v1")
+    root = server_root(base_url)
     deadline = time.monotonic() + wait
     logged = False
     while True:
@@ -118,10 +120,10 @@ def build_llama_server_chat(base_url: str, *, timeout: float, wait: float) -> Ll
     props = server_props(base_url, wait=wait)
     path = str(props.get("model_alias") or props.get("model_path") or "local-model")
     name = PurePath(path).name.removesuffix(".gguf") or "local-model"
-    url = base_url.rstrip("/")
+    url = f"{server_root(base_url)}/v1"
     client = build_openai_client(
         api_key=None,
-        base_url=url if url.endswith("/v1") else f"{url}/v1",
+        base_url=url,
         timeout=timeout,
         # A retry would write the whole answer again on the same busy cores.
         max_retries=0,

@@ -14,7 +14,12 @@ from contracts.messages import split_paragraphs
 from contracts.settings import SettingsError
 from llm import engine
 from llm.engine import EngineSettings
-from llm.llama_server import LlamaServerChat, answer_grammar, build_llama_server_chat
+from llm.llama_server import (
+    LlamaServerChat,
+    answer_grammar,
+    build_llama_server_chat,
+    server_root,
+)
 from llm.provider import ModelSettings, build_chat, model_settings
 from llm.script_mask import THAI_TEXT
 from translation_service.translate import thai_share
@@ -90,8 +95,7 @@ def chat(gemma_engine: str) -> LlamaServerChat:
 
 
 def metric(url: str, name: str) -> float:
-    root = url.removesuffix("/v1")
-    with urllib.request.urlopen(f"{root}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{server_root(url)}/metrics", timeout=5) as response:
         text = response.read().decode()
     found = re.search(rf"^llamacpp:{name} (\S+)$", text, re.MULTILINE)
     assert found, f"the engine reports no {name}"
