@@ -15,6 +15,7 @@ from contracts.settings import SettingsError
 from llm import engine
 from llm.engine import EngineSettings
 from llm.llama_server import (
+    REPEAT_PENALTY,
     LlamaServerChat,
     answer_grammar,
     build_llama_server_chat,
@@ -141,6 +142,30 @@ async def test_the_engine_ends_the_answer_at_the_paragraph_limit(qwen_engine: st
     assert len(split_paragraphs(bounded.text)) == 1
     # The server stopped there, so its token count is of what was written, not cut.
     assert bounded.output_tokens < unbounded.output_tokens
+
+
+SENTENCE = "the old grey cat sat on the warm mat by the door."
+SAY_IT_AGAIN = [
+    {"role": "user", "content": f"Write the sentence '{SENTENCE}' ten times, one per line."}
+]
+
+
+@slow
+async def test_the_engine_is_kept_from_repeating_itself(qwen_engine: str) -> None:
+    chat = await asyncio.to_thread(build_llama_server_chat, qwen_engine, timeout=300, wait=30)
+    kept = await chat.complete(SAY_IT_AGAIN, max_tokens=120, temperature=0.0)
+    # The same request without the DRY sampler's fields: the model does as it is told.
+    plain = chat._client.chat.completions.create(
+        model=chat.model,
+        messages=SAY_IT_AGAIN,  # type: ignore[arg-type]
+        max_tokens=120,
+        temperature=0.0,
+        extra_body={"repeat_penalty": REPEAT_PENALTY},
+    )
+    looped = (await plain).choices[0].message.content or ""
+
+    assert looped.lower().count(SENTENCE) >= 3
+    assert kept.text.lower().count(SENTENCE) <= 1
 
 
 @slow
