@@ -27,7 +27,7 @@ from translation_service.faithful import (
     missing_numbers,
     problems,
 )
-from translation_service.translate import translate_to_thai
+from translation_service.translate import RETRY_TEMPERATURE, translate_to_thai
 
 # Good translations of story paragraphs, written by hand: the pairs the length band was
 # measured on (translation_service/faithful.py). Names, numbers and colours included.
@@ -154,6 +154,18 @@ def test_the_length_band_holds_the_measured_good_pairs_with_room_either_side() -
         # A grey light became a blue one.
         (GOOD_PAIRS[2][0], GOOD_PAIRS[2][1].replace("เทา", "ฟ้า"), ["the colour grey is missing"]),
         (LAMP, LAMP_BLUE, ["the number 1998 is missing", "the colour grey is missing"]),
+        # Recorded from the local model on its engine: a translator's preamble before the
+        # Thai, and a retry's correction ("your answer does not match...") translated in.
+        (
+            GOOD_PAIRS[1][0],
+            "ข้อความที่คุณต้องการแปลงเป็นภาษาไทย\n\n" + GOOD_PAIRS[1][1],
+            ["it talks about the translation instead of only translating"],
+        ),
+        (
+            GOOD_PAIRS[2][0],
+            "ด้วยคำตอบของคุณไม่ตรงกับภาษาอียิปต์: สีขาว, แดง และสีเหลืองไม่มี. " + GOOD_PAIRS[2][1],
+            ["it talks about the translation instead of only translating"],
+        ),
     ],
 )
 def test_bad_translations_are_caught_with_the_reason(
@@ -185,6 +197,12 @@ def test_numbers_may_be_written_in_either_digits(english: str, thai: str) -> Non
 )
 def test_colour_words_that_are_not_colours_are_left_alone(english: str) -> None:
     assert missing_colours(english, "ชายคนนั้นโบกมือ") == []
+
+
+def test_a_story_about_languages_may_name_them_in_thai() -> None:
+    english = "She answered him in Thai, then translated the menu into English for her friend."
+    thai = "เธอตอบเขาเป็นภาษาไทย แล้วแปลเมนูเป็นภาษาอังกฤษให้เพื่อนของเธอฟัง"
+    assert problems(english, thai) == []
 
 
 def test_short_text_has_no_length_ratio() -> None:
@@ -224,6 +242,20 @@ async def test_an_unfaithful_answer_is_translated_again_on_its_own(
     assert second.messages[-2] == {"role": "assistant", "content": LAMP_BLUE}
     correction = second.messages[-1]["content"]
     assert "the number 1998 is missing; the colour grey is missing" in correction
+
+
+async def test_a_small_model_is_asked_again_as_before_at_a_temperature_not_told_why(
+    fake: FakeOpenAI, chat: OpenAIChat
+) -> None:
+    fake.script(Reply(LAMP_BLUE), Reply(LAMP_THAI))
+
+    result = await translate_to_thai(chat, LAMP, explain_retry=False)
+
+    assert (result.text, result.attempts, result.problems) == (LAMP_THAI, 2, ())
+    first, second = fake.requests
+    # No correction for it to translate into its answer: the same request, sampled warmer.
+    assert second.messages == first.messages
+    assert (first["temperature"], second["temperature"]) == (0.0, RETRY_TEMPERATURE)
 
 
 async def test_two_unfaithful_answers_keep_the_thai_with_its_problems(

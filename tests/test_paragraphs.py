@@ -20,7 +20,8 @@ from contracts.messages import (
 from gateway.thai import StoryTranslation
 from story_service.paragraphs import ParagraphCutter
 from story_service.story import tidy_paragraphs, tidy_story
-from translation_service.translate import build_translation_messages, names_in
+from translation_service.names import names_in
+from translation_service.translate import build_translation_messages
 
 STORY = (
     "## The Quiet Harbour\n\n"
@@ -58,7 +59,9 @@ def test_a_paragraph_waits_for_its_blank_line() -> None:
 
 def test_names_are_capitalised_words_inside_sentences() -> None:
     assert names_in([STORY]) == ["Quiet Harbour", "Tom Baker", "Mara", "Tom"]
-    assert names_in(["I saw him. Then Anna and Luis left; New York waited."]) == [
+    assert names_in(
+        ["I saw him. Then Anna said I'm late, I'll run; Luis left; New York waited."]
+    ) == [
         "Anna",
         "Luis",
         "New York",

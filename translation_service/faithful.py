@@ -2,17 +2,19 @@
 
 No second model is at hand to judge meaning, so these catch what can be counted: a
 translation with fewer paragraphs than its English, one far shorter or longer than a
-translation should be, a number or a colour that went missing. Names are left to the
-prompt (it lists them and asks for the earlier spelling): telling which Thai letters
-render which English name needs an alignment these checks do not have.
+translation should be, a number or a colour that went missing, a translator's note
+about the translation in it, and, given the Thai
+spelling of each name (translation_service.names), a name not written that way.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 
 from contracts.messages import split_paragraphs
+from translation_service.names import misspelt_names
 
 # Thai characters per English character, both counted without white space and Thai
 # combining marks (vowel signs above and below, tone marks: they sit on a letter and
@@ -59,6 +61,32 @@ COLOURS: dict[str, tuple[str, ...]] = {
 }
 # A colour word, but not the first half of a compound ("grey-haired" is ผมหงอก).
 _COLOUR_WORD = re.compile(r"\b(" + "|".join(COLOURS) + r")\b(?!-)")
+
+
+# Thai a translator's note holds and a story's translation does not, unless its English
+# speaks of the same (then the lower-case English words listed are in it). Recorded from
+# the local 1.5B model: a preamble "ข้อความที่คุณต้องการแปลงเป็นภาษาไทย" ("the text you want
+# put into Thai"), and a retry's correction translated into the answer ("ด้วยคำตอบของคุณ
+# ไม่ตรงกับ...": "your answer does not match...").
+NOTE_PHRASES: dict[str, tuple[str, ...]] = {
+    "คำแปล": ("translat",),  # a translation
+    "การแปล": ("translat",),  # translating
+    "แปลเป็น": ("translat",),  # translate into
+    "ภาษาไทย": ("thai",),  # the Thai language
+    "ภาษาอังกฤษ": ("english",),  # the English language
+    "คำตอบของคุณ": ("answer",),  # your answer
+    "ข้อความที่คุณ": ("text", "message"),  # the text you...
+}
+
+
+def translator_notes(english: str, thai: str) -> list[str]:
+    """The NOTE_PHRASES of `thai` that its English gives no reason for."""
+    lowered = english.lower()
+    return [
+        phrase
+        for phrase, reasons in NOTE_PHRASES.items()
+        if phrase in thai and not any(reason in lowered for reason in reasons)
+    ]
 
 
 def paragraph_count(english: str) -> int:
@@ -114,8 +142,12 @@ def missing_colours(english: str, thai: str) -> list[str]:
     return list(missing)
 
 
-def problems(english: str, thai: str) -> list[str]:
-    """Why ``thai`` may not be a faithful translation of ``english``, in plain words; [] if none found."""
+def problems(english: str, thai: str, spellings: Mapping[str, str] | None = None) -> list[str]:
+    """Why ``thai`` may not be a faithful translation of ``english``, in plain words; [] if none found.
+
+    With ``spellings`` (English name: its Thai spelling), a name of the English whose
+    spelling the Thai lacks is one reason.
+    """
     found = []
     wanted, got = paragraph_count(english), line_count(thai)
     # More is fine: a capable model may split a long paragraph in two.
@@ -132,6 +164,11 @@ def problems(english: str, thai: str) -> list[str]:
     colours = missing_colours(english, thai)
     if colours:
         found.append(f"{_listed('colour', colours)} {_verb(colours)} missing")
+    if translator_notes(english, thai):
+        found.append("it talks about the translation instead of only translating")
+    spelt = spellings or {}
+    for name in misspelt_names(english, thai, spelt):
+        found.append(f"the name {name} is not written {spelt[name]}")
     return found
 
 

@@ -13,6 +13,7 @@ from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
 from llm.provider import build_chat
 from translation_service.config import Settings
+from translation_service.names import NameSpeller
 from translation_service.translate import NotThai, translate_to_thai
 
 ERRORS = {
@@ -28,23 +29,27 @@ class Translator:
     def __init__(self, chat: ChatModel, settings: Settings) -> None:
         self.chat = chat
         self.settings = settings
+        self.small = settings.model.provider == "local"
+        # The small model sees no earlier paragraphs, so it is told how each name is spelt.
+        self.speller = NameSpeller(chat) if self.small else None
 
     async def translate(self, request: Translate) -> Translated:
         if request.target_language != "th":
             raise ValueError(f"cannot translate into {request.target_language!r}: only 'th'")
-        small = self.settings.model.provider == "local"
         thai = await translate_to_thai(
             self.chat,
             request.text,
             # The 1.5B local model translates the earlier paragraphs it is shown as
             # context into its answer (and their prompt costs the CPU the story needs):
             # it gets each paragraph on its own.
-            context=None if small else request.context,
+            context=None if self.small else request.context,
             min_share=self.settings.min_thai_share,
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
-            trim_extra_paragraphs=small,
+            trim_extra_paragraphs=self.small,
             deadline=request.deadline,
+            speller=self.speller,
+            explain_retry=not self.small,
         )
         usage = Usage(input_tokens=thai.input_tokens, output_tokens=thai.output_tokens)
         return Translated(

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.messages import TranslationContext
 from llm.chat import ChatModel, Completion, cut_paragraphs, room_for_another
 from translation_service.faithful import paragraph_count, problems
+from translation_service.names import (
+    NameSpeller,
+    Spelt,
+    names_in,
+    spelling_instruction,
+    story_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,10 @@ FAITHFUL_RETRY_PROMPT = """\
 Your previous answer does not match the English: {problems}. Translate the story again, \
 all of it and nothing else, one Thai paragraph for each English paragraph, keeping every \
 number in digits. Output only the Thai translation."""
+
+# The second attempt's temperature when it is asked as the first was (explain_retry=False):
+# enough to leave the first answer's path, not enough to make a small model ramble.
+RETRY_TEMPERATURE = 0.4
 
 # Measured with Qwen's tokenizer, a Thai translation took 0.45 to 0.9 tokens per English
 # character (transliterated names cost the most; OpenAI's tokenizer needs fewer). This
@@ -111,52 +122,24 @@ def _unfenced(text: str) -> str:
     return text.strip()
 
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
-_SENTENCE_END = re.compile(r"[.!?…][\"”’')]*\s*$")
-
-
-def names_in(texts: list[str]) -> list[str]:
-    """Capitalised words that do not start a sentence (names, mostly), first seen first.
-
-    A run of them ("Old Tom") is one name; "I" and words that open a sentence or a
-    line are not counted, since any word is capitalised there.
-    """
-    found: dict[str, None] = {}
-    for text in texts:
-        for line in text.splitlines():
-            run: list[str] = []
-            previous_end = 0
-            for match in _WORD.finditer(line):
-                word = match.group(0)
-                between = line[previous_end : match.start()]
-                opens_sentence = previous_end == 0 or bool(
-                    _SENTENCE_END.search(line[:previous_end] + between)
-                )
-                previous_end = match.end()
-                capitalised = word[0].isupper() and word != "I"
-                if capitalised and not opens_sentence and (not run or between == " "):
-                    run.append(word)
-                    continue
-                if run:
-                    found.setdefault(" ".join(run), None)
-                run = []
-            if run:
-                found.setdefault(" ".join(run), None)
-    return list(found)
-
-
 def build_translation_messages(
-    english: str, context: TranslationContext | None = None
+    english: str,
+    context: TranslationContext | None = None,
+    spellings: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Build the text-only messages asking for a Thai translation of `english`.
 
     With ``context`` (a paragraph of a longer story), the title, the earlier paragraphs,
-    their translations so far and the names used are given for reference.
+    their translations so far and the names used are given for reference. With
+    ``spellings`` (English name: Thai spelling), the names are to be written so.
     """
     story = f"<story>\n{_unfenced(english)}\n</story>"
+    system = SYSTEM_PROMPT
+    if spellings:
+        system = f"{system} {spelling_instruction(spellings)}"
     if context is None or not (context.title or context.before):
         return [
-            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "system", "content": system},
             {"role": "user", "content": story},
         ]
     parts = []
@@ -171,7 +154,7 @@ def build_translation_messages(
         parts.append("Names in the story: " + ", ".join(names))
     reference = "<context>\n" + "\n\n".join(parts) + "\n</context>"
     return [
-        {"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{CONTEXT_PROMPT}"},
+        {"role": "system", "content": f"{system}\n\n{CONTEXT_PROMPT}"},
         {"role": "user", "content": f"{reference}\n\n{story}"},
     ]
 
@@ -204,6 +187,8 @@ async def translate_to_thai(
     temperature: float = 0.0,
     trim_extra_paragraphs: bool = False,
     deadline: float | None = None,
+    speller: NameSpeller | None = None,
+    explain_retry: bool = True,
 ) -> Translation:
     """Translate `english` into Thai, checking the answer and retrying once if it fails.
 
@@ -222,21 +207,31 @@ async def translate_to_thai(
     checks, the better of the two Thai answers is kept with its `problems`. Token usage
     sums both attempts. With a `deadline` (a `time.time()` instant), there is no second
     attempt when one as long as the first could not finish in time: a Thai answer is
-    then kept with its `problems` (a rough draft beats no answer).
+    then kept with its `problems` (a rough draft beats no answer). With a `speller`
+    (translation_service.names), each name is given its Thai spelling in the prompt, and
+    an answer that spells one otherwise fails the checks; the spelling calls' tokens are
+    counted with the first attempt. With `explain_retry` False (the small local model,
+    which translates a correction into its answer: "your answer does not match the
+    English" came back in Thai), the second attempt is the same request sampled at
+    RETRY_TEMPERATURE, so that it differs from the first, and the better answer is kept.
     Raises ValueError for empty text, NotThai when no answer reached `min_share` Thai
     letters, and the model's llm.errors.ModelError subclasses.
     """
     if not english.strip():
         raise ValueError("there is no English text to translate")
-    messages = build_translation_messages(english, context)
+    spelt = await speller.spell(story_names(english)) if speller is not None else Spelt({})
+    spellings = spelt.spellings
+    messages = build_translation_messages(english, context, spellings)
     budget = answer_budget(english, max_tokens)
     max_paragraphs = paragraph_count(english) if trim_extra_paragraphs else None
 
-    async def ask(asked: list[dict[str, Any]]) -> tuple[Completion, str, float]:
+    async def ask(
+        asked: list[dict[str, Any]], heat: float = temperature
+    ) -> tuple[Completion, str, float]:
         answer = await chat.complete(
             asked,
             max_tokens=budget,
-            temperature=temperature,
+            temperature=heat,
             script="thai",
             max_paragraphs=max_paragraphs,
         )
@@ -256,8 +251,8 @@ async def translate_to_thai(
             raise NotThai(
                 share,
                 min_share,
-                input_tokens=first.input_tokens,
-                output_tokens=first.output_tokens,
+                input_tokens=spelt.input_tokens + first.input_tokens,
+                output_tokens=spelt.output_tokens + first.output_tokens,
             )
         log.warning(
             "translation by %s was only %.0f%% Thai letters; retrying once",
@@ -268,9 +263,9 @@ async def translate_to_thai(
         retry_messages = messages
         first_problems: list[str] | None = None
     else:
-        first_problems = problems(english, text)
+        first_problems = problems(english, text, spellings)
         if not first_problems:
-            return _translation(text, [first], share)
+            return _translation(text, [first], share, spent=spelt)
         if not in_time:
             log.warning(
                 "translation by %s may not match the English (%s), with no time left to "
@@ -278,47 +273,57 @@ async def translate_to_thai(
                 first.model,
                 "; ".join(first_problems),
             )
-            return _translation(text, [first], share, first_problems)
+            return _translation(text, [first], share, first_problems, spent=spelt)
         log.warning(
             "translation by %s may not match the English (%s); translating it again on its own",
             first.model,
             "; ".join(first_problems),
         )
         correction = FAITHFUL_RETRY_PROMPT.format(problems="; ".join(first_problems))
-        retry_messages = build_translation_messages(english)
+        retry_messages = build_translation_messages(english, spellings=spellings)
 
-    second, second_text, second_share = await ask(
-        [
-            *retry_messages,
-            {"role": "assistant", "content": first.text},
-            {"role": "user", "content": correction},
-        ]
-    )
+    if explain_retry:
+        second, second_text, second_share = await ask(
+            [
+                *retry_messages,
+                {"role": "assistant", "content": first.text},
+                {"role": "user", "content": correction},
+            ]
+        )
+    else:
+        second, second_text, second_share = await ask(
+            retry_messages, max(temperature, RETRY_TEMPERATURE)
+        )
     both = [first, second]
     if second_share >= min_share:
-        second_problems = problems(english, second_text)
+        second_problems = problems(english, second_text, spellings)
         # The first answer only when it was Thai and strictly better.
         if first_problems is None or len(second_problems) <= len(first_problems):
-            return _translation(second_text, both, second_share, second_problems)
+            return _translation(second_text, both, second_share, second_problems, spent=spelt)
     if first_problems is not None:
-        return _translation(text, both, share, first_problems)
+        return _translation(text, both, share, first_problems, spent=spelt)
     raise NotThai(
         second_share,
         min_share,
-        input_tokens=first.input_tokens + second.input_tokens,
-        output_tokens=first.output_tokens + second.output_tokens,
+        input_tokens=spelt.input_tokens + first.input_tokens + second.input_tokens,
+        output_tokens=spelt.output_tokens + first.output_tokens + second.output_tokens,
     )
 
 
 def _translation(
-    text: str, completions: list[Completion], share: float, found: list[str] | None = None
+    text: str,
+    completions: list[Completion],
+    share: float,
+    found: list[str] | None = None,
+    *,
+    spent: Spelt,
 ) -> Translation:
     if found:
         log.warning("kept a translation that may not match the English: %s", "; ".join(found))
     return Translation(
         text=text.strip(),
-        input_tokens=sum(c.input_tokens for c in completions),
-        output_tokens=sum(c.output_tokens for c in completions),
+        input_tokens=spent.input_tokens + sum(c.input_tokens for c in completions),
+        output_tokens=spent.output_tokens + sum(c.output_tokens for c in completions),
         model=completions[-1].model,
         attempts=len(completions),
         thai_share=share,

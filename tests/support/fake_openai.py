@@ -172,8 +172,22 @@ def thai_answer(messages: list[dict[str, Any]]) -> str:
     return "\n\n".join(thai)
 
 
+# The Thai spellings the default responder gives the names it is asked to spell
+# (translation_service.names); any other name gets no Thai spelling.
+NAME_SPELLINGS = {"Mara": "มารา", "Tom": "ทอม", "Tom Baker": "ทอม เบเกอร์"}
+
+
+def wants_spelling(messages: list[dict[str, Any]]) -> bool:
+    """The default responder's rule: a system message that asks to transliterate a name."""
+    return "transliterate" in _system_text(messages).lower()
+
+
 def default_answer(messages: list[dict[str, Any]]) -> str:
-    """What the fake says when no step is scripted: Thai for translations, else an English story."""
+    """What the fake says when no step is scripted: a name's Thai spelling when asked for
+    one, Thai for translations, else an English story."""
+    if wants_spelling(messages):
+        name = _texts(messages)[-1].strip()
+        return NAME_SPELLINGS.get(name, f"{name} has no Thai spelling here.")
     if wants_thai(messages):
         return thai_answer(messages)
     images = sum(1 for part in _parts(messages) if part.get("type") == "image_url")
