@@ -27,7 +27,8 @@ counted) it measures, next to the issue's goals:
 Then, per pipeline, each answer's timings, Thai script share (>= 95 %) and warnings, and
 the first 200 characters of one English and one Thai story.
 
-Options: --runs N (3), --only before|after|both (both), --skip-video, --skip-concurrent.
+Options: --runs N (3), --only before|after|both (both), --skip-video, --skip-concurrent,
+--answers FILE (every answer's full English, Thai and warnings as JSON, to compare them).
 A full run takes 20-30 minutes on 2 cores.
 
 Run: make bench   (or, from the repository root: .venv/bin/python -m bench.offline --runs 3)
@@ -122,6 +123,8 @@ class Answer:
     english: str = ""
     thai: str = ""
     warnings: list[str] = field(default_factory=list)
+    input_tokens: int = 0  # the result's token_usage: every model call it took, retries too
+    output_tokens: int = 0
     error: str | None = None
 
     @property
@@ -288,6 +291,8 @@ def note(answer: Answer, kind: str, data: Any, since_upload: float) -> None:
     elif kind == "result":
         answer.english, answer.thai = data["english"], data["thai"]
         answer.warnings = data["warnings"]
+        answer.input_tokens = data["token_usage"]["input_tokens"]
+        answer.output_tokens = data["token_usage"]["output_tokens"]
         answer.error = None
     elif kind == "error":
         answer.error = f"{data['status']}: {data['detail']}"
@@ -521,7 +526,7 @@ def answer_line(label: str, answer: Answer) -> str:
         f"  {label} {answer.media}: total {answer.total:.1f} s; from the upload's end: English "
         f"{answer.first_words:.1f}-{answer.last_words:.1f} s, translating from "
         f"{answer.translating:.1f} s, Thai from {answer.first_thai:.1f} s; "
-        f"Thai script {share:.0%} (>= 95 %: {'yes' if share >= GOAL_THAI_SHARE else 'NO'}); "
+        f"tokens {answer.input_tokens} in, {answer.output_tokens} out; Thai script {share:.0%} (>= 95 %: {'yes' if share >= GOAL_THAI_SHARE else 'NO'}); "
         f"warnings: {warnings}"
     )
 
@@ -571,7 +576,40 @@ def clip_seconds(path: Path) -> float:
         return (container.duration or 0) / av.time_base
 
 
-async def main(runs: int, pipelines: Sequence[str], with_video: bool, together: bool) -> None:
+def save_answers(path: Path, figures: dict[str, Figures]) -> None:
+    """Every answer of every pipeline, as JSON at `path`: which run, the media, the
+    seconds, the English, the Thai and the warnings."""
+    rows = []
+    for result in figures.values():
+        labelled = [("warm-up", result.warm_up)]
+        labelled += [(f"photo run {n}", a) for n, a in enumerate(result.singles, 1)]
+        labelled += [("video", result.video)] if result.video else []
+        labelled += [("at once", a) for a in result.at_once]
+        for label, answer in labelled:
+            rows.append(
+                {
+                    "pipeline": result.pipeline,
+                    "run": label,
+                    "media": answer.media,
+                    "seconds": None if math.isnan(answer.total) else round(answer.total, 1),
+                    "english": answer.english,
+                    "thai": answer.thai,
+                    "warnings": answer.warnings,
+                    "tokens": [answer.input_tokens, answer.output_tokens],
+                    "error": answer.error,
+                }
+            )
+    path.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"answers written to {path}")
+
+
+async def main(
+    runs: int,
+    pipelines: Sequence[str],
+    with_video: bool,
+    together: bool,
+    answers: Path | None = None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="imgstory-bench-offline-") as tmp:
         scratch = Path(tmp)
         video = write_speech_video(scratch / "speech.mp4", SPEECH) if with_video else None
@@ -599,6 +637,8 @@ async def main(runs: int, pipelines: Sequence[str], with_video: bool, together: 
     print_table(figures)
     for result in figures.values():
         print_details(result)
+    if answers is not None:
+        save_answers(answers, figures)
 
 
 if __name__ == "__main__":
@@ -607,6 +647,9 @@ if __name__ == "__main__":
     parser.add_argument("--only", choices=("before", "after", "both"), default="both")
     parser.add_argument("--skip-video", action="store_true", help="leave out measure 3")
     parser.add_argument("--skip-concurrent", action="store_true", help="leave out measure 4")
+    parser.add_argument("--answers", type=Path, help="write every answer to this JSON file")
     args = parser.parse_args()
     chosen = PIPELINES if args.only == "both" else (args.only,)
-    asyncio.run(main(args.runs, chosen, not args.skip_video, not args.skip_concurrent))
+    asyncio.run(
+        main(args.runs, chosen, not args.skip_video, not args.skip_concurrent, args.answers)
+    )
