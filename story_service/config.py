@@ -54,7 +54,11 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
 
 
 LOCAL_WORDS = (120, 180)
-LOCAL_MAX_TOKENS = 450  # 180 words and a title are about 260 tokens; room to finish
+# 180 words and a title are about 260 tokens. The 1.5B model does not keep to the words
+# asked for: on the engine it wrote 309-380 words, always up to the old cap of 450
+# tokens, and every word is translated too. A story cut here is trimmed to its last
+# whole sentence (story_service.guards).
+LOCAL_MAX_TOKENS = 320
 
 
 def _words(read: Env, default: tuple[int, int]) -> tuple[int, int]:

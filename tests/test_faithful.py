@@ -26,6 +26,7 @@ from translation_service.faithful import (
     missing_colours,
     missing_numbers,
     problems,
+    translator_notes,
 )
 from translation_service.translate import RETRY_TEMPERATURE, translate_to_thai
 
@@ -197,6 +198,13 @@ def test_numbers_may_be_written_in_either_digits(english: str, thai: str) -> Non
 )
 def test_colour_words_that_are_not_colours_are_left_alone(english: str) -> None:
     assert missing_colours(english, "ชายคนนั้นโบกมือ") == []
+
+
+def test_strange_and_converted_are_not_translated() -> None:
+    english = "The old machine turned the strange sand into glass."
+    thai = "เครื่องจักรเก่าทำการแปลงทรายแปลกประหลาดให้กลายเป็นแก้ว"
+    assert translator_notes(english, thai) == []
+    assert translator_notes(english, "การแปลของเครื่อง") == ["การแปล"]
 
 
 def test_a_story_about_languages_may_name_them_in_thai() -> None:

@@ -131,7 +131,7 @@ def test_the_story_length_follows_the_backend_and_the_setting() -> None:
     remote = story_config.load({"OPENAI_API_KEY": "sk-x"})
     local = story_config.load({})
     assert (remote.words, remote.max_tokens) == ((150, 250), 700)
-    assert (local.words, local.max_tokens) == ((120, 180), 450)
+    assert (local.words, local.max_tokens) == ((120, 180), 320)
     assert story_config.load({"IMGSTORY_STORY_WORDS": "80-120"}).words == (80, 120)
     assert "Aim for 120 to 180 words" in default_prompt(local.words)
     for bad in ("120", "200-100", "a-b", "5-10"):

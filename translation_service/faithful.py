@@ -68,24 +68,28 @@ _COLOUR_WORD = re.compile(r"\b(" + "|".join(COLOURS) + r")\b(?!-)")
 # the local 1.5B model: a preamble "ข้อความที่คุณต้องการแปลงเป็นภาษาไทย" ("the text you want
 # put into Thai"), and a retry's correction translated into the answer ("ด้วยคำตอบของคุณ
 # ไม่ตรงกับ...": "your answer does not match...").
+# แปล (translate) is not แปลก (strange) or แปลง (convert, plot).
+_TRANSLATE = "แปล(?![กง])"
 NOTE_PHRASES: dict[str, tuple[str, ...]] = {
-    "คำแปล": ("translat",),  # a translation
-    "การแปล": ("translat",),  # translating
-    "แปลเป็น": ("translat",),  # translate into
+    f"คำ{_TRANSLATE}": ("translat",),  # a translation
+    f"การ{_TRANSLATE}": ("translat",),  # translating
+    f"{_TRANSLATE}เป็น": ("translat",),  # translate into
     "ภาษาไทย": ("thai",),  # the Thai language
     "ภาษาอังกฤษ": ("english",),  # the English language
     "คำตอบของคุณ": ("answer",),  # your answer
     "ข้อความที่คุณ": ("text", "message"),  # the text you...
 }
+_NOTES = [(re.compile(pattern), reasons) for pattern, reasons in NOTE_PHRASES.items()]
 
 
 def translator_notes(english: str, thai: str) -> list[str]:
-    """The NOTE_PHRASES of `thai` that its English gives no reason for."""
+    """What of `thai` reads as a translator's note (NOTE_PHRASES) that its English gives
+    no reason for."""
     lowered = english.lower()
     return [
-        phrase
-        for phrase, reasons in NOTE_PHRASES.items()
-        if phrase in thai and not any(reason in lowered for reason in reasons)
+        found.group(0)
+        for pattern, reasons in _NOTES
+        if (found := pattern.search(thai)) and not any(reason in lowered for reason in reasons)
     ]
 
 
