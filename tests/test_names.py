@@ -96,6 +96,18 @@ async def test_an_answer_that_is_not_thai_letters_spells_nothing(
     assert len(fake.requests) == 2
 
 
+async def test_a_nationality_is_spelt_without_language_or_people(
+    fake: FakeOpenAI, chat: OpenAIChat
+) -> None:
+    # Recorded from the local model: asked for "Egyptian", it wrote "the Egyptian language".
+    fake.script(Reply("ภาษาอียิปต์"), Reply("ชาวไทย"), Reply("ภาษา"))
+    speller = NameSpeller(chat)
+
+    assert (await speller.spell(["Egyptian"])).spellings == {"Egyptian": "อียิปต์"}
+    assert (await speller.spell(["Thai"])).spellings == {"Thai": "ไทย"}
+    assert (await speller.spell(["Language"])).spellings == {"Language": "ภาษา"}
+
+
 async def test_paragraphs_at_once_share_one_spelling_call_that_outlives_a_cancel(
     fake: FakeOpenAI, chat: OpenAIChat
 ) -> None:

@@ -33,6 +33,7 @@ SPELLING_TOKENS = 24
 _KEEP = 4096  # names kept per replica, the least recently used dropped first
 _NOT_THAI = re.compile(r"[^\u0E01-\u0E3A\u0E40-\u0E4E ]")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+_NATIONALITY = re.compile(r"^(?:ภาษา|ชาว)\s*(?=\S)")  # "the language of", "the people of"
 _FIRST_PERSON = re.compile(r"I(?:['’](?:m|ll|ve|d))?$")  # I, I'm, I'll, I've, I'd
 _SENTENCE_END = re.compile(r"[.!?…][\"”’')]*\s*$")
 
@@ -100,6 +101,9 @@ def _spelling(answer: str) -> str | None:
     line = answer.strip().splitlines()[0] if answer.strip() else ""
     # Quotes, full stops and the like go; a name with anything but Thai letters left is no spelling.
     kept = " ".join(re.sub(r"[\"“”‘’'.,!?:;()\[\]]", "", line).split())
+    # Asked for "Egyptian" (a capitalised word, not only names are), the model answered
+    # ภาษาอียิปต์, "the Egyptian language"; a story's Egyptian cat is แมวอียิปต์.
+    kept = _NATIONALITY.sub("", kept)
     if not kept or _NOT_THAI.search(kept):
         return None
     return kept
