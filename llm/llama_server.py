@@ -1,8 +1,8 @@
 """ChatModel for llama.cpp's own `llama-server`: the offline default's engine.
 
 The engine is one more OpenAI-compatible server, so this is OpenAIChat with what
-llama-server adds: a GBNF grammar that keeps an answer in Thai script and ends it
-after a given number of paragraphs (the server stops there itself, so its token counts
+llama-server adds: a GBNF grammar that keeps an answer prose (in Thai script when asked,
+never markup) and ends it after a given number of paragraphs (the server stops there itself, so its token counts
 stay exact), and the model's name and vision read from the server's `/props`.
 """
 
@@ -36,17 +36,18 @@ REPEAT_PENALTY = 1.1
 # 60-token paragraph four times in a story, and a line of Thai four times in a
 # translation. A repeat of up to DRY_ALLOWED_LENGTH tokens (a name, a phrase) is free.
 DRY = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 6, "dry_penalty_last_n": 4096}
-_ANY_FIRST = r"[^\n \t]"
-_ANY_REST = r"[^\n]"
+# Prose in any other script, without the characters of markup: tags (the local model
+# opened one story in four with "<transcript>", and closed it around the whole story
+# once, leaving nothing), markdown's * and #, and the brackets of stage directions.
+_PROSE_FIRST = r"[^\n \t<>*#\[\]]"
+_PROSE_REST = r"[^\n<>*#\[\]]"
 
 
-def answer_grammar(script: str | None, max_paragraphs: int | None) -> str | None:
-    """The GBNF grammar for an answer in `script` of at most `max_paragraphs` paragraphs
-    (None: no grammar needed). Paragraphs are parted by a blank line; within one, line
-    breaks are free."""
-    if script is None and max_paragraphs is None:
-        return None
-    first, rest = (_THAI_FIRST, _THAI_REST) if script == "thai" else (_ANY_FIRST, _ANY_REST)
+def answer_grammar(script: str | None, max_paragraphs: int | None) -> str:
+    """The GBNF grammar for a prose answer in `script` (None: any, without markup) of at
+    most `max_paragraphs` paragraphs. Paragraphs are parted by a blank line; within one,
+    line breaks are free."""
+    first, rest = (_THAI_FIRST, _THAI_REST) if script == "thai" else (_PROSE_FIRST, _PROSE_REST)
     # A blank line may follow the last paragraph allowed, but then only the end may: a
     # model about to add a paragraph (a translator's note, say) stops there.
     if max_paragraphs is None:
@@ -71,11 +72,11 @@ class LlamaServerChat(OpenAIChat):
     def _extra_body(self, script: str | None, max_paragraphs: int | None) -> dict[str, Any] | None:
         # The penalty llama.cpp in process samples with (llm.llama_chat): small models
         # fall into loops without it, and llama-server's default is none.
-        body: dict[str, Any] = {"repeat_penalty": REPEAT_PENALTY, **DRY}
-        grammar = answer_grammar(script, max_paragraphs)
-        if grammar:
-            body["grammar"] = grammar
-        return body
+        return {
+            "repeat_penalty": REPEAT_PENALTY,
+            **DRY,
+            "grammar": answer_grammar(script, max_paragraphs),
+        }
 
     def _finish(
         self, completion: Completion, script: str | None, max_paragraphs: int | None

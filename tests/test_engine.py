@@ -75,16 +75,18 @@ def test_a_named_engine_makes_local_calls_concurrent() -> None:
         ("thai", None, "root ::= para (gap para)* gap?"),
         ("thai", 1, "root ::= para gap?"),
         (None, 3, "root ::= para (gap para){0,2} gap?"),
-        (None, None, None),
+        (None, None, "root ::= para (gap para)* gap?"),
     ],
 )
 def test_the_grammar_keeps_the_script_and_the_paragraph_count(
-    script: str | None, max_paragraphs: int | None, root: str | None
+    script: str | None, max_paragraphs: int | None, root: str
 ) -> None:
     grammar = answer_grammar(script, max_paragraphs)
-    assert (grammar.splitlines()[0] if grammar else None) == root
+    assert grammar.splitlines()[0] == root
     if script == "thai":
-        assert "\\u0E01-\\u0E3A" in grammar  # type: ignore[operator]
+        assert "\\u0E01-\\u0E3A" in grammar
+    else:
+        assert "line ::= [^\\n \\t<>*#\\[\\]] [^\\n<>*#\\[\\]]*" in grammar
 
 
 slow = pytest.mark.slow
@@ -166,6 +168,23 @@ async def test_the_engine_is_kept_from_repeating_itself(qwen_engine: str) -> Non
 
     assert looped.lower().count(SENTENCE) >= 3
     assert kept.text.lower().count(SENTENCE) <= 1
+
+
+MARKUP_REQUEST = [
+    {
+        "role": "user",
+        "content": "<transcript>**Title:** [The scene opens] # A story\n\n<transcript>**Title:**",
+    }
+]
+
+
+@slow
+async def test_the_grammar_keeps_markup_out_of_english(chat: LlamaServerChat) -> None:
+    # The tiny base model continues what it is given: here, tags, markdown and brackets.
+    answer = await chat.complete(MARKUP_REQUEST, max_tokens=60, temperature=0.0)
+
+    assert answer.text.strip()
+    assert not set("<>*#[]") & set(answer.text)
 
 
 @slow
