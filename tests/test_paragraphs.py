@@ -60,7 +60,10 @@ def test_a_paragraph_waits_for_its_blank_line() -> None:
 def test_names_are_capitalised_words_inside_sentences() -> None:
     assert names_in([STORY]) == ["Quiet Harbour", "Tom Baker", "Mara", "Tom"]
     assert names_in(
-        ["I saw him. Then Anna said I'm late, I'll run; Luis left; New York waited."]
+        [
+            "I saw him at 7 AM. Then Anna said I'm late, I'll run; Luis left.\n"
+            '"Hello," said Luis. "It is late," he said in New York.'
+        ]
     ) == [
         "Anna",
         "Luis",

@@ -35,7 +35,8 @@ _NOT_THAI = re.compile(r"[^\u0E01-\u0E3A\u0E40-\u0E4E ]")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 _NATIONALITY = re.compile(r"^(?:ภาษา|ชาว)\s*(?=\S)")  # "the language of", "the people of"
 _FIRST_PERSON = re.compile(r"I(?:['’](?:m|ll|ve|d))?$")  # I, I'm, I'll, I've, I'd
-_SENTENCE_END = re.compile(r"[.!?…][\"”’')]*\s*$")
+# A sentence ended, then maybe an opening quote: '"Hello." "It is late."' opens a sentence.
+_SENTENCE_END = re.compile(r"[.!?…][\"”’')]*\s*[\"“‘(]*$")
 
 
 def names_in(texts: Iterable[str]) -> list[str]:
@@ -56,7 +57,10 @@ def names_in(texts: Iterable[str]) -> list[str]:
                     _SENTENCE_END.search(line[:previous_end] + between)
                 )
                 previous_end = match.end()
-                capitalised = word[0].isupper() and not _FIRST_PERSON.match(word)
+                # "AM", "TV": letters, not a name to spell.
+                capitalised = (
+                    word[0].isupper() and not word.isupper() and not _FIRST_PERSON.match(word)
+                )
                 if capitalised and not opens_sentence and (not run or between == " "):
                     run.append(word)
                     continue
