@@ -45,9 +45,15 @@ _PROSE_REST = r"[^\n<>*#\[\]]"
 
 def answer_grammar(script: str | None, max_paragraphs: int | None) -> str:
     """The GBNF grammar for a prose answer in `script` (None: any, without markup) of at
-    most `max_paragraphs` paragraphs. Paragraphs are parted by a blank line; within one,
-    line breaks are free."""
-    first, rest = (_THAI_FIRST, _THAI_REST) if script == "thai" else (_PROSE_FIRST, _PROSE_REST)
+    most `max_paragraphs` paragraphs, parted by a blank line.
+
+    Within an English paragraph line breaks are free. A Thai paragraph (a translation of
+    a story's paragraph) is one line: the local model put its notes on lines of their own
+    inside a paragraph ("ส่วนตัว:", "the important part of this text is..."); with no
+    line break to write, it ends the paragraph instead.
+    """
+    thai = script == "thai"
+    first, rest = (_THAI_FIRST, _THAI_REST) if thai else (_PROSE_FIRST, _PROSE_REST)
     # A blank line may follow the last paragraph allowed, but then only the end may: a
     # model about to add a paragraph (a translator's note, say) stops there.
     if max_paragraphs is None:
@@ -60,7 +66,7 @@ def answer_grammar(script: str | None, max_paragraphs: int | None) -> str:
         [
             f"root ::= {root}",
             'gap ::= "\\n\\n"',
-            'para ::= line ("\\n" line)*',
+            "para ::= line" if thai else 'para ::= line ("\\n" line)*',
             f"line ::= {first} {rest}*",
         ]
     )

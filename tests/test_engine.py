@@ -85,6 +85,7 @@ def test_the_grammar_keeps_the_script_and_the_paragraph_count(
     assert grammar.splitlines()[0] == root
     if script == "thai":
         assert "\\u0E01-\\u0E3A" in grammar
+        assert "para ::= line\n" in grammar  # one line a paragraph: no room for notes
     else:
         assert "line ::= [^\\n \\t<>*#\\[\\]] [^\\n<>*#\\[\\]]*" in grammar
 
