@@ -12,7 +12,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-fast lint install install-test nats-server system-packages model engine bench bench-concurrency bench-faults bench-frames clean
+.PHONY: run test test-fast lint install install-test nats-server system-packages model engine bench bench-concurrency bench-faults bench-frames bench-engine clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,10 @@ bench-concurrency: install-test nats-server
 # Each fault the request core survives, timed on real parts, and what it left behind.
 bench-faults: install-test nats-server
 	$(PY) -m bench.faults
+
+# The offline engine's decoding speed: one sequence, 2 and 4 at once, grammar on and off.
+bench-engine: install-test model engine
+	$(PY) -m bench.engine
 
 # The frame stage per photo and per long video, scene facts on and off, against issue 11's goals.
 bench-frames: install-test nats-server system-packages-test
