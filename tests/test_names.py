@@ -43,6 +43,11 @@ def test_a_title_gives_no_names_its_paragraphs_do() -> None:
     assert story_names(story) == ["Mara", "Tom Baker", "Tom"]
 
 
+def test_a_possessive_ends_a_name_and_long_runs_are_not_names() -> None:
+    story = "We ate at Anthony Bourdain's Coffee Shop with Mara.\n\nThe Old Harbour Coffee Shop Company sold it."
+    assert story_names(story) == ["Anthony Bourdain", "Coffee Shop", "Mara"]
+
+
 def test_a_name_counts_as_spelt_with_or_without_spaces_inside() -> None:
     spellings = {"Mara": MARA, "Tom Baker": TOM_BAKER}
     assert misspelt_names(PARAGRAPH, GOOD, spellings) == []

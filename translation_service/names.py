@@ -30,10 +30,14 @@ Write the English name the user gives in Thai letters, the way a Thai writer wou
 transliterate it. Answer with the Thai spelling only."""
 # A name of a few words takes a few tokens a syllable; a model that goes on is cut here.
 SPELLING_TOKENS = 24
+# A longer run of capitalised words is a title or a phrase ("The Old Harbour Coffee Shop
+# Company"), not a name: asked to spell one, the local model wrote a Thai sentence.
+MAX_NAME_WORDS = 3
 _KEEP = 4096  # names kept per replica, the least recently used dropped first
 _NOT_THAI = re.compile(r"[^\u0E01-\u0E3A\u0E40-\u0E4E ]")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 _NATIONALITY = re.compile(r"^(?:ภาษา|ชาว)\s*(?=\S)")  # "the language of", "the people of"
+_POSSESSIVE = re.compile(r"['’]s$")
 _FIRST_PERSON = re.compile(r"I(?:['’](?:m|ll|ve|d))?$")  # I, I'm, I'll, I've, I'd
 # A sentence ended, then maybe an opening quote: '"Hello." "It is late."' opens a sentence.
 _SENTENCE_END = re.compile(r"[.!?…][\"”’')]*\s*[\"“‘(]*$")
@@ -42,8 +46,8 @@ _SENTENCE_END = re.compile(r"[.!?…][\"”’')]*\s*[\"“‘(]*$")
 def names_in(texts: Iterable[str]) -> list[str]:
     """Capitalised words that do not start a sentence (names, mostly), first seen first.
 
-    A run of them ("Old Tom") is one name; "I" (and "I'm"...) and words that open a
-    sentence or a line are not counted, since any word is capitalised there.
+    A run of them ("Old Tom") is one name, ended by a possessive ("Tom's Boat" holds
+    Tom); "I" (and "I'm"...) and words that open a sentence or a line are not counted, since any word is capitalised there.
     """
     found: dict[str, None] = {}
     for text in texts:
@@ -62,7 +66,11 @@ def names_in(texts: Iterable[str]) -> list[str]:
                     word[0].isupper() and not word.isupper() and not _FIRST_PERSON.match(word)
                 )
                 if capitalised and not opens_sentence and (not run or between == " "):
-                    run.append(word)
+                    owner = _POSSESSIVE.sub("", word)
+                    run.append(owner)
+                    if owner != word:  # "Bourdain's Coffee Shop": the name ends at the 's
+                        found.setdefault(" ".join(run), None)
+                        run = []
                     continue
                 if run:
                     found.setdefault(" ".join(run), None)
@@ -74,8 +82,9 @@ def names_in(texts: Iterable[str]) -> list[str]:
 
 def story_names(english: str) -> list[str]:
     """The names in the paragraphs of `english` that are not a title (every word of a
-    title is capitalised, names or not)."""
-    return names_in(p for p in split_paragraphs(english) if not is_title(p))
+    title is capitalised, names or not), of at most MAX_NAME_WORDS words."""
+    found = names_in(p for p in split_paragraphs(english) if not is_title(p))
+    return [name for name in found if len(name.split()) <= MAX_NAME_WORDS]
 
 
 def _squeezed(thai: str) -> str:
