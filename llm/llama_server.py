@@ -20,15 +20,13 @@ from typing import Any
 from llm.chat import Completion
 from llm.errors import ModelUnavailable
 from llm.openai_chat import OpenAIChat, build_openai_client
-from llm.script_mask import thai_text_layout
+from llm.script_mask import THAI_LINE_CHARACTERS, THAI_OPENING_CHARACTERS, thai_text_layout
 
 log = logging.getLogger(__name__)
 
-# The characters of llm.script_mask.THAI_TEXT, as GBNF classes: Thai letters, vowel and
-# tone marks, digits, and the punctuation Thai prose uses. An answer starts with a Thai
-# letter, a digit or an opening quote.
-_THAI_FIRST = r'[\u0E01-\u0E3A\u0E3F-\u0E5B0-9"“‘]'
-_THAI_REST = r"[\u0E01-\u0E3A\u0E3F-\u0E5B0-9 \"“”‘’.,!?:;…–—/%'\-]"
+# The characters llm.script_mask keeps Thai text to, as GBNF classes.
+_THAI_FIRST = f"[{THAI_OPENING_CHARACTERS}]"
+_THAI_REST = f"[{THAI_LINE_CHARACTERS}]"
 REPEAT_PENALTY = 1.1
 # llama.cpp's DRY sampler ("don't repeat yourself") makes a token that would extend a
 # sequence already in the context less likely, the more so the longer the repeat. The

@@ -17,10 +17,14 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+# The characters of Thai prose on a line, written for a character class that both Python's
+# re and llama.cpp's GBNF read alike (llm.llama_server builds its grammar from them).
 # Parentheses are left out on purpose: the 1.5B model puts translator's notes in them.
-THAI_TEXT = re.compile(r"[\u0E01-\u0E3A\u0E3F-\u0E5B0-9 \n\"“”‘’.,!?:;…–—/%'\-]*")
+THAI_LINE_CHARACTERS = r"\u0E01-\u0E3A\u0E3F-\u0E5B0-9 \"“”‘’.,!?:;…–—/%'\-"
 # An answer starts with a Thai letter, a digit or an opening quote, never blank space.
-_OPENING = re.compile(r"[\u0E01-\u0E3A\u0E3F-\u0E5B0-9\"“‘]")
+THAI_OPENING_CHARACTERS = r'\u0E01-\u0E3A\u0E3F-\u0E5B0-9"“‘'
+THAI_TEXT = re.compile(rf"[{THAI_LINE_CHARACTERS}\n]*")
+_OPENING = re.compile(rf"[{THAI_OPENING_CHARACTERS}]")
 # Every Thai character is three UTF-8 bytes: E0 B8 xx or E0 B9 xx. These are the
 # unfinished characters a token may leave for the next one to complete.
 THAI_PREFIXES = (b"", b"\xe0", b"\xe0\xb8", b"\xe0\xb9")
