@@ -251,8 +251,7 @@ async def translate_to_thai(
             raise NotThai(
                 share,
                 min_share,
-                input_tokens=spelt.input_tokens + first.input_tokens,
-                output_tokens=spelt.output_tokens + first.output_tokens,
+                **_tokens(spelt, [first]),
             )
         log.warning(
             "translation by %s was only %.0f%% Thai letters; retrying once",
@@ -305,9 +304,16 @@ async def translate_to_thai(
     raise NotThai(
         second_share,
         min_share,
-        input_tokens=spelt.input_tokens + first.input_tokens + second.input_tokens,
-        output_tokens=spelt.output_tokens + first.output_tokens + second.output_tokens,
+        **_tokens(spelt, both),
     )
+
+
+def _tokens(spelt: Spelt, completions: list[Completion]) -> dict[str, int]:
+    """The input and output tokens the spelling calls and `completions` cost together."""
+    return {
+        "input_tokens": spelt.input_tokens + sum(c.input_tokens for c in completions),
+        "output_tokens": spelt.output_tokens + sum(c.output_tokens for c in completions),
+    }
 
 
 def _translation(
@@ -322,8 +328,7 @@ def _translation(
         log.warning("kept a translation that may not match the English: %s", "; ".join(found))
     return Translation(
         text=text.strip(),
-        input_tokens=spent.input_tokens + sum(c.input_tokens for c in completions),
-        output_tokens=spent.output_tokens + sum(c.output_tokens for c in completions),
+        **_tokens(spent, completions),
         model=completions[-1].model,
         attempts=len(completions),
         thai_share=share,
