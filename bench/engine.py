@@ -1,10 +1,10 @@
 """How fast the offline engine decodes: one sequence, then 2 and 4 at once, with and without its grammar.
 
 Starts llama-server (llm.engine, the bundled model, 4 slots, a thread per core) on a free
-port and asks it for fixed-length answers (--tokens, 160) at temperature 0.7 with the
-repeat penalty the services send: an English story and a Thai translation, each with no
-grammar and with the grammar the services send (llm.llama_server.answer_grammar), then
-2 and 4 English stories at once. Prints the engine's own timings: tokens per second per
+port and asks it for fixed-length answers (--tokens, 160) at temperature 0.7, sampled as
+the services ask (llm.llama_server.sampling_fields): an English story and a Thai
+translation, each without and with the grammar the services send, then 2 and 4 English
+stories at once without it. Prints the engine's own timings: tokens per second per
 sequence and in total, and the total's ratio to one sequence alone. On a CPU the ratio
 says how much batching gains; one request of the pipeline already runs its story and
 paragraph translations side by side.
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from llm import engine
-from llm.engine import EngineSettings
-from llm.llama_server import REPEAT_PENALTY, answer_grammar
-from tests.support.processes import free_port
+from llm.llama_server import sampling_fields
+from llm.local_model import default_model_path
+from tests.support.local_models import running_engine
 
 STORY = [
     {"role": "system", "content": "You are a storyteller."},
@@ -50,17 +50,14 @@ THAI = [
 
 
 def ask(
-    url: str, messages: list[dict[str, str]], tokens: int, grammar: str | None
+    url: str, messages: list[dict[str, str]], tokens: int, script: str | None, grammar: bool
 ) -> dict[str, Any]:
-    """One chat completion; the server's `timings` and `usage` of it."""
-    body: dict[str, Any] = {
-        "messages": messages,
-        "max_tokens": tokens,
-        "temperature": 0.7,
-        "repeat_penalty": REPEAT_PENALTY,
-    }
-    if grammar:
-        body["grammar"] = grammar
+    """One chat completion sampled as the services ask for `script` (without the grammar
+    unless `grammar`); the server's answer, with its `timings` and `usage`."""
+    fields = sampling_fields(script, None)
+    if not grammar:
+        del fields["grammar"]
+    body = {"messages": messages, "max_tokens": tokens, "temperature": 0.7, **fields}
     request = urllib.request.Request(
         f"{url}/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
@@ -73,29 +70,27 @@ def at_once(url: str, count: int, tokens: int) -> tuple[list[dict[str, Any]], fl
     """`count` English stories asked at once; the answers and the wall seconds."""
     started = time.perf_counter()
     with ThreadPoolExecutor(count) as pool:
-        answers = list(pool.map(lambda _: ask(url, STORY, tokens, None), range(count)))
+        answers = list(pool.map(lambda _: ask(url, STORY, tokens, None, False), range(count)))
     return answers, time.perf_counter() - started
 
 
 def main(tokens: int) -> None:
-    settings = EngineSettings(port=free_port())
     with tempfile.TemporaryDirectory(prefix="imgstory-bench-engine-") as tmp:
-        process = engine.start(settings, log_file=Path(tmp) / "engine.log")
-        try:
+        with running_engine(default_model_path(), Path(tmp)) as settings:
             url = settings.url
-            ask(url, STORY, 16, None)  # warm: the first call pays for loading pages
+            ask(url, STORY, 16, None, False)  # warm: the first call pays for loading pages
             print(
                 f"engine {engine.binary_path().name}: {settings.slots} slots, answers of {tokens} tokens"
             )
             alone = 0.0
             cases = [
-                ("English, no grammar", STORY, None),
-                ("English, prose grammar", STORY, answer_grammar(None, None)),
-                ("Thai, no grammar", THAI, None),
-                ("Thai, Thai grammar", THAI, answer_grammar("thai", 1)),
+                ("English, no grammar", STORY, None, False),
+                ("English, prose grammar", STORY, None, True),
+                ("Thai, no grammar", THAI, "thai", False),
+                ("Thai, Thai grammar", THAI, "thai", True),
             ]
-            for label, messages, grammar in cases:
-                timings = ask(url, messages, tokens, grammar)["timings"]
+            for label, messages, script, grammar in cases:
+                timings = ask(url, messages, tokens, script, grammar)["timings"]
                 speed = timings["predicted_per_second"]
                 alone = alone or speed
                 print(
@@ -111,8 +106,6 @@ def main(tokens: int) -> None:
                     f"{produced / wall:5.1f} tok/s in total ({produced / wall / alone:.2f}x one); "
                     f"each {each}"
                 )
-        finally:
-            engine.stop(process)
 
 
 if __name__ == "__main__":

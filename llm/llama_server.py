@@ -73,17 +73,22 @@ def answer_grammar(script: str | None, max_paragraphs: int | None) -> str:
     )
 
 
+def sampling_fields(script: str | None, max_paragraphs: int | None) -> dict[str, Any]:
+    """The fields beyond the OpenAI API every request to the engine carries: the repeat
+    penalty llama.cpp in process samples with (llm.llama_chat; small models fall into loops
+    without it, and llama-server's default is none), DRY, and the answer's grammar."""
+    return {
+        "repeat_penalty": REPEAT_PENALTY,
+        **DRY,
+        "grammar": answer_grammar(script, max_paragraphs),
+    }
+
+
 class LlamaServerChat(OpenAIChat):
     """OpenAIChat for a llama-server: grammar-constrained script and line count."""
 
     def _extra_body(self, script: str | None, max_paragraphs: int | None) -> dict[str, Any] | None:
-        # The penalty llama.cpp in process samples with (llm.llama_chat): small models
-        # fall into loops without it, and llama-server's default is none.
-        return {
-            "repeat_penalty": REPEAT_PENALTY,
-            **DRY,
-            "grammar": answer_grammar(script, max_paragraphs),
-        }
+        return sampling_fields(script, max_paragraphs)
 
     def _finish(
         self, completion: Completion, script: str | None, max_paragraphs: int | None
