@@ -23,6 +23,7 @@ COPY --from=engine /opt/engine/bin/llama-server /usr/local/bin/llama-server
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY contracts contracts
+COPY bus bus
 COPY llm llm
 COPY model_files model_files
 COPY gateway gateway

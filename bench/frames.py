@@ -35,7 +35,7 @@ import numpy as np
 from nats.js.object_store import ObjectStore
 from PIL import Image
 
-from contracts import blobs
+from bus import blobs
 from contracts.messages import ExtractFrames, FramesExtracted, MediaKind
 from frame_service import config as frame_config
 from frame_service.images import prepare_image

@@ -57,7 +57,7 @@ import nats
 import uvicorn
 from nats.aio.client import Client
 
-from contracts import blobs, rpc
+from bus import blobs, rpc
 from contracts.messages import ExtractFrames, MediaKind
 from contracts.subjects import EXTRACT_FRAMES
 from frame_service import config as frame_config

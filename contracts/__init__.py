@@ -1,1 +1,1 @@
-"""The wire between the gateway and the services: messages, subjects and the RPC helpers."""
+"""The wire between the gateway and the services: messages and subjects, no NATS."""

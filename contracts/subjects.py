@@ -25,6 +25,11 @@ class ServiceSpec:
     def queue_group(self) -> str:
         return self.name
 
+    @property
+    def label(self) -> str:
+        """How a message to a person names it: "frames service"."""
+        return self.name.removeprefix("imgstory-") + " service"
+
 
 @dataclass(frozen=True)
 class Endpoint(Generic[Req, Rep]):

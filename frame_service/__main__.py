@@ -1,6 +1,6 @@
 """Run the frames service: python -m frame_service."""
 
-from contracts.process import run_service
+from bus.process import run_service
 from frame_service import config
 from frame_service.service import start_service
 

@@ -18,7 +18,9 @@ from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 from PIL import Image
 
-from contracts import blobs
+from bus import blobs
+from bus.reporter import Reporter
+from bus.server import Server
 from contracts.messages import (
     ExtractFrames,
     FailureCode,
@@ -30,7 +32,6 @@ from contracts.messages import (
     Stage,
     VideoInfo,
 )
-from contracts.rpc import Reporter, Server
 from contracts.subjects import EXTRACT_FRAMES, FRAMES, INLINE_UPLOADS
 from frame_service.cancellation import CancelToken
 from frame_service.capture import Capture, read_capture

@@ -2,7 +2,7 @@
 
 import uvicorn
 
-from contracts.process import load_settings, start_logging, traced_as
+from bus.process import load_settings, start_logging, traced_as
 from gateway import config
 from gateway.app import create_app
 

@@ -19,7 +19,8 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
-from contracts import blobs, rpc, tracing
+from bus import blobs, rpc, tracing
+from bus.liveness import Heartbeats, Liveness
 from contracts.messages import (
     Alive,
     Cancel,
@@ -121,7 +122,7 @@ class Analyzer:
         request_id = request_ids.pipeline_key(visible_id)
         stored = _Stored(uploads=[], frames=[])
         news = _News(request_id, on_progress)
-        liveness = rpc.Liveness(
+        liveness = Liveness(
             news.heartbeats, window=self.settings.liveness_window, attempts=self.settings.attempts
         )
         by_paragraph = self.capabilities.translate_by_paragraph
@@ -218,7 +219,7 @@ class Analyzer:
         return cost
 
     async def _story(
-        self, request: WriteStory, liveness: rpc.Liveness, thai: StoryTranslation
+        self, request: WriteStory, liveness: Liveness, thai: StoryTranslation
     ) -> StoryWritten:
         """The story call; a paragraph's translation failing meanwhile fails it at once
         (the request cannot succeed, so the story stops too)."""
@@ -240,7 +241,7 @@ class Analyzer:
         form: ReceivedForm,
         stored: _Stored,
         news: _News,
-        liveness: rpc.Liveness,
+        liveness: Liveness,
     ) -> tuple[list[Frame], VideoInfo | None]:
         news.stage(Stage.UPLOADING)
         caps = self.capabilities
@@ -298,9 +299,7 @@ class Analyzer:
         """The most bytes of media one request carries inside it: well within NATS's limit."""
         return min(INLINE_MAX_BYTES, self.nc.max_payload // 2)
 
-    async def _call(
-        self, endpoint: Endpoint[Req, Rep], request: Req, liveness: rpc.Liveness
-    ) -> Rep:
+    async def _call(self, endpoint: Endpoint[Req, Rep], request: Req, liveness: Liveness) -> Rep:
         """One stage call, within the gateway's patience for that stage."""
         timeout = self._patience[endpoint.subject]
         # A span per stage call ("frames", "story", "translation"); each send is one inside it.
@@ -326,7 +325,7 @@ class _News:
         self.request_id = request_id
         self.sink = sink
         self.subject = progress_subject(request_id)
-        self.heartbeats = rpc.Heartbeats(self.subject)
+        self.heartbeats = Heartbeats(self.subject)
         self.paragraphs: Callable[[int, str], None] | None = None
         # Services publish stage news only when someone listens.
         self.listener = self.subject if sink is not None else None

@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
-from contracts import blobs, rpc
+from bus import blobs, connection
 from gateway import config
 from gateway.analysis import Analyzer
 from gateway.auth import announce_keys
@@ -39,7 +39,7 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        nc = await rpc.connect(settings.nats_url, "imgstory-gateway")
+        nc = await connection.connect(settings.nats_url, "imgstory-gateway")
         janitor = None
         capabilities = Capabilities(nc)
         try:
@@ -81,7 +81,7 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
             # Inside the request id: a refusal carries the id its log line has.
             admission_middleware(settings.admission, guarded=[analyze, analyze_stream]),
         ],
-        # Every process logs the same way (contracts.logs), with the request id.
+        # Every process logs the same way (bus.logs), with the request id.
         logging_config=None,
         # Early 400 from Content-Length; per-file limits are enforced while streaming.
         request_max_body_size=largest_body + _FORM_OVERHEAD,

@@ -18,7 +18,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
-from contracts.discovery import ask_every_replica
+from bus.discovery import ask_every_replica
 from contracts.subjects import (
     BY_PARAGRAPH,
     FRAMES,

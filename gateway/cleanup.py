@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
-from contracts import blobs
+from bus import blobs
 from gateway.uploads import UPLOAD_PREFIX
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.blobs import Bucket, bucket_settings
-from contracts.rpc import HEARTBEAT_INTERVAL
-from contracts.settings import Env, SettingsError
+from bus.blobs import Bucket, bucket_settings
+from bus.liveness import HEARTBEAT_INTERVAL
+from bus.settings import Env, SettingsError
 from gateway.auth import ApiKeys
 from gateway.pricing import PriceTable, parse_prices
 
@@ -66,7 +66,7 @@ class Settings:
 def load(env: Mapping[str, str] = os.environ) -> Settings:
     """Settings from the environment (see README for each variable).
 
-    Raises contracts.settings.SettingsError for a value the gateway cannot run with.
+    Raises bus.settings.SettingsError for a value the gateway cannot run with.
     """
     read = Env(env)
     limits = Limits(

@@ -18,9 +18,9 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap, Scope, Send
 from nats.errors import Error as NatsError
 
-from contracts.blobs import BlobsUnavailable
-from contracts.logs import REQUEST_ID
-from contracts.rpc import CallError, RemoteFailure
+from bus.blobs import BlobsUnavailable
+from bus.logs import REQUEST_ID
+from bus.rpc import CallError, RemoteFailure
 from gateway.disconnect import ClientGone
 from gateway.request_ids import HEADER, from_header
 from gateway.schemas import ErrorResponse

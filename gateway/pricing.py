@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from bus.settings import SettingsError
 from contracts.messages import Usage
-from contracts.settings import SettingsError
 
 _MILLION = 1_000_000
 

@@ -1,6 +1,6 @@
 """Every HTTP request gets an id: the client's X-Request-ID when it is sound, else a new one.
 
-The id is echoed in the ``X-Request-ID`` response header, set in ``contracts.logs``'s
+The id is echoed in the ``X-Request-ID`` response header, set in ``bus.logs``'s
 context so every log line carries it, and put in every error body.
 """
 
@@ -14,7 +14,7 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from contracts.logs import REQUEST_ID
+from bus.logs import REQUEST_ID
 
 HEADER = "x-request-id"
 # Letters, digits, '-' and '_' only: the id becomes part of NATS subjects and log lines.

@@ -24,7 +24,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from contracts import blobs
+from bus import blobs
 from contracts.subjects import SERVICES, ServiceSpec, ping_subject
 from gateway.analysis import Analyzer
 from gateway.config import MIB, Limits

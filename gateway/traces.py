@@ -1,4 +1,4 @@
-"""The root span of each analysis request, when traces are on (contracts.tracing).
+"""The root span of each analysis request, when traces are on (bus.tracing).
 
 Its children are the stage calls (gateway.analysis), their NATS sends and, through the
 message headers, the services' spans: one trace per request. The gateway is the edge:
@@ -15,8 +15,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from contracts import tracing
-from contracts.logs import REQUEST_ID
+from bus import tracing
+from bus.logs import REQUEST_ID
 from gateway.errors import problem_of
 from gateway.metrics import CLIENT_GONE_STATUS
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.settings import Env, SettingsError
+from bus.settings import Env, SettingsError
 from llm.llama_chat import default_threads
 from llm.llama_server import server_root
 from llm.local_model import default_model_path

@@ -18,7 +18,7 @@ from openai.types.chat.chat_completion import Choice
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
-from contracts import tracing
+from bus import tracing
 from llm.chat import Completion, cut_paragraphs
 from llm.errors import ModelError, ModelRejected, ModelUnavailable, RateLimited
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.settings import Env, SettingsError
+from bus.settings import Env, SettingsError
 from llm.chat import ChatModel
 from llm.llama_server import build_llama_server_chat
 from llm.openai_chat import OpenAIChat, build_openai_client

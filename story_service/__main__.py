@@ -1,6 +1,6 @@
 """Run the story service: python -m story_service."""
 
-from contracts.process import run_service
+from bus.process import run_service
 from story_service import config
 from story_service.service import start_service
 

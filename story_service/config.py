@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.blobs import Bucket, bucket_settings
-from contracts.settings import Env, SettingsError
+from bus.blobs import Bucket, bucket_settings
+from bus.settings import Env, SettingsError
 from llm.provider import ModelSettings, model_settings
 from story_service.story import DETAILS, WORDS
 
@@ -27,7 +27,7 @@ class Settings:
 def load(env: Mapping[str, str] = os.environ) -> Settings:
     """Settings from the environment (see README for each variable).
 
-    Raises contracts.settings.SettingsError for a value the service cannot run with.
+    Raises bus.settings.SettingsError for a value the service cannot run with.
     """
     read = Env(env)
     model = model_settings(env, "IMGSTORY_STORY_MODEL")

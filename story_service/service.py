@@ -8,9 +8,10 @@ from nats.aio.client import Client
 from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
-from contracts import blobs
+from bus import blobs
+from bus.reporter import Reporter
+from bus.server import Server
 from contracts.messages import FailureCode, Frame, Stage, StoryWritten, Usage, WriteStory
-from contracts.rpc import Reporter, Server
 from contracts.subjects import INLINE_FRAMES, SEES_IMAGES, STORY, WRITE_STORY
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bus.settings import SettingsError
 from contracts.messages import Usage
-from contracts.settings import SettingsError
 from gateway.pricing import parse_prices
 from tests.media import sample_photo, sample_video, write_audio_only_mp4, write_jpeg
 from tests.support.fake_openai import (

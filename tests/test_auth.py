@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.settings import SettingsError
+from bus.settings import SettingsError
 from gateway import config as gateway_config
 from gateway.auth import ApiKeys, presented_keys
 from tests.media import sample_photo

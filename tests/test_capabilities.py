@@ -14,8 +14,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from PIL import Image
 
+from bus.server import Server
 from contracts.messages import ExtractFrames
-from contracts.rpc import Server
 from contracts.subjects import (
     BY_PARAGRAPH,
     EXTRACT_FRAMES,

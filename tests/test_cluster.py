@@ -16,8 +16,9 @@ import httpx
 import pytest
 from nats.errors import Error as NatsError
 
-from contracts import blobs, rpc
-from contracts.blobs import Bucket
+from bus import blobs, connection
+from bus.blobs import Bucket
+from bus.server import Server
 from contracts.subjects import BLOB_BUCKET
 from gateway import config as gateway_config
 from story_service import config as story_config
@@ -92,7 +93,7 @@ async def spread_over(
 
 async def bucket_leader(cluster: NatsCluster) -> ClusterNode:
     """Make the bucket with three replicas; return the node leading its stream."""
-    client = await rpc.connect(cluster.seeds(), "test-bucket")
+    client = await connection.connect(cluster.seeds(), "test-bucket")
     try:
         js = client.jetstream(timeout=5)
         await blobs.open_bucket(js, REPLICATED)
@@ -105,11 +106,11 @@ async def bucket_leader(cluster: NatsCluster) -> ClusterNode:
 
 
 @asynccontextmanager
-async def story_on(url: str, fake: FakeOpenAI) -> AsyncIterator[rpc.Server]:
+async def story_on(url: str, fake: FakeOpenAI) -> AsyncIterator[Server]:
     """The story service alone on its own connection to ``url``: a slow provider's patience."""
     model = replace(fake_model_settings(fake, "fake-story"), timeout=30, max_retries=0)
     settings = replace(story_config.load({}), nats_url=url, model=model, bucket=REPLICATED)
-    client = await rpc.connect(url, "test-story")
+    client = await connection.connect(url, "test-story")
     try:
         server = await start_story(client, settings)
         try:
@@ -128,7 +129,7 @@ async def post_photo(client: httpx.AsyncClient) -> tuple[httpx.Response, float]:
 
 async def bucket_is_empty(url: str) -> bool:
     """Whether the bucket holds no live object; False while its stream cannot answer."""
-    client = await rpc.connect(url, "test-bucket")
+    client = await connection.connect(url, "test-bucket")
     try:
         store = await blobs.open_bucket(blobs.jetstream(client))
         return await blobs.list_names(store) == []

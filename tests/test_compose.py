@@ -25,9 +25,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from contracts import blobs, rpc
-from contracts.blobs import bucket_settings
-from contracts.settings import Env
+from bus import blobs, connection
+from bus.blobs import bucket_settings
+from bus.settings import Env
 from contracts.subjects import EXTRACT_FRAMES, WRITE_STORY
 from tests.support.nats_server import NatsServer
 from tests.support.processes import ROOT, free_port
@@ -177,10 +177,10 @@ def server_env(service: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, 
     return {"PATH": os.environ.get("PATH", ""), **made}
 
 
-def login_of(service: Mapping[str, Any], env: Mapping[str, str]) -> rpc.Credentials:
+def login_of(service: Mapping[str, Any], env: Mapping[str, str]) -> connection.Credentials:
     """The credentials a compose service's process reads from the environment compose gives."""
     made = {k: interpolate(str(v), env) for k, v in service["environment"].items()}
-    return rpc.credentials(Env(made))
+    return connection.credentials(Env(made))
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ async def test_the_compose_nats_takes_each_service_login_and_no_other(
     found = services()
     for name in ("gateway", "frame_service", "story_service", "translation_service"):
         login = login_of(found[name], compose_env)
-        nc = await rpc.connect(compose_nats.url, f"test-{name}", login)
+        nc = await connection.connect(compose_nats.url, f"test-{name}", login)
         await nc.close()
     # The passwords are per user: one service's will not do for another.
     story = login_of(found["story_service"], compose_env)
@@ -261,7 +261,7 @@ def test_compose_cluster_profile_runs_three_routed_nats_nodes_and_replicated_blo
         assert service["command"] == ["python", "-m", module]
         assert set(NODES) <= set(service["depends_on"])
         env = service["environment"]
-        assert rpc.server_list(env["NATS_URL"]) == [f"nats://{node}:4222" for node in NODES]
+        assert connection.server_list(env["NATS_URL"]) == [f"nats://{node}:4222" for node in NODES]
         assert bucket_settings(Env({k: str(v) for k, v in env.items()})).replicas == 3
         if name != "cluster-gateway":
             # A fixed container name or host port would stop `--scale` from working.
@@ -356,7 +356,7 @@ async def test_the_compose_cluster_forms_and_a_node_without_the_route_password_c
         assert await nodes[0].said("Route connection created")
         # Each with its compose login, defaults and all.
         gateway, frames = [
-            await rpc.connect(node.url, name, login_of(services()[name], {}))
+            await connection.connect(node.url, name, login_of(services()[name], {}))
             for node, name in [(nodes[0], "gateway"), (nodes[2], "frame_service")]
         ]
         snoop, insider = [await nats.connect(s.url, user="spy", password="spy") for s in spies]

@@ -12,8 +12,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bus import rpc
+from bus.liveness import Heartbeats, Liveness
+from bus.server import Server
 from contracts import messages as m
-from contracts import rpc
 from contracts.subjects import TRANSLATION, Endpoint
 
 ECHO = Endpoint(TRANSLATION, "echo", "imgstory.test.echo", m.Translate, m.Translated)
@@ -40,7 +42,7 @@ async def echo(request: m.Translate) -> m.Translated:
 @pytest.fixture
 async def echo_server(empty_nats_url: str) -> AsyncIterator[Client]:
     client = await nats.connect(empty_nats_url)
-    server = await rpc.Server.start(client, TRANSLATION)
+    server = await Server.start(client, TRANSLATION)
     errors = {Throttled: m.FailureCode.RATE_LIMITED, Refused: m.FailureCode.UNPROCESSABLE}
     await server.add(ECHO, echo, errors=errors, max_in_flight=4)
     caller = await nats.connect(empty_nats_url)
@@ -98,7 +100,7 @@ async def test_a_request_of_the_wrong_type_is_refused_before_sending(echo_server
 async def test_a_slow_service_is_a_timeout(echo_server, empty_nats_url: str) -> None:
     slow = Endpoint(TRANSLATION, "slow", "imgstory.test.slow", m.Translate, m.Translated)
     client = await nats.connect(empty_nats_url)
-    server = await rpc.Server.start(client, TRANSLATION)
+    server = await Server.start(client, TRANSLATION)
 
     release = asyncio.Event()
 
@@ -123,7 +125,7 @@ async def test_calls_of_one_request_to_one_endpoint_are_watched_apart(
     finish must not take the others' heartbeat watch with it (they were sent again)."""
     paced = Endpoint(TRANSLATION, "paced", "imgstory.test.paced", m.Translate, m.Translated)
     client = await nats.connect(empty_nats_url)
-    server = await rpc.Server.start(client, TRANSLATION)
+    server = await Server.start(client, TRANSLATION)
     served: list[str] = []
 
     async def paced_echo(request: m.Translate) -> m.Translated:
@@ -132,14 +134,14 @@ async def test_calls_of_one_request_to_one_endpoint_are_watched_apart(
         return m.Translated(text=request.text, usage=m.Usage(), model="echo")
 
     await server.add(paced, paced_echo, max_in_flight=4)
-    heartbeats = rpc.Heartbeats(f"imgstory.test.news.{time.monotonic_ns()}")
+    heartbeats = Heartbeats(f"imgstory.test.news.{time.monotonic_ns()}")
 
     async def heard(msg: Msg) -> None:
         heartbeats.beat(msgspec.msgpack.decode(msg.data, type=m.Alive).call_id)
 
     beats = await echo_server.subscribe(heartbeats.subject, cb=heard)
     # Replicas beat every second: a 1.5 s window holds one beat with room to spare.
-    liveness = rpc.Liveness(heartbeats, window=1.5, attempts=3)
+    liveness = Liveness(heartbeats, window=1.5, attempts=3)
     try:
         replies = await asyncio.gather(
             *(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bus.settings import SettingsError
 from contracts.messages import split_paragraphs
-from contracts.settings import SettingsError
 from llm import engine
 from llm.engine import EngineSettings
 from llm.llama_server import (

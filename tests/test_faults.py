@@ -16,7 +16,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from contracts import blobs
+from bus import blobs
 from contracts.subjects import BLOB_BUCKET
 from gateway.cleanup import sweep_orphans
 from gateway.uploads import UPLOAD_PREFIX

@@ -7,7 +7,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from contracts.settings import SettingsError
+from bus.settings import SettingsError
 from gateway import config as gateway_config
 from gateway.hardening import STRICT_POLICY, SWAGGER_POLICY
 from tests.media import sample_photo

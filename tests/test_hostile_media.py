@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 from PIL import Image, ImageChops, ImageStat
 
-from contracts import blobs, rpc
+from bus import blobs, connection, rpc
 from contracts.messages import Cancel, ExtractFrames, FailureCode, FramesExtracted, MediaKind
 from contracts.subjects import EXTRACT_FRAMES, cancel_subject
 from frame_service import config, video
@@ -56,8 +56,8 @@ async def frame_service(
 ) -> AsyncIterator[tuple[Client, ObjectStore]]:
     """The frame service alone on its own connection, and a client with the blob bucket."""
     settings = replace(quick_settings(work_dir, **changes), nats_url=url)
-    service_nc = await rpc.connect(url, "test-frames")
-    client = await rpc.connect(url, "test-client")
+    service_nc = await connection.connect(url, "test-frames")
+    client = await connection.connect(url, "test-client")
     server = await start_service(service_nc, settings)
     try:
         yield client, await blobs.open_bucket(client.jetstream())
@@ -293,7 +293,7 @@ async def test_cancelling_a_call_stops_its_worker_thread_and_removes_its_files(
 ):
     work = tmp_path / "work"
     work.mkdir()
-    nc = await rpc.connect(empty_nats_url, "test-frames")
+    nc = await connection.connect(empty_nats_url, "test-frames")
     try:
         store = await blobs.open_bucket(nc.jetstream())
         await blobs.put_file(store, "still/upload-0", four_k_still)

@@ -14,7 +14,7 @@ import pytest
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
-from contracts.settings import SettingsError
+from bus.settings import SettingsError
 from gateway import config as gateway_config
 from gateway.app import create_app
 from gateway.auth import ApiKeys

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from contracts.logs import REQUEST_ID, JsonFormatter, RequestIdFilter
+from bus.logs import REQUEST_ID, JsonFormatter, RequestIdFilter
 from tests.media import sample_photo
 from tests.support.fake_openai import Delay, FakeOpenAI, Reply
 from tests.support.processes import ROOT, free_port, service_env, wait_for_port
@@ -92,7 +92,7 @@ async def test_warnings_and_a_crash_come_out_as_json_lines_too() -> None:
     code, stderr = await run_python(
         "-c",
         "import warnings\n"
-        "from contracts.logs import configure_logging\n"
+        "from bus.logs import configure_logging\n"
         "configure_logging(json_lines=True, service='imgstory-test')\n"
         "warnings.warn('careful')\n"
         "raise RuntimeError('boom')\n",

@@ -32,8 +32,9 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.js.object_store import ObjectStore
 
-from contracts import blobs, rpc
-from contracts.settings import Env, SettingsError
+from bus import blobs, connection
+from bus.server import Server
+from bus.settings import Env, SettingsError
 from contracts.subjects import (
     BLOB_BUCKET,
     EXTRACT_FRAMES,
@@ -206,7 +207,7 @@ async def login(locked_nats: NatsServer) -> AsyncIterator:
             locked_nats.url,
             user=user,
             password=PASSWORDS[user],
-            inbox_prefix=rpc.Credentials(user=user).inbox_prefix,
+            inbox_prefix=connection.Credentials(user=user).inbox_prefix,
             error_cb=heard,
             allow_reconnect=False,
         )
@@ -382,7 +383,7 @@ async def test_the_pipeline_runs_with_each_process_on_its_own_user(
         ),
     }
     clients: list[Client] = []
-    servers: list[rpc.Server] = []
+    servers: list[Server] = []
     # The gateway reads its login from the environment, as every `python -m` process does.
     monkeypatch.setenv("NATS_USER", "gateway")
     monkeypatch.setenv("NATS_PASSWORD", PASSWORDS["gateway"])
@@ -391,8 +392,8 @@ async def test_the_pipeline_runs_with_each_process_on_its_own_user(
     settings = replace(gateway_config.load({}), nats_url=url, upload_dir=str(upload_dir))
     try:
         for user, start in starts.items():
-            login = rpc.Credentials(user=user, password=PASSWORDS[user])
-            clients.append(await rpc.connect(url, f"test-{user}", login))
+            login = connection.Credentials(user=user, password=PASSWORDS[user])
+            clients.append(await connection.connect(url, f"test-{user}", login))
             servers.append(await start(clients[-1]))
         async with gateway_client(settings) as client:
             photo = sample_photo("chelsea.png")
@@ -410,8 +411,8 @@ async def test_the_pipeline_runs_with_each_process_on_its_own_user(
         # Whatever the processes did, the server refused none of it.
         assert "permissions violation" not in caplog.text
         # The request's objects were removed by the gateway.
-        admin = rpc.Credentials(user="gateway", password=PASSWORDS["gateway"])
-        checker = await rpc.connect(url, "test-check", admin)
+        admin = connection.Credentials(user="gateway", password=PASSWORDS["gateway"])
+        checker = await connection.connect(url, "test-check", admin)
         clients.append(checker)
         store = await blobs.open_bucket(blobs.jetstream(checker))
         for _ in range(50):
@@ -427,17 +428,17 @@ async def test_the_pipeline_runs_with_each_process_on_its_own_user(
 
 
 def test_credentials_come_from_the_environment_and_name_the_inboxes() -> None:
-    assert rpc.credentials(Env({})) == rpc.Credentials()
-    assert rpc.Credentials().inbox_prefix == "_INBOX"
-    login = rpc.credentials(
+    assert connection.credentials(Env({})) == connection.Credentials()
+    assert connection.Credentials().inbox_prefix == "_INBOX"
+    login = connection.credentials(
         Env({"NATS_USER": "story", "NATS_PASSWORD": "pw", "NATS_TLS_CA": "/ca.pem"})
     )
-    assert login == rpc.Credentials(user="story", password="pw", tls_ca="/ca.pem")
+    assert login == connection.Credentials(user="story", password="pw", tls_ca="/ca.pem")
     assert login.inbox_prefix == "_INBOX.story"
     with pytest.raises(SettingsError, match="together"):
-        rpc.credentials(Env({"NATS_USER": "story"}))
+        connection.credentials(Env({"NATS_USER": "story"}))
     with pytest.raises(SettingsError, match="NATS_USER"):
-        rpc.credentials(Env({"NATS_USER": "story.>", "NATS_PASSWORD": "pw"}))
+        connection.credentials(Env({"NATS_USER": "story.>", "NATS_PASSWORD": "pw"}))
 
 
 def _certificates(folder: Path) -> tuple[Path, Path, Path]:
@@ -474,7 +475,7 @@ async def test_with_tls_on_a_process_connects_through_nats_tls_ca(
         monkeypatch.setenv("NATS_USER", "translation")
         monkeypatch.setenv("NATS_PASSWORD", PASSWORDS["translation"])
         monkeypatch.setenv("NATS_TLS_CA", str(ca))
-        nc = await rpc.connect(server.url, "test-tls")
+        nc = await connection.connect(server.url, "test-tls")
         try:
             assert nc.is_connected and nc._server_info["tls_required"]
         finally:

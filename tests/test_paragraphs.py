@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from contracts import rpc
+from bus import rpc
 from contracts.messages import (
     Failure,
     FailureCode,

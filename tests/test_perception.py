@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 from PIL.TiffImagePlugin import IFDRational
 
-from contracts import blobs, rpc
+from bus import blobs, connection
 from contracts.messages import ExtractFrames, FramesExtracted, MediaKind
 from frame_service import config, ocr, service
 from frame_service.cancellation import Cancelled, CancelToken
@@ -504,7 +504,7 @@ async def extract_with(
 ) -> FramesExtracted:
     """What a frame service with this perceiver (and no transcriber) makes of upload."""
     settings = replace(config.load({}), work_dir=str(work), transcribe=False)
-    nc = await rpc.connect(nats_url, "test-frames")
+    nc = await connection.connect(nats_url, "test-frames")
     try:
         store = await blobs.open_bucket(nc.jetstream())
         await blobs.put_file(store, "facts/upload-0", upload)

@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from contracts import rpc
+from bus import rpc
 from contracts.messages import Translate, Translated
 from contracts.subjects import SERVICES, TRANSLATE, ping_subject
 from tests.media import sample_photo, sample_video

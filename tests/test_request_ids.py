@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from contracts import rpc
-from contracts.logs import REQUEST_ID, RequestIdFilter
+from bus import rpc
+from bus.logs import REQUEST_ID, RequestIdFilter
 from contracts.messages import Translate
 from contracts.subjects import TRANSLATE
 from tests.media import sample_photo

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from contracts.settings import SettingsError
+from bus.settings import SettingsError
 from frame_service import config as frame_config
 from gateway import config as gateway_config
 from story_service import config as story_config

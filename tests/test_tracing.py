@@ -28,10 +28,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from contracts import rpc, tracing
-from contracts.logs import REQUEST_ID, REQUEST_ID_HEADER
+from bus import connection, rpc, tracing
+from bus.liveness import Heartbeats, Liveness
+from bus.logs import REQUEST_ID, REQUEST_ID_HEADER
+from bus.settings import Env, SettingsError
 from contracts.messages import Translate, Translated, Usage
-from contracts.settings import Env, SettingsError
 from contracts.subjects import EXTRACT_FRAMES, TRANSLATE, WRITE_STORY, Endpoint, ServiceSpec
 from llm.errors import RateLimited
 from llm.openai_chat import OpenAIChat
@@ -215,7 +216,7 @@ async def test_each_send_of_a_call_is_a_client_span_whose_context_it_carries(nc,
             await msg.respond(msgspec.msgpack.encode(reply))
 
     subscription = await nc.subscribe(subject, cb=replica)
-    liveness = rpc.Liveness(rpc.Heartbeats(f"{subject}.beats"), window=0.2, attempts=3)
+    liveness = Liveness(Heartbeats(f"{subject}.beats"), window=0.2, attempts=3)
     token = REQUEST_ID.set("resent-1")
     try:
         with tracing.span("caller") as caller:
@@ -309,7 +310,7 @@ async def test_a_service_process_sends_its_spans_over_otlp_as_itself_and_flushes
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "translation_service", cwd=ROOT, env=env
     )
-    nc = await rpc.connect(empty_nats_url, "test-tracing")
+    nc = await connection.connect(empty_nats_url, "test-tracing")
     try:
         await wait_for_ping(empty_nats_url, "imgstory-translation")
         with tracing.span("caller"):

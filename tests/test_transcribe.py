@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from contracts import blobs, rpc
+from bus import blobs, connection
 from contracts.messages import ExtractFrames, MediaKind
 from frame_service import config, service, transcribe
 from frame_service.cancellation import Cancelled, CancelToken
@@ -206,7 +206,7 @@ async def test_a_video_is_transcribed_while_its_frames_decode(
     monkeypatch.setattr(transcriber, "transcribe", transcribe_noted)
     monkeypatch.setattr(service, "extract_video", extract_when_listening)
     settings = replace(config.load({}), work_dir=str(tmp_path), perception=False)
-    nc = await rpc.connect(empty_nats_url, "test-frames")
+    nc = await connection.connect(empty_nats_url, "test-frames")
     try:
         store = await blobs.open_bucket(nc.jetstream())
         await blobs.put_file(store, "speech/upload-0", lighthouse_video)

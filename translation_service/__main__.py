@@ -1,6 +1,6 @@
 """Run the translation service: python -m translation_service."""
 
-from contracts.process import run_service
+from bus.process import run_service
 from translation_service import config
 from translation_service.service import start_service
 

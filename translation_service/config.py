@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.settings import Env
+from bus.settings import Env
 from llm.provider import ModelSettings, model_settings
 
 
@@ -23,7 +23,7 @@ class Settings:
 def load(env: Mapping[str, str] = os.environ) -> Settings:
     """Settings from the environment (see README for each variable).
 
-    Raises contracts.settings.SettingsError for a value the service cannot run with.
+    Raises bus.settings.SettingsError for a value the service cannot run with.
     """
     read = Env(env)
     return Settings(

@@ -6,8 +6,8 @@ import asyncio
 
 from nats.aio.client import Client
 
+from bus.server import Server
 from contracts.messages import FailureCode, Translate, Translated, Usage
-from contracts.rpc import Server
 from contracts.subjects import BY_PARAGRAPH, TRANSLATE, TRANSLATION
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited

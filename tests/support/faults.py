@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import nats
 
-from contracts import blobs, rpc
+from bus import blobs
+from bus.server import Server
 from contracts.subjects import STORY, info_subject
 from gateway import config as gateway_config
 from tests.media import sample_photo
@@ -68,7 +69,7 @@ def gateway_settings(url: str, uploads: Path, **changes: Any) -> gateway_config.
 @asynccontextmanager
 async def behind_uvicorn(
     url: str, fake: FakeOpenAI, uploads: Path
-) -> AsyncIterator[tuple[dict[str, rpc.Server], httpx.AsyncClient]]:
+) -> AsyncIterator[tuple[dict[str, Server], httpx.AsyncClient]]:
     """The services in process and ``python -m gateway`` (real uvicorn: real disconnects)."""
     port = free_port()
     async with in_process(url, fake) as servers:
@@ -320,7 +321,7 @@ async def nats_outage(bus: NatsServer, fake: FakeOpenAI, uploads: Path) -> Outco
         async with gateway_client(gateway_settings(bus.url, uploads)) as client:
             first = await client.post("/analyze/", files=photo_upload())
             # Listening only now: the app's start-up replaces logging handlers.
-            records = LogRecords("contracts.rpc", "nats")
+            records = LogRecords("bus.rpc", "nats")
             bus.stop()
             await asyncio.sleep(0.5)
             started = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
-from contracts import blobs
+from bus import blobs
 from gateway import config as gateway_config
 from tests.support.fake_openai import FAKE_API_KEY, FakeOpenAI
 from tests.support.gateway import gateway_client

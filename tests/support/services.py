@@ -8,8 +8,8 @@ from dataclasses import replace
 
 from nats.aio.client import Client
 
-from contracts import rpc
-from contracts.rpc import Server
+from bus import connection
+from bus.server import Server
 from frame_service import config as frame_config
 from frame_service.service import start_service as start_frames
 from llm.provider import ModelSettings
@@ -69,7 +69,7 @@ async def services_on_fake(
     servers: dict[str, Server] = {}
     try:
         for name, start in starts.items():
-            client = await rpc.connect(nats_url, f"test-{name}")
+            client = await connection.connect(nats_url, f"test-{name}")
             connections.append(client)
             servers[name] = await start(client)
         yield servers

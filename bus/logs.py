@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from contracts.settings import Env
+from bus.settings import Env
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("imgstory_request_id", default=None)
 

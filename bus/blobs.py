@@ -26,7 +26,7 @@ from nats.js.errors import (
 )
 from nats.js.object_store import ObjectStore
 
-from contracts.settings import Env
+from bus.settings import Env
 from contracts.subjects import BLOB_BUCKET
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from contracts.settings import Env, SettingsError
+from bus.settings import Env, SettingsError
 
 log = logging.getLogger(__name__)
 

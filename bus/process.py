@@ -17,10 +17,11 @@ from typing import Protocol, TypeVar
 
 from nats.aio.client import Client
 
-from contracts import tracing
-from contracts.logs import configure_logging, log_format
-from contracts.rpc import Server, connect
-from contracts.settings import Env, SettingsError
+from bus import tracing
+from bus.connection import connect
+from bus.logs import configure_logging, log_format
+from bus.server import Server
+from bus.settings import Env, SettingsError
 
 log = logging.getLogger(__name__)
 

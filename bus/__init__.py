@@ -1,0 +1,1 @@
+"""The NATS runtime every process shares: connect, call, serve, blobs, start-up."""
