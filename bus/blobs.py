@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 _STREAM_NAME_IN_USE = 10058  # JetStream's error code when the bucket exists already
 
-# Short attempts and a grace longer than a leader election (see _through_elections).
+# Short attempts and a grace longer than a leader election (see through_elections).
 ATTEMPT_TIMEOUT = 2.0
 ELECTION_GRACE = 15.0
 
@@ -97,14 +97,14 @@ async def put_file(store: ObjectStore, name: str, path: str | os.PathLike[str]) 
         with open(path, "rb") as f:  # from the start again on every attempt
             await store.put(name, f)
 
-    await _through_elections(put, f"storing {name}")
+    await through_elections(put, f"storing {name}")
 
 
 async def put_bytes(store: ObjectStore, name: str, data: bytes) -> None:
     async def put() -> None:
         await store.put(name, data)
 
-    await _through_elections(put, f"storing {name}")
+    await through_elections(put, f"storing {name}")
 
 
 async def fetch_to_file(store: ObjectStore, name: str, path: str | os.PathLike[str]) -> None:
@@ -114,7 +114,7 @@ async def fetch_to_file(store: ObjectStore, name: str, path: str | os.PathLike[s
         with open(path, "wb") as f:
             await store.get(name, writeinto=f)
 
-    await _through_elections(fetch, f"fetching {name}")
+    await through_elections(fetch, f"fetching {name}")
 
 
 async def fetch_bytes(store: ObjectStore, name: str) -> bytes:
@@ -126,7 +126,7 @@ async def fetch_bytes(store: ObjectStore, name: str) -> bytes:
         await store.get(name, writeinto=buf)
         return buf.getvalue()
 
-    return await _through_elections(fetch, f"fetching {name}")
+    return await through_elections(fetch, f"fetching {name}")
 
 
 async def delete_quietly(store: ObjectStore, names: Iterable[str]) -> None:
@@ -137,7 +137,7 @@ async def delete_quietly(store: ObjectStore, names: Iterable[str]) -> None:
             with contextlib.suppress(NotFoundError):
                 await store.delete(name)
 
-        await _through_elections(delete, f"deleting {name}")
+        await through_elections(delete, f"deleting {name}")
 
 
 async def list_infos(store: ObjectStore) -> list[ObjectInfo]:
@@ -149,10 +149,10 @@ async def list_infos(store: ObjectStore) -> list[ObjectInfo]:
         except NotFoundError:
             return []
 
-    return await _through_elections(listing, "listing the bucket")
+    return await through_elections(listing, "listing the bucket")
 
 
-async def _through_elections(operation: Callable[[], Awaitable[T]], what: str) -> T:
+async def through_elections(operation: Callable[[], Awaitable[T]], what: str) -> T:
     """Run ``operation``, again while the bucket's stream has no leader to answer it.
 
     When the node leading the stream dies, a three-node cluster elects another in 5 to

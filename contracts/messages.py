@@ -291,3 +291,80 @@ class Cancel(Message, frozen=True, tag="Cancel"):
 
     request_id: str
     reason: str = ""
+
+
+# --- jobs (durable work: a record in the jobs KV bucket, a RunJob on the work queue) ---
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class JobError(Part, frozen=True):
+    """Why a job failed: the HTTP status and detail the synchronous call would answer."""
+
+    status: int
+    detail: str
+
+
+class JobUpload(Part, frozen=True):
+    """One uploaded file of a job: a blob-bucket object, or (in RunJob only) its bytes.
+
+    A small upload rides in the work message, which the work queue keeps until the job
+    is done; the record names it with ``stored`` False and never carries the bytes.
+    """
+
+    name: str
+    size: int
+    stored: bool = True
+    data: bytes | None = None
+
+
+class JobRecord(Message, frozen=True, tag="JobRecord"):
+    """A job's whole state, one KV entry, changed only by compare-and-set.
+
+    Times are UNIX seconds. ``result`` is the JSON of the synchronous answer, kept as
+    bytes so the wire does not depend on the gateway's response schema.
+    """
+
+    id: str
+    status: JobStatus
+    created_at: float
+    expires_at: float
+    kind: MediaKind
+    uploads: list[JobUpload]
+    owner: str | None = None  # the API key's id when keys are on
+    prompt: str | None = None
+    stage: Stage | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    worker: str | None = None  # the replica running it (a gateway's client name)
+    result: bytes | None = None
+    error: JobError | None = None
+    keep: bool = True  # False: removed once its synchronous caller has the answer
+
+
+class RunJob(Message, frozen=True, tag="RunJob"):
+    """The work-queue message: run job ``job_id`` (its state is in the KV bucket)."""
+
+    job_id: str
+    uploads: list[JobUpload] = []  # the record's, with the bytes of those not stored
+
+
+class JobEvent(Message, frozen=True, tag="JobEvent"):
+    """One event of a job, as its Server-Sent Events stream names it; ``data`` is JSON."""
+
+    name: str
+    data: bytes

@@ -117,3 +117,24 @@ def ping_subject(service: ServiceSpec) -> str:
 def info_subject(service: ServiceSpec) -> str:
     """The micro discovery subject where every replica of ``service`` lists its endpoints."""
     return f"$SRV.INFO.{service.name}"
+
+
+# Durable jobs: each job's state is a KV entry, its work a message on a work-queue
+# stream that every gateway's workers pull from, its events a stream of their own.
+JOBS_BUCKET = "imgstory-jobs"
+JOBS_STREAM = "IMGSTORY_JOBS"
+JOBS_WORK_SUBJECT = "imgstory.v1.jobs.work"
+JOBS_WORKERS = "workers"  # the work queue's one durable pull consumer, shared by all
+JOB_EVENTS_STREAM = "IMGSTORY_JOB_EVENTS"
+JOB_EVENTS_PREFIX = "imgstory.v1.jobs.events"
+JOB_CANCEL_PREFIX = "imgstory.v1.jobs.cancel"
+
+
+def job_events_subject(job_id: str) -> str:
+    """Where one job's events are stored, in order."""
+    return f"{JOB_EVENTS_PREFIX}.{job_id}"
+
+
+def job_cancel_subject(job_id: str) -> str:
+    """Where a job's cancellation is announced to the replica running it."""
+    return f"{JOB_CANCEL_PREFIX}.{job_id}"
