@@ -1,0 +1,1 @@
+"""Durable jobs in the gateway: submission, the workers, the HTTP API."""

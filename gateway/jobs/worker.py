@@ -1,0 +1,250 @@
+"""A gateway replica's job workers: take work from the queue, run it, record the outcome.
+
+The queue owns the work, not this process: a worker claims a job by compare-and-set
+(``queued`` or an earlier attempt's ``running`` → ``running``, one more attempt), keeps
+the queue's message alive with progress acks while the job runs, and acks it only once
+the outcome is written. A worker whose write fails has lost the job (it was cancelled,
+or taken over after this worker went silent): it stops and writes nothing more. A job
+delivered more than ``max_attempts`` times ends ``failed``, never stranded ``running``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.client import JetStreamContext
+
+from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
+from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUpload, RunJob, Stage
+from contracts.subjects import job_cancel_subject
+
+log = logging.getLogger(__name__)
+
+_runs = msgspec.msgpack.Decoder(RunJob)
+_json = msgspec.json.Encoder()
+
+
+class JobFailed(Exception):
+    """The job cannot succeed: recorded as its ``error`` (the synchronous call's answer)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.error = JobError(status=status, detail=detail)
+
+
+EventSink = Callable[[JobEvent], None]
+# Runs one job: its record, its uploads (with the bytes of those not stored) and where
+# its events go; returns the result's JSON, raises JobFailed (or is cancelled).
+Runner = Callable[[JobRecord, list[JobUpload], "JobRun"], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    workers: int = 2  # jobs this replica runs at once
+    max_attempts: int = 3  # deliveries in all; the last one failing ends the job failed
+    name: str = "gateway"
+
+
+def status_event(record: JobRecord) -> JobEvent:
+    """The ``status`` event every change of a job's status publishes."""
+    body = {"status": record.status.value, "attempts": record.attempts}
+    return JobEvent(name="status", data=_json.encode(body))
+
+
+class JobRun:
+    """One claimed job while it runs: its latest revision and the stage changes it writes."""
+
+    def __init__(self, store: JobStore, claimed: Versioned) -> None:
+        self.store = store
+        self.current = claimed
+        self.stopped = False  # set when the job was cancelled or lost, not this worker
+        self._published: list[asyncio.Task[int]] = []
+
+    @property
+    def job_id(self) -> str:
+        return self.current.record.id
+
+    def event(self, event: JobEvent) -> None:
+        """Publish one event; in order, without holding up the job."""
+        previous = self._published[-1] if self._published else None
+        self._published.append(asyncio.ensure_future(self._publish_after(previous, event)))
+
+    async def _publish_after(self, previous: asyncio.Task[int] | None, event: JobEvent) -> int:
+        if previous is not None:
+            with contextlib.suppress(Exception):  # its failure is logged where it happened
+                await previous
+        try:
+            return await self.store.publish(self.job_id, event)
+        except Exception:
+            log.warning("job %s: its %s event was lost", self.job_id, event.name, exc_info=True)
+            raise
+
+    async def flushed(self) -> None:
+        """Wait until every event so far is stored."""
+        await asyncio.gather(*self._published, return_exceptions=True)
+        self._published.clear()
+
+    async def stage(self, stage: Stage) -> None:
+        """Record the stage the job is in. Raises JobConflict when the job was lost."""
+        self.current = await self.store.update(self.current, stage=stage)
+
+    async def finish(self, **changes: object) -> Versioned:
+        """Write the outcome. Raises JobConflict when the job was lost meanwhile."""
+        await self.flushed()
+        self.current = await self.store.update(self.current, finished_at=time.time(), **changes)
+        self.event(status_event(self.current.record))
+        await self.flushed()
+        return self.current
+
+
+class Workers:
+    """``settings.workers`` loops pulling from the shared work queue."""
+
+    def __init__(
+        self, nc: Client, store: JobStore, runner: Runner, settings: WorkerSettings
+    ) -> None:
+        self.nc = nc
+        self.store = store
+        self.runner = runner
+        self.settings = settings
+        self._loops: list[asyncio.Task[None]] = []
+        self._running: dict[str, asyncio.Task[bytes]] = {}
+
+    async def start(self) -> None:
+        if self.settings.workers == 0:
+            return  # a pure front door
+        work = await self.store.work()
+        self._loops = [asyncio.create_task(self._loop(work)) for _ in range(self.settings.workers)]
+        self._work = work
+
+    async def close(self) -> None:
+        """Stop taking work and abandon what runs: the queue gives it to another replica."""
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._loops:
+            with contextlib.suppress(NatsError):
+                await self._work.unsubscribe()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def _loop(self, work: JetStreamContext.PullSubscription) -> None:
+        while True:
+            try:
+                batch = await work.fetch(1, timeout=5)
+            except TimeoutError:
+                continue
+            except NatsError as err:
+                log.warning("the job queue did not answer (%s); trying again", err)
+                await asyncio.sleep(1)
+                continue
+            for msg in batch:
+                await self._take(msg)
+
+    async def _take(self, msg: Msg) -> None:
+        try:
+            run = _runs.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.error("an unreadable job message was dropped")
+            await msg.term()
+            return
+        try:
+            await self._run(msg, run)
+        except JobConflict:
+            log.info("job %s: lost to another writer; this worker stops", run.job_id)
+        except JobNotFound:
+            log.info("job %s: deleted while it ran", run.job_id)
+        # The outcome is written (or the job is someone else's, or gone): done with it.
+        with contextlib.suppress(NatsError):
+            await msg.ack_sync()
+
+    async def _run(self, msg: Msg, run: RunJob) -> None:
+        claimed = await self._claim(msg, run.job_id)
+        if claimed is None:
+            return
+        job = JobRun(self.store, claimed)
+        job.event(status_event(claimed.record))
+        task = asyncio.ensure_future(self.runner(claimed.record, run.uploads, job))
+        self._running[run.job_id] = task
+
+        async def on_cancel(_: Msg) -> None:
+            job.stopped = True
+            task.cancel()
+
+        cancels = await self.nc.subscribe(job_cancel_subject(run.job_id), cb=on_cancel)
+        keeper = asyncio.create_task(self._keep(msg, job, task))
+        try:
+            result = await task
+        except JobFailed as failure:
+            await job.finish(status=JobStatus.FAILED, error=failure.error)
+            return
+        except asyncio.CancelledError:
+            if not job.stopped:
+                raise  # this worker itself is stopping: the queue delivers the job again
+            return  # cancelled through the API, or lost: the record says so already
+        finally:
+            self._running.pop(run.job_id, None)
+            keeper.cancel()
+            with contextlib.suppress(NatsError):
+                await cancels.unsubscribe()
+        await job.finish(status=JobStatus.SUCCEEDED, result=result, stage=None)
+
+    async def _claim(self, msg: Msg, job_id: str) -> Versioned | None:
+        """The job, now ``running`` as this worker's; None when there is nothing to run."""
+        while True:
+            current = await self.store.get(job_id)
+            record = current.record
+            if record.status.finished:
+                return None  # cancelled while queued, or done before a redelivery
+            delivered = msg.metadata.num_delivered or 1
+            try:
+                if delivered > self.settings.max_attempts:
+                    detail = f"the job was interrupted {delivered - 1} times; try again later"
+                    failed = await self.store.update(
+                        current,
+                        status=JobStatus.FAILED,
+                        finished_at=time.time(),
+                        error=JobError(status=503, detail=detail),
+                    )
+                    await self.store.publish(job_id, status_event(failed.record))
+                    return None
+                return await self.store.update(
+                    current,
+                    status=JobStatus.RUNNING,
+                    attempts=record.attempts + 1,
+                    started_at=record.started_at or time.time(),
+                    worker=self.settings.name,
+                )
+            except JobConflict:
+                continue  # cancelled or claimed meanwhile: look again
+
+    async def _keep(self, msg: Msg, job: JobRun, task: asyncio.Task[bytes]) -> None:
+        """Tell the queue the job is alive, and stop it once it is no longer ours."""
+        interval = self.store.config.ack_wait / 3
+        while not task.done():
+            await asyncio.sleep(interval)
+            with contextlib.suppress(NatsError):
+                await msg.in_progress()
+            try:
+                now = (await self.store.get(job.job_id)).record
+            except JobNotFound:
+                now = None
+            except NatsError:
+                continue
+            mine = job.current.record
+            if now is None or (now.status, now.attempts) != (JobStatus.RUNNING, mine.attempts):
+                # Deleted, cancelled, or taken over while this worker was silent.
+                job.stopped = True
+                task.cancel()
+                return
