@@ -331,6 +331,23 @@ class JobUpload(Part, frozen=True):
     data: bytes | None = None
 
 
+class WebhookStatus(StrEnum):
+    PENDING = "pending"  # not yet delivered; being tried
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # given up: a 4xx that is not 408/429, or out of time
+
+
+class WebhookState(Part, frozen=True):
+    """How the delivery of a job's webhook goes (shown on the job)."""
+
+    id: str  # the webhook-id header: the same on every try of one delivery
+    status: WebhookStatus = WebhookStatus.PENDING
+    attempts: int = 0
+    last_status: int | None = None  # the receiver's last HTTP status
+    last_error: str | None = None  # why the last try failed, in plain words
+    delivered_at: float | None = None
+
+
 class JobRecord(Message, frozen=True, tag="JobRecord"):
     """A job's whole state, one KV entry, changed only by compare-and-set.
 
@@ -354,6 +371,8 @@ class JobRecord(Message, frozen=True, tag="JobRecord"):
     result: bytes | None = None
     error: JobError | None = None
     keep: bool = True  # False: removed once its synchronous caller has the answer
+    webhook_url: str | None = None  # told when the job ends (succeeded, failed, canceled)
+    webhook: WebhookState | None = None
 
 
 class RunJob(Message, frozen=True, tag="RunJob"):
@@ -361,6 +380,12 @@ class RunJob(Message, frozen=True, tag="RunJob"):
 
     job_id: str
     uploads: list[JobUpload] = []  # the record's, with the bytes of those not stored
+
+
+class DeliverWebhook(Message, frozen=True, tag="DeliverWebhook"):
+    """The webhook queue's message: tell job ``job_id``'s webhook that it ended."""
+
+    job_id: str
 
 
 class JobEvent(Message, frozen=True, tag="JobEvent"):

@@ -128,6 +128,10 @@ JOBS_WORKERS = "workers"  # the work queue's one durable pull consumer, shared b
 JOB_EVENTS_STREAM = "IMGSTORY_JOB_EVENTS"
 JOB_EVENTS_PREFIX = "imgstory.v1.jobs.events"
 JOB_CANCEL_PREFIX = "imgstory.v1.jobs.cancel"
+# Webhook deliveries: a work queue of their own, retried with backoff by negative acks.
+WEBHOOKS_STREAM = "IMGSTORY_WEBHOOKS"
+WEBHOOKS_SUBJECT = "imgstory.v1.jobs.webhooks"
+WEBHOOKS_SENDERS = "senders"
 
 
 def job_events_subject(job_id: str) -> str:
