@@ -60,6 +60,9 @@ from nats.aio.client import Client
 from bus import blobs, rpc
 from contracts.messages import ExtractFrames, MediaKind
 from contracts.subjects import EXTRACT_FRAMES
+from devstack.media import sample_photo, write_speech_video
+from devstack.nats_server import NatsServer
+from devstack.processes import free_port
 from frame_service import config as frame_config
 from frame_service.service import start_service as start_frames
 from gateway import config as gateway_config
@@ -72,9 +75,6 @@ from llm.local_model import default_model_path
 from llm.provider import build_chat
 from story_service import config as story_config
 from story_service.service import start_service as start_story
-from tests.media import sample_photo, write_speech_video
-from tests.support.nats_server import NatsServer
-from tests.support.processes import free_port
 from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
 from translation_service.translate import thai_share
@@ -335,7 +335,7 @@ async def wait_ready(client: httpx.AsyncClient, serving: asyncio.Task[None]) -> 
 @contextlib.asynccontextmanager
 async def serving_gateway(nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The real gateway app, served by uvicorn on a free port in this event loop; yields a
-    client for it. (tests.support.gateway's client goes through httpx's ASGITransport,
+    client for it. (devstack.gateway's client goes through httpx's ASGITransport,
     which hands a response over only once it is complete: no event could be timed.)"""
     port = free_port()
     app = create_app(replace(gateway_config.load({}), nats_url=nats_url))

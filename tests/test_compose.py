@@ -29,8 +29,8 @@ from bus import blobs, connection
 from bus.blobs import bucket_settings
 from bus.settings import Env
 from contracts.subjects import EXTRACT_FRAMES, WRITE_STORY
-from tests.support.nats_server import NatsServer
-from tests.support.processes import ROOT, free_port
+from devstack.nats_server import NatsServer
+from devstack.processes import ROOT, free_port
 
 COMPOSE = ROOT / "compose.yaml"
 NATS_CONFIG = ROOT / "deploy" / "nats" / "nats.conf"
