@@ -315,9 +315,9 @@ async def nats_outage(bus: NatsServer, fake: FakeOpenAI, uploads: Path) -> Outco
     async with in_process(bus.url, fake):
         async with gateway_client(gateway_settings(bus.url, uploads)) as client:
             first = await client.post("/analyze/", files=photo_upload())
-            # Listening only now: the app's start-up replaces logging handlers. The loggers
-            # of what contracts.rpc was: the connection, the client and the server.
-            records = LogRecords("bus.connection", "bus.rpc", "bus.server", "nats")
+            # Listening only now: the app's start-up replaces logging handlers. The bus
+            # modules are what contracts.rpc was: the connection, the client and the server.
+            records = LogRecords("bus.connection", "bus.rpc", "bus.server", "bus.endpoint", "nats")
             bus.stop()
             await asyncio.sleep(0.5)
             started = time.monotonic()
