@@ -19,7 +19,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from tests.support.processes import ROOT
+from devstack.processes import ROOT
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 FIRST_PARTY = set(PROJECT["tool"]["setuptools"]["packages"])
