@@ -7,12 +7,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Every role's extra (pyproject.toml): `make run` runs the whole stack on this machine.
+ROLES := gateway,frames,story
 # Portable llama.cpp build: no CPU-specific code, no network client.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-fast lint install install-test nats-server system-packages model engine bench bench-concurrency bench-faults bench-frames bench-engine clean
+.PHONY: run test test-fast lint install install-lint install-test nats-server system-packages model engine bench bench-concurrency bench-faults bench-frames bench-engine clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,13 @@ $(PY):
 # torch first and alone: pinned to the local CPU build before anything can ask for another.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[$(ROLES)]'
+	touch $@
+
+# The gate's own install: ruff, mypy and the typed libraries the tree imports; no torch,
+# no model weights, nothing compiled.
+$(STAMP)-lint: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[lint]'
 	touch $@
 
 $(STAMP)-test: $(STAMP)
@@ -29,6 +37,8 @@ $(STAMP)-test: $(STAMP)
 	touch $@
 
 install: $(STAMP)
+
+install-lint: $(STAMP)-lint
 
 install-test: $(STAMP)-test
 
@@ -55,13 +65,14 @@ engine: $(VENV)/bin/llama-server
 run: install nats-server system-packages model engine
 	$(PY) scripts/run_stack.py
 
-# The gate: lint, format and types. `make test` (and so CI) runs it first.
-lint: install-test
+# The gate: lint, format and types. `make test` (and so CI) runs it first, before it
+# compiles llama.cpp for the tests.
+lint: install-lint
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint nats-server system-packages-test model engine
+test: lint install-test nats-server system-packages-test model engine
 	$(PY) -m pytest
 
 # The edit loop: everything but the local-model and browser tests (marked slow).

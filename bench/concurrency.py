@@ -1,7 +1,7 @@
 """Time N concurrent one-photo requests through the real stack against a provider of fixed latency.
 
 Every part runs as its own process, as in production: a nats-server, the fake
-OpenAI-compatible provider (tests/support/fake_openai.py) answering every chat call
+OpenAI-compatible provider (devstack/fake_openai.py) answering every chat call
 after a fixed latency, the frame, story and translation services and the gateway,
 all with their default settings and the provider `openai`. After one warm-up request
 it fires N one-photo POST /analyze/ requests at once (a 1920x1080 quality-90 JPEG made
@@ -30,9 +30,8 @@ import asyncio
 import contextlib
 import io
 import os
-import signal
 import statistics
-import sys
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -44,11 +43,11 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from devstack.fake_openai import FAKE_API_KEY, RESET_PATH, STATS_PATH
+from devstack.media import sample_photo
+from devstack.nats_server import NatsServer
+from devstack.processes import ProcessGroup, free_port, service_env
 from llm.image_tokens import image_tokens
-from tests.media import sample_photo
-from tests.support.fake_openai import FAKE_API_KEY, RESET_PATH, STATS_PATH
-from tests.support.nats_server import NatsServer
-from tests.support.processes import ROOT, free_port, service_env
 
 SERVICES = ("frame_service", "story_service", "translation_service")
 PHOTO_SIZE = (1920, 1080)
@@ -84,66 +83,32 @@ def write_photo(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-class Stack:
-    """The processes of one benchmark run, their output kept in log files under `logs`."""
+async def start_fake(stack: ProcessGroup, latency: float, env: dict[str, str], logs: Path) -> str:
+    """Start the fake provider in `stack`; returns its base URL (the first line it prints)."""
+    args = ["--model", TOKEN_MODEL, "--latency", str(latency)]
+    process = stack.python(
+        "fake_openai",
+        "devstack.fake_openai",
+        *args,
+        env=env,
+        stdout=subprocess.PIPE,
+        log=logs / "fake_openai.log",
+    )
+    assert process.stdout is not None  # piped just above
+    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)
+    if not line:
+        raise RuntimeError(f"the fake provider did not start; see {logs}")
+    return line.decode().strip()
 
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.processes: dict[str, asyncio.subprocess.Process] = {}
 
-    async def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        with (self.logs / f"{name}.log").open("wb") as log:
-            self.processes[name] = await asyncio.create_subprocess_exec(
-                sys.executable, *args, cwd=ROOT, env=env, stdout=log, stderr=log
-            )
-
-    async def start_fake(self, latency: float, env: dict[str, str]) -> str:
-        """Start the fake provider; returns its base URL (the first line it prints)."""
-        args = [
-            "-m",
-            "tests.support.fake_openai",
-            "--model",
-            TOKEN_MODEL,
-            "--latency",
-            str(latency),
-        ]
-        with (self.logs / "fake_openai.log").open("wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=log
-            )
-        self.processes["fake_openai"] = process
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), 30)
-        if not line:
-            raise RuntimeError(f"the fake provider did not start; see {self.logs}")
-        return line.decode().strip()
-
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds (user + system) each process has used so far; {} off Linux."""
-        used = {}
-        for name, process in self.processes.items():
-            seconds = _process_cpu(process.pid)
-            if seconds is not None:
-                used[name] = seconds
-        return used
-
-    def check(self) -> None:
-        """Raise RuntimeError naming any process that has exited."""
-        for name, process in self.processes.items():
-            if process.returncode is not None:
-                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
-
-    async def stop(self) -> None:
-        for process in reversed(self.processes.values()):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+def cpu_seconds(stack: ProcessGroup) -> dict[str, float]:
+    """CPU seconds (user + system) each process of `stack` has used so far; {} off Linux."""
+    used = {}
+    for name, process in stack.processes.items():
+        seconds = _process_cpu(process.pid)
+        if seconds is not None:
+            used[name] = seconds
+    return used
 
 
 def _process_cpu(pid: int) -> float | None:
@@ -158,36 +123,34 @@ def _process_cpu(pid: int) -> float | None:
 @contextlib.asynccontextmanager
 async def running_stack(
     tmp: Path, latency: float, extra: dict[str, str]
-) -> AsyncIterator[tuple[str, str, Stack, NatsServer]]:
-    """NATS, the fake provider, the services and the gateway; yields (gateway URL, fake URL)."""
+) -> AsyncIterator[tuple[str, str, ProcessGroup, NatsServer]]:
+    """NATS, the fake provider, the services and the gateway; yields (gateway URL, fake URL,
+    the processes, NATS). Each process's output is in tmp/logs/<name>.log."""
     for folder in ("nats", "logs", "uploads", "work"):
         (tmp / folder).mkdir()
-    bus = NatsServer(tmp / "nats").start()
-    stack = Stack(tmp / "logs")
-    try:
-        fake_url = await stack.start_fake(latency, service_env(bus.url))
-        port = free_port()
-        env = service_env(
-            bus.url,
-            None,
-            OPENAI_API_KEY=FAKE_API_KEY,
-            OPENAI_BASE_URL=fake_url,
-            IMGSTORY_PORT=str(port),
-            IMGSTORY_UPLOAD_DIR=str(tmp / "uploads"),
-            IMGSTORY_WORK_DIR=str(tmp / "work"),
-            **extra,
-        )
-        for module in (*SERVICES, "gateway"):
-            await stack.start(module, ["-m", module], env)
-        gateway_url = f"http://127.0.0.1:{port}"
-        await wait_ready(gateway_url, stack)
-        yield gateway_url, fake_url.removesuffix("/v1"), stack, bus
-    finally:
-        await stack.stop()
-        bus.stop()
+    logs = tmp / "logs"
+    with NatsServer(tmp / "nats") as bus:
+        async with ProcessGroup(grace=20) as stack:
+            fake_url = await start_fake(stack, latency, service_env(bus.url), logs)
+            port = free_port()
+            env = service_env(
+                bus.url,
+                None,
+                OPENAI_API_KEY=FAKE_API_KEY,
+                OPENAI_BASE_URL=fake_url,
+                IMGSTORY_PORT=str(port),
+                IMGSTORY_UPLOAD_DIR=str(tmp / "uploads"),
+                IMGSTORY_WORK_DIR=str(tmp / "work"),
+                **extra,
+            )
+            for module in (*SERVICES, "gateway"):
+                stack.python(module, module, env=env, log=logs / f"{module}.log")
+            gateway_url = f"http://127.0.0.1:{port}"
+            await wait_ready(gateway_url, stack)
+            yield gateway_url, fake_url.removesuffix("/v1"), stack, bus
 
 
-async def wait_ready(url: str, stack: Stack, timeout: float = 120) -> None:
+async def wait_ready(url: str, stack: ProcessGroup, timeout: float = 120) -> None:
     """Return once the gateway's /readyz says NATS and every service answer."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(base_url=url, timeout=5) as client:
@@ -254,9 +217,9 @@ async def main(
         report(requests, latency, photo_note, load, wall, answers, together, alone, cpu)
 
 
-def burst_cpu(stack: Stack, bus: NatsServer) -> dict[str, float]:
+def burst_cpu(stack: ProcessGroup, bus: NatsServer) -> dict[str, float]:
     """CPU seconds so far of every process of the run, this benchmark's client included."""
-    used = stack.cpu_seconds()
+    used = cpu_seconds(stack)
     if bus.process is not None and (seconds := _process_cpu(bus.process.pid)) is not None:
         used["nats-server"] = seconds
     times = os.times()

@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from devstack.engine import running_engine
 from llm import engine
 from llm.llama_server import sampling_fields
 from llm.local_model import default_model_path
-from tests.support.local_models import running_engine
 
 STORY = [
     {"role": "system", "content": "You are a storyteller."},

@@ -1,6 +1,6 @@
 """Time each fault the request core must survive, on real parts, and show what was left.
 
-The scenarios are the ones tests/test_faults.py asserts on (tests/support/faults.py):
+The scenarios are the ones tests/test_faults.py asserts on (devstack/faults.py):
 a story replica killed holding 4 requests while another serves, the only replica
 killed, a provider slower than the gateway's patience, a client that leaves, an event
 stream closed at upload and mid-story, and NATS stopped and restarted. Each runs on its
@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support import faults
-from tests.support.fake_openai import FakeOpenAI
-from tests.support.nats_server import NatsServer
-from tests.support.processes import free_port
+from devstack import faults
+from devstack.fake_openai import FakeOpenAI
+from devstack.nats_server import NatsServer
+from devstack.processes import free_port
 
 Scenario = Callable[..., Awaitable[faults.Outcome]]
 
@@ -42,14 +42,10 @@ async def run(scenario: Scenario, options: dict[str, Any]) -> faults.Outcome:
     with tempfile.TemporaryDirectory(prefix="imgstory-bench-faults-") as tmp:
         uploads = Path(tmp) / "uploads"
         uploads.mkdir()
-        bus = NatsServer(Path(tmp) / "nats", port=free_port()).start()
-        try:
-            with FakeOpenAI() as fake:
-                # The outage scenario stops and restarts the server itself.
-                where = bus if scenario is faults.nats_outage else bus.url
-                return await scenario(where, fake, uploads, **options)
-        finally:
-            bus.stop()
+        with NatsServer(Path(tmp) / "nats", port=free_port()) as bus, FakeOpenAI() as fake:
+            # The outage scenario stops and restarts the server itself.
+            where = bus if scenario is faults.nats_outage else bus.url
+            return await scenario(where, fake, uploads, **options)
 
 
 def describe(outcome: faults.Outcome) -> str:

@@ -37,6 +37,8 @@ from PIL import Image
 
 from bus import blobs
 from contracts.messages import ExtractFrames, FramesExtracted, MediaKind
+from devstack.media import sample_photo
+from devstack.nats_server import NatsServer
 from frame_service import config as frame_config
 from frame_service.images import prepare_image
 from frame_service.perception import Perceiver
@@ -44,8 +46,6 @@ from frame_service.service import FrameExtractor
 from frame_service.transcribe import Transcriber
 from frame_service.video import extract_video
 from model_files import assemble
-from tests.media import sample_photo
-from tests.support.nats_server import NatsServer
 
 PHOTO_GOAL_MS = 60.0
 VIDEO_GOAL_MS = 600.0

@@ -1,12 +1,12 @@
-"""Serving endpoints on a micro service: decode, run the handler in a slot, reply."""
+"""A replica of a micro service: its endpoints, the calls it holds, their beats and cancels."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client
@@ -14,13 +14,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.micro import add_service
-from nats.micro.request import Request
 from nats.micro.service import Service
 
-from bus import tracing
+from bus.endpoint import EndpointRunner, Figures
 from bus.liveness import HEARTBEAT_INTERVAL
-from bus.logs import REQUEST_ID, request_id_from
-from contracts.messages import Alive, Failure, FailureCode, StageRequest
+from contracts.messages import Alive, FailureCode, StageRequest
 from contracts.subjects import CANCEL_ALL, Endpoint, Rep, Req, ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -29,15 +27,6 @@ _encoder = msgspec.msgpack.Encoder()
 
 # How long a stopping replica lets its calls finish before it cancels them.
 STOP_GRACE = 30.0
-
-
-class Figures(msgspec.Struct):
-    """What one endpoint of a replica has done since it started (its $SRV.STATS data)."""
-
-    served: int = 0
-    failed: dict[str, int] = msgspec.field(default_factory=dict)  # by FailureCode
-    cancelled: int = 0  # dropped: the caller sent Cancel, or the replica stopped
-    seconds: float = 0.0  # in the handler, queueing for a slot not counted
 
 
 class Server:
@@ -89,84 +78,19 @@ class Server:
         max_in_flight: int = 1,
     ) -> None:
         """Serve ``endpoint`` with ``handler``; exceptions in ``errors`` become Failures."""
-        error_codes = dict(errors or {})
-        slots = asyncio.Semaphore(max_in_flight)
-        figures = self.figures.setdefault(endpoint.name, Figures())
-
-        async def serve(req: Request, request: Req) -> None:
-            # This task's log lines name the request: the caller's id from the headers,
-            # else (a caller that sends none) the one in the message.
-            REQUEST_ID.set(request_id_from(req.headers, request.request_id))
-            remaining = None if request.deadline is None else request.deadline - time.time()
-            failure: Failure
-            started = None
-            try:
-                async with asyncio.timeout(remaining) as deadline:
-                    async with slots:
-                        started = time.perf_counter()
-                        reply = await handler(request)
-            except asyncio.CancelledError:
-                figures.cancelled += 1
-                raise
-            except tuple(error_codes) as err:
-                failure = _failure_for(err, error_codes)
-            except Exception as err:
-                if isinstance(err, TimeoutError) and deadline.expired():
-                    log.info(
-                        "request %s: %s abandoned at its deadline",
-                        request.request_id,
-                        endpoint.name,
-                    )
-                    failure = Failure(
-                        code=FailureCode.UPSTREAM_UNAVAILABLE,
-                        detail=f"the {endpoint.service.label} ran out of time",
-                    )
-                else:
-                    # The task boundary: micro never sees this task, so answer for it.
-                    log.exception("%s failed", endpoint.subject)
-                    failure = Failure(
-                        code=FailureCode.INTERNAL,
-                        detail=f"the {endpoint.service.label} failed unexpectedly",
-                    )
-            else:
-                figures.served += 1
-                await req.respond(_encoder.encode(reply))
-                return
-            finally:
-                if started is not None:
-                    figures.seconds += time.perf_counter() - started
-            figures.failed[failure.code] = figures.failed.get(failure.code, 0) + 1
-            tracing.failed(failure.code, failure.detail)
-            await _respond_failure(req, failure)
-
-        async def on_request(req: Request) -> None:
-            try:
-                request = endpoint.decode_request(req.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as err:
-                failure = Failure(
-                    code=FailureCode.INTERNAL, detail=f"malformed {endpoint.name} request: {err}"
-                )
-                await _respond_failure(req, failure)
-                return
-            if request.deadline is not None and request.deadline <= time.time():
-                log.info(
-                    "request %s: %s arrived after its deadline", request.request_id, endpoint.name
-                )
-                return
-            # A task at once (not after a slot frees): queued calls are beaten for too.
-            # Its span is the child of the caller's send, whose context the headers carry.
-            request_id = request_id_from(req.headers, request.request_id)
-            traced = tracing.served(serve(req, request), req.headers, endpoint.subject, request_id)
-            task = asyncio.create_task(traced)
-            self._held[task] = request
-            task.add_done_callback(self._release)
-            await self._beat(request)
-
+        runner = EndpointRunner(
+            endpoint,
+            handler,
+            errors=errors or {},
+            max_in_flight=max_in_flight,
+            figures=self.figures.setdefault(endpoint.name, Figures()),
+            hold=self._hold,
+        )
         await self.service.add_endpoint(
             name=endpoint.name,
             subject=endpoint.subject,
             queue_group=endpoint.service.queue_group,
-            handler=on_request,
+            handler=runner.on_request,
         )
         # Once add() returns, the server knows the subscription: requests will reach it.
         # nats-py's flush writes its PING straight to the socket, ahead of commands still
@@ -179,6 +103,13 @@ class Server:
     def holding(self) -> int:
         """How many calls this replica holds, queued or running."""
         return len(self._held)
+
+    async def _hold(self, call: Coroutine[Any, Any, None], request: StageRequest) -> None:
+        """Run ``call`` as a task of its own, beaten for and cancellable until it ends."""
+        task = asyncio.create_task(call)
+        self._held[task] = request
+        task.add_done_callback(self._release)
+        await self._beat(request)
 
     def _release(self, task: asyncio.Task[None]) -> None:
         self._held.pop(task, None)
@@ -220,14 +151,3 @@ class Server:
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
-
-
-async def _respond_failure(req: Request, failure: Failure) -> None:
-    """Answer with the envelope, and with micro's error headers so NATS tools see it."""
-    await req.respond_error(str(failure.code.status), failure.detail, data=_encoder.encode(failure))
-
-
-def _failure_for(err: Exception, codes: Mapping[type[Exception], FailureCode]) -> Failure:
-    code = next(codes[t] for t in type(err).__mro__ if t in codes)
-    retry_after = getattr(err, "retry_after", None)
-    return Failure(code=code, detail=str(err) or code.value, retry_after=retry_after)

@@ -9,26 +9,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
 from bus import blobs, rpc, tracing
-from bus.liveness import Heartbeats, Liveness
+from bus.channel import ProgressListener, RequestChannel
+from bus.liveness import Liveness
 from contracts.messages import (
-    Alive,
     Cancel,
     ExtractFrames,
     Frame,
     MediaKind,
-    Paragraph,
-    Progress,
     Stage,
     StoryWritten,
     VideoInfo,
@@ -42,7 +38,6 @@ from contracts.subjects import (
     Rep,
     Req,
     cancel_subject,
-    progress_subject,
 )
 from gateway import request_ids
 from gateway.capabilities import Capabilities
@@ -55,8 +50,6 @@ from gateway.uploads import ReceivedForm
 
 log = logging.getLogger(__name__)
 
-ProgressSink = Callable[[Progress], None]
-_news_decoder = msgspec.msgpack.Decoder(Progress | Paragraph | Alive)
 _encoder = msgspec.msgpack.Encoder()
 
 # Uploads up to this size travel inside the frames request (when NATS allows it).
@@ -106,7 +99,7 @@ class Analyzer:
         }
 
     async def analyze(
-        self, form: ReceivedForm, on_progress: ProgressSink | None = None
+        self, form: ReceivedForm, on_progress: ProgressListener | None = None
     ) -> AnalyzeResponse:
         """Run the whole pipeline; raises rpc.RemoteFailure or rpc.CallError on failure.
 
@@ -121,55 +114,56 @@ class Analyzer:
         visible_id = request_ids.current()
         request_id = request_ids.pipeline_key(visible_id)
         stored = _Stored(uploads=[], frames=[])
-        news = _News(request_id, on_progress)
-        liveness = Liveness(
-            news.heartbeats, window=self.settings.liveness_window, attempts=self.settings.attempts
+        channel = RequestChannel(self.nc, request_id)
+        if on_progress is not None:
+            channel.on_progress(on_progress)
+        liveness = channel.liveness(
+            window=self.settings.liveness_window, attempts=self.settings.attempts
         )
         by_paragraph = self.capabilities.translate_by_paragraph
         thai = StoryTranslation(
             lambda request: self._call(TRANSLATE, request, liveness),
             request_id,
-            on_thai=news.thai if on_progress is not None else None,
-            on_start=lambda: news.stage(Stage.TRANSLATING),
+            on_thai=lambda piece: channel.text(Stage.TRANSLATING, piece),
+            on_start=lambda: _announce(channel, Stage.TRANSLATING),
             by_paragraph=by_paragraph,
         )
-        news.paragraphs = thai.heard
-        subscription = await self.nc.subscribe(news.subject, cb=news.relay)
+        if by_paragraph:
+            channel.on_paragraph(thai.heard)
         clock = [time.perf_counter()]
         finished = False
-        try:
-            frames, video = await self._frames(request_id, form, stored, news, liveness)
-            clock.append(time.perf_counter())
-            self.metrics.stage_ended("frames", clock[1] - clock[0])
-            news.stage(Stage.WRITING_STORY)
-            request = WriteStory(
-                request_id=request_id,
-                frames=frames,
-                prompt=form.prompt,
-                video=video,
-                # The story streams only for someone: a watcher, or paragraphs to translate
-                # (not every compatible server reports usage on streams).
-                progress=news.subject if on_progress is not None or by_paragraph else None,
-                paragraphs=by_paragraph,
-                stream_text=on_progress is not None,  # pieces only for someone watching
-            )
-            story = await self._story(request, liveness, thai)
-            clock.append(time.perf_counter())
-            self.metrics.stage_ended("story", clock[2] - clock[1])
-            self.metrics.tokens_used("story", story.model, story.usage)
-            thai_text, paragraphs = await thai.finish(story.text)
-            clock.append(time.perf_counter())
-            self.metrics.stage_ended("translation", clock[3] - clock[2])
-            self.metrics.stage_ended("total", clock[3] - clock[0])
-            self.metrics.tokens_used("translation", thai.model, thai.usage)
-            finished = True
-        finally:
-            await thai.close()
-            if not finished:
-                await self._abandon(request_id)
-            with contextlib.suppress(NatsError):
-                await subscription.unsubscribe()
-            self.janitor.remove(stored.uploads + stored.frames)
+        async with channel:
+            try:
+                frames, video = await self._frames(request_id, form, stored, channel, liveness)
+                clock.append(time.perf_counter())
+                self.metrics.stage_ended("frames", clock[1] - clock[0])
+                _announce(channel, Stage.WRITING_STORY)
+                request = WriteStory(
+                    request_id=request_id,
+                    frames=frames,
+                    prompt=form.prompt,
+                    video=video,
+                    # The story streams only for someone: a watcher, or paragraphs to
+                    # translate (not every compatible server reports usage on streams).
+                    progress=channel.news_subject(paragraphs=True),
+                    paragraphs=by_paragraph,
+                    stream_text=on_progress is not None,  # pieces only for someone watching
+                )
+                story = await self._story(request, liveness, thai)
+                clock.append(time.perf_counter())
+                self.metrics.stage_ended("story", clock[2] - clock[1])
+                self.metrics.tokens_used("story", story.model, story.usage)
+                thai_text, paragraphs = await thai.finish(story.text)
+                clock.append(time.perf_counter())
+                self.metrics.stage_ended("translation", clock[3] - clock[2])
+                self.metrics.stage_ended("total", clock[3] - clock[0])
+                self.metrics.tokens_used("translation", thai.model, thai.usage)
+                finished = True
+            finally:
+                await thai.close()
+                if not finished:
+                    await self._abandon(request_id)
+                self.janitor.remove(stored.uploads + stored.frames)
         log.info(
             "request %s: %d frame(s), story %s, translation of %d paragraph(s) %s",
             request_id,
@@ -240,10 +234,10 @@ class Analyzer:
         request_id: str,
         form: ReceivedForm,
         stored: _Stored,
-        news: _News,
+        channel: RequestChannel,
         liveness: Liveness,
     ) -> tuple[list[Frame], VideoInfo | None]:
-        news.stage(Stage.UPLOADING)
+        _announce(channel, Stage.UPLOADING)
         caps = self.capabilities
         # A small upload rides in the request: four trips to the bucket saved (store,
         # fetch, remove; 32 concurrent 256 kB put+get took 131 ms against 10 ms alone).
@@ -264,7 +258,7 @@ class Analyzer:
         frames_budget = 0
         if caps.inline_frames:
             frames_budget = self._inline_limit() // len(uploads)
-        news.stage(Stage.EXTRACTING_FRAMES)
+        _announce(channel, Stage.EXTRACTING_FRAMES)
         requests = [
             ExtractFrames(
                 request_id=request_id,
@@ -274,7 +268,7 @@ class Analyzer:
                 scene_facts=caps.scene_facts_needed,
                 data=data,
                 inline_frames_bytes=frames_budget,
-                progress=news.listener,
+                progress=channel.news_subject(),
             )
             for name, data in uploads
         ]
@@ -313,43 +307,10 @@ class Analyzer:
             await self.nc.publish(cancel_subject(request_id), _encoder.encode(cancel))
 
 
+def _announce(channel: RequestChannel, stage: Stage) -> None:
+    """Tell the request's listener which stage the gateway has reached, in its words."""
+    channel.stage(stage, _STAGE_DETAIL[stage])
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
-
-
-class _News:
-    """One request's news subject: heartbeats for liveness, finished paragraphs for the
-    translation, and progress for its listener."""
-
-    def __init__(self, request_id: str, sink: ProgressSink | None) -> None:
-        self.request_id = request_id
-        self.sink = sink
-        self.subject = progress_subject(request_id)
-        self.heartbeats = Heartbeats(self.subject)
-        self.paragraphs: Callable[[int, str], None] | None = None
-        # Services publish stage news only when someone listens.
-        self.listener = self.subject if sink is not None else None
-
-    def thai(self, piece: str) -> None:
-        if self.sink is not None:
-            self.sink(Progress(request_id=self.request_id, stage=Stage.TRANSLATING, text=piece))
-
-    def stage(self, stage: Stage) -> None:
-        if self.sink is not None:
-            self.sink(
-                Progress(request_id=self.request_id, stage=stage, detail=_STAGE_DETAIL[stage])
-            )
-
-    async def relay(self, msg: Msg) -> None:
-        try:
-            news = _news_decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            log.warning("request %s: ignored a malformed progress message", self.request_id)
-            return
-        if isinstance(news, Alive):
-            self.heartbeats.beat(news.call_id)
-        elif isinstance(news, Paragraph):
-            if self.paragraphs is not None:
-                self.paragraphs(news.index, news.text)
-        elif self.sink is not None:
-            self.sink(news)

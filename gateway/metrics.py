@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from bus.discovery import ask_every_replica
-from bus.server import Figures
+from bus.endpoint import Figures
 from contracts.messages import Usage
 from contracts.subjects import SERVICES
 from gateway.errors import problem_of
@@ -201,7 +201,7 @@ class _EndpointStats(msgspec.Struct):
     num_requests: int = 0
     num_errors: int = 0
     processing_time: int = 0  # nanoseconds
-    data: Figures | None = None  # what bus.rpc.Server counted itself
+    data: Figures | None = None  # what bus.server.Server counted itself
 
     @property
     def errors(self) -> int:

@@ -73,7 +73,8 @@ class StoryTranslation:
 
     def heard(self, index: int, text: str) -> None:
         """The story service finished paragraph ``index``: translate it now (a title
-        waits for the paragraph after it)."""
+        waits for the paragraph after it). A request's channel calls it, once registered
+        with ``RequestChannel.on_paragraph``."""
         if not self._by_paragraph or self._final is not None or index < 0 or index in self._heard:
             return
         self._heard[index] = text

@@ -255,7 +255,7 @@ class LlamaChat:
             started = time.perf_counter()
             try:
                 response = self._llama.create_chat_completion(
-                    messages=messages,  # type: ignore[arg-type]  # plain dicts in the documented shape
+                    messages=messages,
                     max_tokens=max_tokens,
                     temperature=temperature,
                     repeat_penalty=self._repeat_penalty,

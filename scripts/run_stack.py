@@ -1,17 +1,17 @@
 """`make run`: NATS (if none answers at NATS_URL), the local model engine (when a service
 uses the offline default), the three services and the gateway.
 
-Every process runs until Ctrl-C (or SIGTERM); if one dies, the rest are stopped too.
+Every process runs until Ctrl-C (or SIGTERM); if one dies, the rest are stopped too: the
+services and the gateway first, then the engine, then NATS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +20,9 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llm import engine  # noqa: E402  # needs ROOT on the path
+from devstack.nats_server import NatsServer  # noqa: E402  # needs ROOT on the path
+from devstack.processes import ProcessGroup  # noqa: E402
+from llm import engine  # noqa: E402
 from llm.provider import model_settings  # noqa: E402
 
 SERVICES = ["frame_service", "story_service", "translation_service", "gateway"]
@@ -36,47 +38,68 @@ def answers(host: str, port: int) -> bool:
         return False
 
 
-def start_nats(url: str) -> subprocess.Popen | None:
+def start_nats(url: str) -> NatsServer | None:
     """Start a local nats-server with JetStream unless one already answers at ``url``."""
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
     if answers(host, port):
         log.info("using the NATS server at %s", url)
         return None
-    binary = shutil.which("nats-server")
-    if binary is None:
-        sys.exit(f"no NATS server answers at {url} and nats-server is not installed")
     store = ROOT / ".cache" / "nats"
     store.mkdir(parents=True, exist_ok=True)
     log.info("starting nats-server on %s:%d (store %s)", host, port, store)
-    process = subprocess.Popen([binary, "-js", "-a", host, "-p", str(port), "-sd", str(store)])
-    deadline = time.monotonic() + 15
-    while not answers(host, port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            sys.exit("nats-server did not start")
-        time.sleep(0.1)
-    return process
+    try:
+        return NatsServer(store, port, host=host, log_to=sys.stderr).start()
+    except FileNotFoundError:
+        sys.exit(f"no NATS server answers at {url} and nats-server is not installed")
+    except RuntimeError:
+        sys.exit("nats-server did not start")
 
 
-def start_engine() -> subprocess.Popen[bytes] | None:
-    """Start llama-server when a model service uses the offline default and no engine
-    is named in IMGSTORY_LOCAL_SERVER_URL; the services are pointed at it."""
+def start_engine(group: ProcessGroup) -> None:
+    """Start llama-server in `group` when a model service uses the offline default and no
+    engine is named in IMGSTORY_LOCAL_SERVER_URL; the services are pointed at it."""
     wanted = [
         model_settings(os.environ, variable)
         for variable in ("IMGSTORY_STORY_MODEL", "IMGSTORY_TRANSLATION_MODEL")
     ]
     if not any(settings.queues_calls for settings in wanted):
-        return None
+        return
     settings = engine.load()
     log_file = ROOT / ".cache" / "engine.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting the local model engine on %s (log: %s)", settings.url, log_file)
     try:
-        process = engine.start(settings, log_file=log_file)
+        group.adopt("engine", engine.start(settings, log_file=log_file))
     except (RuntimeError, FileNotFoundError) as err:
         sys.exit(f"the local model engine did not start: {err} (see {log_file})")
     os.environ["IMGSTORY_LOCAL_SERVER_URL"] = settings.url
-    return process
+
+
+class Stopping:
+    """Asked for by Ctrl-C or SIGTERM, from its creation on."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        signal.signal(signal.SIGINT, self.ask)
+        signal.signal(signal.SIGTERM, self.ask)
+
+    def ask(self, *_: object) -> None:
+        self.asked = True
+
+
+def watch(services: ProcessGroup, engines: ProcessGroup, stopping: Stopping) -> int:
+    """Wait until a stop is asked for (then 0) or a service or the engine exits (then 1)."""
+    code = 0
+    while not stopping.asked:
+        for module, exit_code in services.exited().items():
+            log.error("%s exited with code %s; stopping the rest", module, exit_code)
+            stopping.asked, code = True, 1
+        for exit_code in engines.exited().values():
+            log.error("the local model engine exited with code %s", exit_code)
+            stopping.asked, code = True, 1
+        time.sleep(0.5)
+    return code
 
 
 def main() -> int:
@@ -86,45 +109,22 @@ def main() -> int:
     url = os.environ.setdefault("NATS_URL", "nats://127.0.0.1:4222")
     # llama.cpp's OpenMP threads spin while idle; two model processes share these cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    processes: list[subprocess.Popen] = []
-    nats_process = start_nats(url)
-    engine_process = start_engine()
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    for module in SERVICES:
-        processes.append(subprocess.Popen([sys.executable, "-m", module], cwd=ROOT))
-    port = os.environ.get("IMGSTORY_PORT", "8000")
-    log.info("ImgStory is starting on http://localhost:%s (Ctrl-C stops everything)", port)
-    code = 0
-    while not stopping:
-        for module, process in zip(SERVICES, processes, strict=True):
-            if process.poll() is not None:
-                log.error("%s exited with code %s; stopping the rest", module, process.returncode)
-                stopping, code = True, 1
-        if engine_process is not None and engine_process.poll() is not None:
-            log.error("the local model engine exited with code %s", engine_process.returncode)
-            stopping, code = True, 1
-        time.sleep(0.5)
-    for process in reversed(processes):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    if engine_process is not None:
-        engine.stop(engine_process)
-    if nats_process is not None:
-        nats_process.terminate()
-        nats_process.wait(10)
-    return code
+    # Leaving the block stops the groups in the reverse order: the services and the
+    # gateway first (they drain through NATS and may wait on the engine), then the
+    # engine, then NATS.
+    with contextlib.ExitStack() as stack:
+        nats_server = start_nats(url)
+        if nats_server is not None:
+            stack.callback(nats_server.stop)
+        engines = stack.enter_context(ProcessGroup(grace=10))
+        start_engine(engines)
+        stopping = Stopping()
+        services = stack.enter_context(ProcessGroup(grace=15))
+        for module in SERVICES:
+            services.python(module, module)
+        port = os.environ.get("IMGSTORY_PORT", "8000")
+        log.info("ImgStory is starting on http://localhost:%s (Ctrl-C stops everything)", port)
+        return watch(services, engines, stopping)
 
 
 if __name__ == "__main__":

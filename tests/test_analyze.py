@@ -10,9 +10,7 @@ import pytest
 
 from bus.settings import SettingsError
 from contracts.messages import Usage
-from gateway.pricing import parse_prices
-from tests.media import sample_photo, sample_video, write_audio_only_mp4, write_jpeg
-from tests.support.fake_openai import (
+from devstack.fake_answers import (
     THAI_ANSWER,
     Delay,
     Reply,
@@ -21,7 +19,9 @@ from tests.support.fake_openai import (
     count_prompt_tokens,
     default_answer,
 )
-from tests.support.gateway import gateway_client
+from devstack.gateway import gateway_client
+from gateway.pricing import parse_prices
+from tests.media import sample_photo, sample_video, write_audio_only_mp4, write_jpeg
 from translation_service.translate import thai_share
 
 pytestmark = pytest.mark.usefixtures("blob_store")

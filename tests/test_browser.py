@@ -27,9 +27,10 @@ from playwright.async_api import (
     expect,
 )
 
+from devstack.fake_answers import Delay, Reply, Status
+from devstack.gateway import running_gateway
+from devstack.processes import ROOT, free_port
 from tests.media import sample_photo, sample_video, write_garbage, write_other_image
-from tests.support.fake_openai import Delay, Reply, Status
-from tests.support.processes import ROOT, free_port, running_gateway
 from tests.test_faithful import LAMP, LAMP_BLUE
 
 pytestmark = pytest.mark.slow

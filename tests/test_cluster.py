@@ -20,14 +20,15 @@ from bus import blobs, connection
 from bus.blobs import Bucket
 from bus.server import Server
 from contracts.subjects import BLOB_BUCKET
+from devstack.fake_answers import Delay
+from devstack.fake_openai import FakeOpenAI
+from devstack.faults import eventually, photo_upload
+from devstack.gateway import gateway_client
+from devstack.nats_cluster import ClusterNode, NatsCluster
+from devstack.services import fake_model_settings, services_on_fake
 from gateway import config as gateway_config
 from story_service import config as story_config
 from story_service.service import start_service as start_story
-from tests.support.fake_openai import Delay, FakeOpenAI
-from tests.support.faults import eventually, photo_upload
-from tests.support.gateway import gateway_client
-from tests.support.nats_cluster import ClusterNode, NatsCluster
-from tests.support.services import fake_model_settings, services_on_fake
 
 log = logging.getLogger(__name__)
 

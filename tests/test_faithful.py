@@ -9,15 +9,11 @@ from pathlib import Path
 import pytest
 
 from contracts.messages import Translate, Translated, TranslationContext, Usage
+from devstack.fake_answers import Reply, count_completion_tokens, count_prompt_tokens
+from devstack.fake_openai import FakeOpenAI
 from gateway.thai import StoryTranslation
 from llm import OpenAIChat
 from tests.media import sample_photo
-from tests.support.fake_openai import (
-    FakeOpenAI,
-    Reply,
-    count_completion_tokens,
-    count_prompt_tokens,
-)
 from tests.support.fixtures import ClientFactory
 from translation_service.faithful import (
     MAX_LENGTH_RATIO,

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from tests.support.fake_openai import RESET_PATH, STATS_PATH, Delay, FakeOpenAI
+from devstack.fake_answers import Delay
+from devstack.fake_openai import RESET_PATH, STATS_PATH, FakeOpenAI
 
 
 def chat(base_url: str, url: str = "") -> int:

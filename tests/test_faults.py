@@ -1,6 +1,6 @@
 """Faults on real parts: replicas killed mid-request, NATS stopped and restarted, clients
 that leave, deadlines that pass. Each test bounds its own time and checks that the blob
-bucket and the upload directory end empty. The scenarios live in tests.support.faults;
+bucket and the upload directory end empty. The scenarios live in devstack.faults;
 ``python -m bench.faults`` runs the same ones and prints their figures."""
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import pytest
 
 from bus import blobs
 from contracts.subjects import BLOB_BUCKET
+from devstack import faults
+from devstack.fake_openai import FakeOpenAI
+from devstack.faults import PHOTO, bucket_names, gateway_settings, in_process
+from devstack.gateway import gateway_client
+from devstack.nats_server import NatsServer
+from devstack.processes import free_port
 from gateway.cleanup import sweep_orphans
 from gateway.uploads import UPLOAD_PREFIX
-from tests.support import faults
-from tests.support.fake_openai import FakeOpenAI
-from tests.support.faults import PHOTO, bucket_names, gateway_settings, in_process
-from tests.support.gateway import gateway_client
-from tests.support.nats_server import NatsServer
-from tests.support.processes import free_port
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from PIL import Image, ImageChops, ImageStat
 from bus import blobs, connection, rpc
 from contracts.messages import Cancel, ExtractFrames, FailureCode, FramesExtracted, MediaKind
 from contracts.subjects import EXTRACT_FRAMES, cancel_subject
+from devstack.faults import eventually
 from frame_service import config, video
 from frame_service.cancellation import Cancelled, CancelToken
 from frame_service.frames import DecodeBudget, FrameBounds, MediaError, UnprocessableMedia
@@ -30,7 +31,6 @@ from frame_service.images import prepare_image, to_picture
 from frame_service.service import FrameExtractor, start_service
 from frame_service.video import DecodeStats, extract_video
 from tests import media
-from tests.support.faults import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUNDS = FrameBounds()

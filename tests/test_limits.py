@@ -15,13 +15,13 @@ from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
 from bus.settings import SettingsError
+from devstack.fake_answers import Delay
 from gateway import config as gateway_config
 from gateway.app import create_app
 from gateway.auth import ApiKeys
 from gateway.errors import REJECTION_KEY
 from gateway.limits import InFlight, SlidingWindow
 from tests.media import sample_photo
-from tests.support.fake_openai import Delay
 
 pytestmark = pytest.mark.usefixtures("blob_store")
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.processes import ROOT
 from llm.errors import ModelUnavailable
 from llm.llama_chat import LlamaChat
 from llm.local_model import ModelPart, assemble_model
 from model_files import assemble as model_files_assemble
-from tests.support.processes import ROOT
 
 # --- assembling a model from part packages (small fake parts) ---------------------------------
 

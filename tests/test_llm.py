@@ -11,6 +11,9 @@ import httpx
 import openai
 import pytest
 
+from devstack.fake_answers import IMAGE_TOKENS, Delay, Raw, Reply, Status
+from devstack.fake_openai import FakeOpenAI
+from devstack.processes import free_port
 from llm import (
     Completion,
     ModelRejected,
@@ -20,9 +23,7 @@ from llm import (
     build_openai_client,
 )
 from llm.openai_chat import KEY_REJECTED_MESSAGE, LOCAL_API_KEY_PLACEHOLDER, retry_after_seconds
-from tests.support.fake_openai import IMAGE_TOKENS, Delay, FakeOpenAI, Raw, Reply, Status
 from tests.support.fixtures import ClientFactory
-from tests.support.processes import free_port
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 MODEL = "gpt-test-mini"

@@ -7,13 +7,13 @@ from dataclasses import replace
 import nats
 import pytest
 
+from devstack.gateway import gateway_client
+from devstack.nats_server import NatsServer
 from frame_service import config as frame_config
 from frame_service.service import start_service as start_frames
 from story_service import config as story_config
 from story_service.service import start_service as start_story
 from tests.media import sample_photo, write_speech_video
-from tests.support.gateway import gateway_client
-from tests.support.nats_server import NatsServer
 from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
 from translation_service.translate import thai_share

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from bus.logs import REQUEST_ID, JsonFormatter, RequestIdFilter
+from devstack.fake_answers import Delay, Reply
+from devstack.fake_openai import FakeOpenAI
+from devstack.processes import ROOT, free_port, service_env, wait_for_port
 from tests.media import sample_photo
-from tests.support.fake_openai import Delay, FakeOpenAI, Reply
-from tests.support.processes import ROOT, free_port, service_env, wait_for_port
 
 ISO_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 PROCESSES = {

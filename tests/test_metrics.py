@@ -15,13 +15,13 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.fake_answers import Status
+from devstack.gateway import gateway_client
+from devstack.nats_server import NatsServer
+from devstack.processes import free_port
 from gateway import config as gateway_config
 from gateway.metrics import REJECTION_KEY, STAGES, Metrics, MetricsMiddleware
 from tests.media import sample_photo
-from tests.support.fake_openai import Status
-from tests.support.gateway import gateway_client
-from tests.support.nats_server import NatsServer
-from tests.support.processes import free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from llm import OpenAIChat
-from tests.support.fake_openai import (
+from devstack.fake_answers import (
     NAME_SPELLINGS,
     Delay,
-    FakeOpenAI,
     Reply,
     count_completion_tokens,
     count_prompt_tokens,
 )
+from devstack.fake_openai import FakeOpenAI
+from llm import OpenAIChat
 from tests.support.fixtures import ClientFactory
 from translation_service.faithful import problems
 from translation_service.names import (

@@ -48,17 +48,17 @@ from contracts.subjects import (
     ping_subject,
     progress_subject,
 )
+from devstack.fake_openai import FakeOpenAI
+from devstack.gateway import gateway_client
+from devstack.nats_server import NatsServer
+from devstack.processes import ROOT, free_port, service_env
+from devstack.services import fake_model_settings
 from frame_service import config as frame_config
 from frame_service.service import start_service as start_frames
 from gateway import config as gateway_config
 from story_service import config as story_config
 from story_service.service import start_service as start_story
 from tests.media import sample_photo
-from tests.support.fake_openai import FakeOpenAI
-from tests.support.gateway import gateway_client
-from tests.support.nats_server import NatsServer
-from tests.support.processes import ROOT, free_port, service_env
-from tests.support.services import fake_model_settings
 from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import shlex
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +16,10 @@ import pytest
 from bus import rpc
 from contracts.messages import Translate, Translated
 from contracts.subjects import SERVICES, TRANSLATE, ping_subject
+from devstack.gateway import running_gateway
+from devstack.processes import ROOT, ProcessGroup, free_port, service_env
+from devstack.services import fake_model_settings
 from tests.media import sample_photo, sample_video
-from tests.support.processes import ROOT, free_port, running_gateway, service_env
-from tests.support.services import fake_model_settings
 from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
 
@@ -76,16 +76,12 @@ async def wait_for_ping(url: str, service_name: str, timeout: float = 20) -> dic
 async def test_service_runs_as_a_process_answers_ping_and_stops_cleanly(
     empty_nats_url, fake_openai, module, service_name
 ):
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, cwd=ROOT, env=service_env(empty_nats_url, fake_openai)
-    )
-    try:
+    # Leaving the group sends SIGTERM and waits up to 20 s (a SIGKILL after is no clean stop).
+    async with ProcessGroup(grace=20) as group:
+        process = group.python(module, module, env=service_env(empty_nats_url, fake_openai))
         ping = await wait_for_ping(empty_nats_url, service_name)
         assert ping["name"] == service_name and ping["type"] == "io.nats.micro.v1.ping_response"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 20)
-    assert code == 0
+    assert process.returncode == 0
 
 
 async def test_replicas_share_the_load(empty_nats_url, fake_openai):

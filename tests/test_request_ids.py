@@ -11,8 +11,9 @@ from bus import rpc
 from bus.logs import REQUEST_ID, RequestIdFilter
 from contracts.messages import Translate
 from contracts.subjects import TRANSLATE
+from devstack.fake_answers import Delay, Reply
+from devstack.fake_openai import FakeOpenAI
 from tests.media import sample_photo
-from tests.support.fake_openai import Delay, FakeOpenAI, Reply
 
 pytestmark = pytest.mark.usefixtures("blob_store")
 

@@ -19,9 +19,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 
-from tests.support.fake_openai import FakeOpenAI
-from tests.support.nats_server import NatsServer
-from tests.support.processes import ROOT, free_port, service_env
+from devstack.fake_openai import FakeOpenAI
+from devstack.nats_server import NatsServer
+from devstack.processes import ROOT, free_port, service_env
 
 EXAMPLES = 25  # per operation: enough to send every route nonsense, bounded in time
 

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from contracts.messages import Label, SceneFacts
+from devstack.fake_answers import IMAGE_TOKENS, Reply, Status, count_prompt_tokens
+from devstack.fake_openai import FakeOpenAI
 from llm import Completion, OpenAIChat, RateLimited
 from story_service.scene import SheetPicture, scene_sheet
 from story_service.story import (
@@ -19,13 +21,6 @@ from story_service.story import (
     build_story_messages,
     format_clock,
     write_story,
-)
-from tests.support.fake_openai import (
-    IMAGE_TOKENS,
-    FakeOpenAI,
-    Reply,
-    Status,
-    count_prompt_tokens,
 )
 from tests.support.fixtures import ClientFactory
 

@@ -13,13 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.messages import split_paragraphs
+from devstack.fake_answers import Reply, default_answer, wants_thai
+from devstack.fake_openai import FakeOpenAI
 from llm import ModelUnavailable, OpenAIChat
 from story_service.guards import Problem, review
 from story_service.paragraphs import ParagraphCutter
 from story_service.story import CORRECTION, StoryFrame, tidy_paragraphs, write_story
 from tests.bad_stories import BAD, CLEAN, FRAMES, GOOD, SOURCE, Bad
 from tests.media import sample_photo
-from tests.support.fake_openai import FakeOpenAI, Reply, default_answer, wants_thai
 from tests.support.fixtures import ClientFactory
 
 REPAIRABLE = [bad for bad in BAD if bad.repaired is not None]

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from devstack.fake_answers import Status
 from tests.media import sample_photo, sample_video
-from tests.support.fake_openai import Status
 from translation_service.translate import thai_share
 
 pytestmark = pytest.mark.usefixtures("blob_store")

@@ -34,11 +34,11 @@ from bus.logs import REQUEST_ID, REQUEST_ID_HEADER
 from bus.settings import Env, SettingsError
 from contracts.messages import Translate, Translated, Usage
 from contracts.subjects import EXTRACT_FRAMES, TRANSLATE, WRITE_STORY, Endpoint, ServiceSpec
+from devstack.fake_answers import Status, count_prompt_tokens
+from devstack.processes import ROOT, service_env
 from llm.errors import RateLimited
 from llm.openai_chat import OpenAIChat
 from tests.media import sample_photo
-from tests.support.fake_openai import Status, count_prompt_tokens
-from tests.support.processes import ROOT, service_env
 from tests.test_processes import wait_for_ping
 
 STAGE_SUBJECTS = (EXTRACT_FRAMES.subject, WRITE_STORY.subject, TRANSLATE.subject)

@@ -7,18 +7,18 @@ import time
 import pytest
 
 from contracts.messages import Translate, TranslationContext
-from llm import ModelUnavailable, OpenAIChat
-from llm.chat import Completion, cut_paragraphs, room_for_another
-from llm.provider import ModelSettings
-from tests.support.fake_openai import (
+from devstack.fake_answers import (
     THAI_ANSWER,
-    FakeOpenAI,
     Reply,
     Status,
     count_completion_tokens,
     count_prompt_tokens,
     default_answer,
 )
+from devstack.fake_openai import FakeOpenAI
+from llm import ModelUnavailable, OpenAIChat
+from llm.chat import Completion, cut_paragraphs, room_for_another
+from llm.provider import ModelSettings
 from tests.support.fixtures import ClientFactory
 from translation_service.config import Settings as TranslationSettings
 from translation_service.service import Translator

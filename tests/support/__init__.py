@@ -1,1 +1,1 @@
-"""What the tests share: a real nats-server, the fake OpenAI server, real processes, fixtures."""
+"""The tests' pytest plugins: the shared fixtures over devstack, and the real local models."""

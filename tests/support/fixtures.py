@@ -1,4 +1,5 @@
-"""The shared fixtures, loaded as a pytest plugin: NATS, the fake OpenAI server, services, gateway."""
+"""The shared fixtures, loaded as a pytest plugin: NATS, the fake OpenAI server, services,
+gateway (what they run lives in devstack)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
 from bus import blobs
+from devstack.fake_openai import FAKE_API_KEY, FakeOpenAI
+from devstack.gateway import gateway_client
+from devstack.nats_server import NatsServer
+from devstack.services import services_on_fake
 from gateway import config as gateway_config
-from tests.support.fake_openai import FAKE_API_KEY, FakeOpenAI
-from tests.support.gateway import gateway_client
-from tests.support.nats_server import NatsServer
-from tests.support.services import services_on_fake
 
 ClientFactory = Callable[..., openai_sdk.AsyncOpenAI]
 

@@ -16,12 +16,10 @@ from typing import Any
 
 import pytest
 
-from llm import engine
-from llm.engine import EngineSettings
+from devstack.engine import running_engine
 from llm.errors import ModelUnavailable
 from llm.llama_chat import LlamaChat
 from llm.local_model import ModelPart, assemble_model, default_cache_dir, default_model_path
-from tests.support.processes import free_port
 
 GEMMA_VERSION = "1.0.0"
 GEMMA_PARTS = [
@@ -94,17 +92,6 @@ def gemma(gemma_path: Path) -> Iterator[LlamaChat]:
     # A small context makes the overflow test cheap.
     with loaded(gemma_path, n_ctx=256, seed=5) as chat:
         yield chat
-
-
-@contextmanager
-def running_engine(model: Path, log_dir: Path, **options: Any) -> Iterator[EngineSettings]:
-    """llama-server (the offline default's engine) serving `model` on a free port."""
-    settings = EngineSettings(port=free_port(), model=str(model), **options)
-    process = engine.start(settings, log_file=log_dir / "engine.log")
-    try:
-        yield settings
-    finally:
-        engine.stop(process)
 
 
 @pytest.fixture(scope="module")

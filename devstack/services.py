@@ -10,12 +10,12 @@ from nats.aio.client import Client
 
 from bus import connection
 from bus.server import Server
+from devstack.fake_openai import FAKE_API_KEY, FakeOpenAI
 from frame_service import config as frame_config
 from frame_service.service import start_service as start_frames
 from llm.provider import ModelSettings
 from story_service import config as story_config
 from story_service.service import start_service as start_story
-from tests.support.fake_openai import FAKE_API_KEY, FakeOpenAI
 from translation_service import config as translation_config
 from translation_service.service import start_service as start_translation
 

@@ -1,10 +1,9 @@
-"""A throwaway three-node NATS cluster with JetStream, for tests that lose a node."""
+"""A three-node NATS cluster with JetStream on loopback, for tests that lose a node."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import signal
 import subprocess
 import threading
 import time
@@ -15,8 +14,8 @@ import nats
 from nats.errors import Error as NatsError
 from nats.js.api import StorageType, StreamConfig
 
-from tests.support.nats_server import nats_server_binary
-from tests.support.processes import free_port
+from devstack.nats_server import nats_server_binary
+from devstack.processes import ProcessGroup, free_port
 
 CLUSTER_NAME = "imgstory-test"
 
@@ -53,6 +52,7 @@ class NatsCluster:
 
     def __init__(self, root: Path, size: int = 3) -> None:
         self.nodes: list[ClusterNode] = []
+        self.group = ProcessGroup(grace=10)
         for index in range(1, size + 1):
             name = f"n{index}"
             folder = root / name
@@ -93,7 +93,8 @@ class NatsCluster:
                 f"  routes: [{routes}]\n"
                 "}\n"
             )
-            node.process = subprocess.Popen(
+            node.process = self.group.start(
+                node.name,
                 [nats_server_binary(), "-c", str(node.config)],
                 stderr=subprocess.PIPE,
                 text=True,
@@ -153,20 +154,8 @@ class NatsCluster:
 
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL ``node``: no goodbye to its clients or its peers, as a lost machine."""
-        if node.process is not None and node.process.poll() is None:
-            node.process.send_signal(signal.SIGKILL)
-            node.process.wait(10)
+        self.group.kill(node.name)
 
     def stop(self) -> None:
         """Stop every node still running (SIGTERM, then SIGKILL after 10 s)."""
-        for node in self.nodes:
-            if node.process is not None and node.process.poll() is None:
-                node.process.terminate()
-        for node in self.nodes:
-            if node.process is None:
-                continue
-            try:
-                node.process.wait(10)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait(10)
+        self.group.stop()

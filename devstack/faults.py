@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import signal
-import sys
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,13 +26,14 @@ import nats
 from bus import blobs
 from bus.server import Server
 from contracts.subjects import STORY, info_subject
+from devstack.fake_answers import Delay
+from devstack.fake_openai import FakeOpenAI
+from devstack.gateway import gateway_client, running_gateway
+from devstack.media import sample_photo
+from devstack.nats_server import NatsServer
+from devstack.processes import ProcessGroup, ended, free_port, service_env
+from devstack.services import services_on_fake
 from gateway import config as gateway_config
-from tests.media import sample_photo
-from tests.support.fake_openai import Delay, FakeOpenAI
-from tests.support.gateway import gateway_client
-from tests.support.nats_server import NatsServer
-from tests.support.processes import ROOT, free_port, running_gateway, service_env
-from tests.support.services import services_on_fake
 
 PHOTO = sample_photo("chelsea.png")
 SLOW = 20.0  # seconds the fake provider sits on a call while the fault happens
@@ -136,21 +137,15 @@ async def _more_than(count: Awaitable[int], floor: int) -> bool:
 
 
 @asynccontextmanager
-async def story_process(url: str, fake: FakeOpenAI) -> AsyncIterator[asyncio.subprocess.Process]:
+async def story_process(url: str, fake: FakeOpenAI) -> AsyncIterator[subprocess.Popen[Any]]:
     """``python -m story_service`` talking to ``fake``, serving once the block starts;
     killed at the end if still alive."""
     before = await story_replicas(url)
     env = service_env(url, fake, IMGSTORY_OPENAI_TIMEOUT="30", IMGSTORY_OPENAI_MAX_RETRIES="0")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "story_service", cwd=ROOT, env=env
-    )
-    try:
+    async with ProcessGroup(stop_signal=signal.SIGKILL) as group:
+        process = group.python("story_service", "story_service", env=env)
         await eventually(lambda: _more_than(story_replicas(url), before), timeout=30)
         yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
 
 
 class LogRecords(logging.Handler):
@@ -303,7 +298,7 @@ async def gateway_stopped(url: str, fake: FakeOpenAI, uploads: Path) -> Outcome:
                 gateway.send_signal(signal.SIGTERM)
                 responses = await asyncio.wait_for(sent, 30)
                 seconds = time.monotonic() - stopped_at
-            exit_code = await asyncio.wait_for(gateway.wait(), 20)
+            exit_code = await ended(gateway, 20)
     return await _outcome(responses, seconds, url, uploads, exit_code=exit_code)
 
 
@@ -320,8 +315,9 @@ async def nats_outage(bus: NatsServer, fake: FakeOpenAI, uploads: Path) -> Outco
     async with in_process(bus.url, fake):
         async with gateway_client(gateway_settings(bus.url, uploads)) as client:
             first = await client.post("/analyze/", files=photo_upload())
-            # Listening only now: the app's start-up replaces logging handlers.
-            records = LogRecords("bus.rpc", "nats")
+            # Listening only now: the app's start-up replaces logging handlers. The bus
+            # modules are what contracts.rpc was: the connection, the client and the server.
+            records = LogRecords("bus.connection", "bus.rpc", "bus.server", "bus.endpoint", "nats")
             bus.stop()
             await asyncio.sleep(0.5)
             started = time.monotonic()
