@@ -42,4 +42,4 @@ def test_unknown_provider_and_mmproj_without_model_are_refused():
 def test_compatible_server_without_a_key_builds_an_openai_client():
     settings = model_settings({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, "IMGSTORY_STORY_MODEL")
     chat = build_chat(settings)
-    assert isinstance(chat, OpenAIChat) and chat.sees_images
+    assert isinstance(chat, OpenAIChat) and chat.profile.sees_images

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.messages import split_paragraphs
+from contracts.text import split_paragraphs
 from llm import ModelUnavailable, OpenAIChat
 from story_service.guards import Problem, review
 from story_service.paragraphs import ParagraphCutter
@@ -138,7 +138,7 @@ async def test_a_garbage_answer_is_asked_for_once_more_with_a_note(
     )
 
     assert story.text == GOOD  # the second answer, repaired
-    assert (story.input_tokens, story.output_tokens) == (640, 270)
+    assert (story.usage.input_tokens, story.usage.output_tokens) == (640, 270)
     assert len(retries) == 1
     first, second = fake.requests
     assert second.messages[: len(first.messages)] == first.messages
@@ -158,7 +158,7 @@ async def test_a_good_answer_costs_one_call(fake: FakeOpenAI, chat: OpenAIChat) 
     story = await write_story(chat, FRAMES, None, None, on_retry=lambda: retries.append(None))
 
     assert story.text == GOOD
-    assert (story.input_tokens, story.output_tokens) == (300, 150)
+    assert (story.usage.input_tokens, story.usage.output_tokens) == (300, 150)
     assert len(fake.requests) == 1 and retries == []
 
 
@@ -188,7 +188,7 @@ async def test_two_garbage_answers_keep_the_better_and_warn(
 
     assert len(fake.requests) == 2
     assert fake.pending == 1
-    assert (story.input_tokens, story.output_tokens) == (640, 204)
+    assert (story.usage.input_tokens, story.usage.output_tokens) == (640, 204)
     # Both fail; the second has more words left (the first only a title): it is kept.
     assert story.text == "Copper Evening\n\nLena drank her espresso."
     assert any("still not clean" in record.getMessage() for record in caplog.records)
