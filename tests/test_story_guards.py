@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.text import split_paragraphs
+from contracts.text import join_paragraphs, split_paragraphs
 from llm import ModelUnavailable, OpenAIChat
 from story_service.guards import Problem, review
 from story_service.paragraphs import ParagraphCutter
@@ -82,6 +82,25 @@ def test_the_fakes_default_story_is_clean() -> None:
         story = default_answer(messages)
         assert review(story, SOURCE) == review(story)
         assert review(story).text == story and not review(story).found
+
+
+@pytest.mark.parametrize("bad", BAD, ids=lambda bad: bad.name)
+def test_a_reviewed_story_is_written_as_the_text_model_writes_paragraphs(bad: Bad) -> None:
+    text = review(bad.raw, SOURCE).text
+    assert join_paragraphs(split_paragraphs(text)) == text
+
+
+def test_a_paragraph_whose_echo_is_dropped_is_stripped_like_any_other() -> None:
+    source = "Write a short, vivid, creative story inspired by these pictures."
+    story = (
+        "The Walk\n\nWrite a short, vivid, creative story inspired by these pictures.\n"
+        "   Mara walked home in the rain. She smiled at Tom. \n\nThe end."
+    )
+    verdict = review(story, source)
+    assert (
+        verdict.text == "The Walk\n\nMara walked home in the rain. She smiled at Tom.\n\nThe end."
+    )
+    assert Problem.ECHO in verdict.found
 
 
 CLEAN_PARAGRAPHS = [p for story in CLEAN for p in split_paragraphs(story) if p.endswith(".")]
