@@ -6,7 +6,6 @@ changes type, and unknown fields are ignored so old readers skip new ones.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
 import msgspec
@@ -58,7 +57,8 @@ class Failure(Message, frozen=True, tag="Failure"):
 
 
 class Usage(Part, frozen=True):
-    """Tokens one model call (or several, summed) consumed."""
+    """Tokens one model call (or several, summed) consumed: the one type token counts
+    are kept and added up in, from a backend's answer to the gateway's response."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -246,37 +246,14 @@ class Progress(Message, frozen=True, tag="Progress"):
 
 
 class Paragraph(Message, frozen=True, tag="Paragraph"):
-    """One finished paragraph of the story (``index`` from 0; the title is a paragraph),
-    published while the rest is still being written. The reply's text is the authority:
-    a caller checks the paragraphs it heard against it."""
+    """One finished paragraph of the story (``index`` from 0, counted as
+    ``contracts.text.split_paragraphs`` counts them; the title is a paragraph), published
+    while the rest is still being written. The reply's text is the authority: a caller
+    checks the paragraphs it heard against it."""
 
     request_id: str
     index: int
     text: str
-
-
-PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")  # a blank line
-
-
-def split_paragraphs(text: str) -> list[str]:
-    """The paragraphs of a story as ``Paragraph`` counts them: blocks between blank
-    lines, stripped, empty ones dropped (a title line on its own is a paragraph)."""
-    return [block.strip() for block in PARAGRAPH_BREAK.split(text) if block.strip()]
-
-
-_TITLE_WORDS = 12
-# What a sentence ends with (a closing quote or bracket included); a title ends otherwise.
-SENTENCE_ENDINGS = (".", "!", "?", "…", '"', "”", "’", "'", ")", "—")
-
-
-def is_title(paragraph: str) -> bool:
-    """A story's first paragraph is its title when it is one short line, not a sentence;
-    the story service repairs titles and the gateway translates them by this rule."""
-    return (
-        "\n" not in paragraph
-        and len(paragraph.split()) <= _TITLE_WORDS
-        and not paragraph.endswith(SENTENCE_ENDINGS)
-    )
 
 
 class Alive(Message, frozen=True, tag="Alive"):

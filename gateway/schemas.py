@@ -8,6 +8,9 @@ from contracts.messages import Usage
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):
+    """A ``contracts.messages.Usage`` as the response shows it (the seed's shape, with the
+    total): token counts are added up as Usage and become this only here."""
+
     input_tokens: int
     output_tokens: int
     total_tokens: int

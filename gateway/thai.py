@@ -14,14 +14,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from contracts.messages import (
-    Translate,
-    Translated,
-    TranslationContext,
-    Usage,
-    is_title,
-    split_paragraphs,
-)
+from contracts.messages import Translate, Translated, TranslationContext, Usage
+from contracts.text import PARAGRAPH_SEPARATOR, is_title, split_paragraphs
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +98,7 @@ class StoryTranslation:
         for start in [s for s in self._calls if s not in keep]:
             self._calls.pop(start).cancel()
         replies = await asyncio.gather(*(self._calls[start] for start, _ in units))
-        return "\n\n".join(reply.text.strip() for reply in replies), len(paragraphs)
+        return PARAGRAPH_SEPARATOR.join(reply.text.strip() for reply in replies), len(paragraphs)
 
     async def close(self) -> None:
         """Stop every call still running (the request ended, or failed)."""
@@ -177,7 +171,7 @@ class StoryTranslation:
         while self._shown in self._thai:
             if self._on_thai is not None:
                 piece = self._thai[self._shown]
-                self._on_thai(piece if self._shown == 0 else "\n\n" + piece)
+                self._on_thai(piece if self._shown == 0 else PARAGRAPH_SEPARATOR + piece)
             self._shown += self._span[self._shown]
 
 
@@ -205,7 +199,7 @@ def _units(paragraphs: dict[int, str], *, final: bool) -> list[tuple[int, int]]:
 
 
 def _joined(paragraphs: dict[int, str], start: int, span: int) -> str:
-    return "\n\n".join(paragraphs[i] for i in range(start, start + span))
+    return PARAGRAPH_SEPARATOR.join(paragraphs[i] for i in range(start, start + span))
 
 
 def _part_name(start: int, span: int, titled: bool) -> str:

@@ -1,6 +1,6 @@
 """Chat model backends behind one small, backend-neutral protocol."""
 
-from llm.chat import ChatModel, Completion
+from llm.chat import ChatModel, Completion, ModelProfile
 from llm.errors import ModelError, ModelRejected, ModelUnavailable, RateLimited
 from llm.openai_chat import OpenAIChat, build_openai_client
 
@@ -8,6 +8,7 @@ __all__ = [
     "ChatModel",
     "Completion",
     "ModelError",
+    "ModelProfile",
     "ModelRejected",
     "ModelUnavailable",
     "OpenAIChat",

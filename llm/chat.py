@@ -1,13 +1,13 @@
-"""The small protocol every chat model backend implements, and its result value."""
+"""The small protocol every chat model backend implements, its result value, and what
+each backend declares its model to be."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from contracts.messages import PARAGRAPH_BREAK
+from contracts.messages import Usage
 
 
 @dataclass(frozen=True)
@@ -15,9 +15,25 @@ class Completion:
     """One answer from a chat model, with the tokens it cost."""
 
     text: str
-    input_tokens: int
-    output_tokens: int
+    usage: Usage
     model: str
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What a backend's model is, declared by the backend, so that callers adapt to it
+    instead of guessing from the provider's name."""
+
+    # Image_url parts reach the model; otherwise callers describe pictures in text.
+    sees_images: bool = False
+    # A small model (the offline default's 1.5B class) that needs short, simple prompts:
+    # it writes a shorter story, translates a paragraph without the earlier ones (it
+    # would translate them into its answer), is told how each name is spelt, has its
+    # translator's notes cut off, and is asked a second time the way it was asked the
+    # first (it translates an explained correction into its answer).
+    small: bool = False
+    # Calls run one at a time (llama.cpp in this process): several sent at once queue.
+    one_at_a_time: bool = False
 
 
 class ChatModel(Protocol):
@@ -29,8 +45,7 @@ class ChatModel(Protocol):
     """
 
     name: str
-    # True when image_url parts reach the model; otherwise callers must describe pictures in text.
-    sees_images: bool
+    profile: ModelProfile
 
     async def complete(
         self,
@@ -52,37 +67,6 @@ class ChatModel(Protocol):
         With `max_paragraphs`, the answer ends before a paragraph past its
         `max_paragraphs`-th: a backend that watches its output stops generating there
         (nobody reads the rest), and the returned text never holds more (see
-        `cut_paragraphs`). Lines within a paragraph are not limited.
+        `contracts.text.cut_paragraphs`). Lines within a paragraph are not limited.
         """
         ...
-
-
-def paragraph_cut(text: str, max_paragraphs: int) -> int | None:
-    """Where `text` must end to keep only its first `max_paragraphs` paragraphs (blocks
-    between blank lines, as contracts.messages.split_paragraphs counts them), or None
-    when it has no more. A paragraph counts once it holds a visible character."""
-    seen = 0
-    start = 0
-    for gap in [*PARAGRAPH_BREAK.finditer(text), None]:
-        end = len(text) if gap is None else gap.start()
-        if text[start:end].strip():
-            seen += 1
-            if seen > max_paragraphs:
-                return start
-        if gap is not None:
-            start = gap.end()
-    return None
-
-
-def cut_paragraphs(text: str, max_paragraphs: int | None) -> str:
-    """`text` with no more than `max_paragraphs` paragraphs (all of it when None)."""
-    if max_paragraphs is None:
-        return text
-    cut = paragraph_cut(text, max_paragraphs)
-    return text if cut is None else text[:cut].rstrip()
-
-
-def room_for_another(deadline: float | None, took: float) -> bool:
-    """Whether a call like one that took `took` seconds can still finish before
-    `deadline` (a `time.time()` instant; None: no deadline)."""
-    return deadline is None or time.time() + took < deadline

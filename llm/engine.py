@@ -52,7 +52,7 @@ class EngineSettings:
 
 
 def load(env: Mapping[str, str] = os.environ) -> EngineSettings:
-    """Engine settings from the environment (see README). Raises SettingsError."""
+    """Engine settings from the environment (see docs/configuration.md). Raises SettingsError."""
     read = Env(env)
     settings = EngineSettings(
         host=read.text("IMGSTORY_ENGINE_HOST", EngineSettings.host),

@@ -12,10 +12,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from llm.chat import Completion, cut_paragraphs
+from contracts.messages import Usage
+from contracts.text import cut_paragraphs
+from llm.chat import Completion, ModelProfile
 from llm.errors import ModelRejected, ModelUnavailable
 from llm.script_mask import ThaiMask, thai_text_layout
 from llm.token_watch import TokenWatcher
@@ -43,6 +46,10 @@ class LlamaChat:
     at start-up if an event loop is running). Generations run in a worker thread,
     one at a time per instance: concurrent calls queue in arrival order.
     """
+
+    # A small model on this machine's CPU, one generation at a time; it sees images
+    # when a vision projector is loaded.
+    profile = ModelProfile(small=True, one_at_a_time=True)
 
     def __init__(
         self,
@@ -117,7 +124,7 @@ class LlamaChat:
         self.load_seconds = time.perf_counter() - started
         self.model_path = path
         self.name = name or path.stem
-        self.sees_images = handler is not None
+        self.profile = replace(LlamaChat.profile, sees_images=handler is not None)
         self.n_ctx = self._llama.n_ctx()
         self._seed = seed
         self._repeat_penalty = repeat_penalty
@@ -132,7 +139,7 @@ class LlamaChat:
             self.load_seconds,
             self.n_ctx,
             threads,
-            ", vision" if self.sees_images else "",
+            ", vision" if self.profile.sees_images else "",
         )
 
     async def complete(
@@ -193,7 +200,7 @@ class LlamaChat:
             content = message.get("content")
             if isinstance(content, list):
                 has_image = any(part.get("type") == "image_url" for part in content)
-                if has_image and not self.sees_images:
+                if has_image and not self.profile.sees_images:
                     raise ValueError(
                         f"the local model {self.name} cannot see images (it has no vision "
                         "projector): describe the pictures in text instead"
@@ -328,7 +335,9 @@ class LlamaChat:
             output_tokens / elapsed if elapsed > 0 else 0.0,
         )
         return Completion(
-            text=text, input_tokens=input_tokens, output_tokens=output_tokens, model=self.name
+            text=text,
+            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            model=self.name,
         )
 
     def _value_error(self, err: ValueError) -> Exception:

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import PurePath
 from typing import Any
 
-from llm.chat import Completion
+from llm.chat import Completion, ModelProfile
 from llm.errors import ModelUnavailable
 from llm.openai_chat import OpenAIChat, build_openai_client
 from llm.script_mask import THAI_LINE_CHARACTERS, THAI_OPENING_CHARACTERS, thai_text_layout
@@ -87,6 +87,10 @@ def sampling_fields(script: str | None, max_paragraphs: int | None) -> dict[str,
 class LlamaServerChat(OpenAIChat):
     """OpenAIChat for a llama-server: grammar-constrained script and line count."""
 
+    # The offline default's small model, decoding concurrent calls together (slots); it
+    # sees images when the server says so (build_llama_server_chat).
+    profile = ModelProfile(small=True)
+
     def _extra_body(self, script: str | None, max_paragraphs: int | None) -> dict[str, Any] | None:
         return sampling_fields(script, max_paragraphs)
 
@@ -148,12 +152,14 @@ def build_llama_server_chat(base_url: str, *, timeout: float, wait: float) -> Ll
         max_retries=0,
     )
     chat = LlamaServerChat(client, name, max_tokens_field="max_tokens")
-    chat.sees_images = bool((props.get("modalities") or {}).get("vision"))
+    chat.profile = replace(
+        LlamaServerChat.profile, sees_images=bool((props.get("modalities") or {}).get("vision"))
+    )
     log.info(
         "local engine at %s: %s, %s slots%s",
         url,
         name,
         props.get("total_slots", "?"),
-        ", vision" if chat.sees_images else "",
+        ", vision" if chat.profile.sees_images else "",
     )
     return chat

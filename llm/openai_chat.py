@@ -19,7 +19,9 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from bus import tracing
-from llm.chat import Completion, cut_paragraphs
+from contracts.messages import Usage
+from contracts.text import cut_paragraphs
+from llm.chat import Completion, ModelProfile
 from llm.errors import ModelError, ModelRejected, ModelUnavailable, RateLimited
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,9 @@ def _redact(text: str, api_key: str) -> str:
 class OpenAIChat:
     """ChatModel that calls Chat Completions through an injected `openai.AsyncOpenAI` client."""
 
+    # A capable remote model: Chat Completions models take image_url parts.
+    profile = ModelProfile(sees_images=True)
+
     def __init__(
         self,
         client: openai.AsyncOpenAI,
@@ -113,7 +118,6 @@ class OpenAIChat:
         self.model = model
         self.name = name or model
         self._max_tokens_field = max_tokens_field
-        self.sees_images = True  # Chat Completions models take image_url parts
 
     async def complete(
         self,
@@ -150,8 +154,8 @@ class OpenAIChat:
             span.set_attributes(
                 {
                     "gen_ai.response.model": completion.model,
-                    "gen_ai.usage.input_tokens": completion.input_tokens,
-                    "gen_ai.usage.output_tokens": completion.output_tokens,
+                    "gen_ai.usage.input_tokens": completion.usage.input_tokens,
+                    "gen_ai.usage.output_tokens": completion.usage.output_tokens,
                 }
             )
             return completion
@@ -321,8 +325,7 @@ class OpenAIChat:
             output_tokens = int(getattr(usage, "completion_tokens", None) or 0)
         return Completion(
             text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
             model=str(getattr(response, "model", None) or self.model),
         )
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bus.settings import Env, SettingsError
-from llm.chat import ChatModel
-from llm.llama_server import build_llama_server_chat
+from llm.chat import ChatModel, ModelProfile
+from llm.llama_server import LlamaServerChat, build_llama_server_chat
 from llm.openai_chat import OpenAIChat, build_openai_client
+
+if TYPE_CHECKING:
+    from llm.llama_chat import LlamaChat
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 PROVIDERS = ("openai", "local")
@@ -38,10 +42,28 @@ class ModelSettings:
     local_server: str | None = None  # a llama-server's URL; None: llama.cpp in process
 
     @property
+    def backend(self) -> type[OpenAIChat | LlamaServerChat | LlamaChat]:
+        """The ChatModel class these settings build (see build_chat)."""
+        if self.provider == "openai":
+            return OpenAIChat
+        if self.local_server:
+            return LlamaServerChat
+        # Imported here: the OpenAI path must not pay for llama.cpp.
+        from llm.llama_chat import LlamaChat
+
+        return LlamaChat
+
+    @property
+    def profile(self) -> ModelProfile:
+        """What the backend these settings build declares its model to be, known before
+        it is built (whether it sees images, only once it is)."""
+        return self.backend.profile
+
+    @property
     def queues_calls(self) -> bool:
         """True when calls run one at a time (llama.cpp in this process), so sending
         several at once only queues them."""
-        return self.provider == "local" and not self.local_server
+        return self.profile.one_at_a_time
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -86,7 +108,8 @@ def model_settings(env: Mapping[str, str], model_variable: str) -> ModelSettings
 def build_chat(settings: ModelSettings) -> ChatModel:
     """The chat model the settings describe. Local models load here (seconds): call it
     from a thread when an event loop is running. Raises llm.errors.ModelUnavailable."""
-    if settings.provider == "openai":
+    backend = settings.backend
+    if backend is OpenAIChat:
         client = build_openai_client(
             api_key=settings.api_key,
             base_url=settings.base_url,
@@ -94,7 +117,7 @@ def build_chat(settings: ModelSettings) -> ChatModel:
             max_retries=settings.max_retries,
         )
         return OpenAIChat(client, settings.model)
-    if settings.local_server:
+    if backend is LlamaServerChat and settings.local_server:  # (always set for it)
         # The request's deadline bounds a generation; this only catches a hung engine.
         return build_llama_server_chat(
             settings.local_server, timeout=LOCAL_SERVER_TIMEOUT, wait=LOCAL_SERVER_WAIT

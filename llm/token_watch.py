@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llm.chat import paragraph_cut
+from contracts.text import paragraph_cut
 from llm.script_mask import ThaiMask
 
 # A generation that repeats the same run of tokens this many times in a row, over at

@@ -25,23 +25,23 @@ class Settings:
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the environment (see README for each variable).
+    """Settings from the environment (see docs/configuration.md for each variable).
 
     Raises bus.settings.SettingsError for a value the service cannot run with.
     """
     read = Env(env)
     model = model_settings(env, "IMGSTORY_STORY_MODEL")
-    # The offline model writes a shorter story by default: on two CPU cores each word
-    # costs time, and the seed asks for a short story.
-    local = model.provider == "local"
-    words = _words(read, LOCAL_WORDS if local else WORDS)
+    # A small model (the offline default) writes a shorter story by default: on two CPU
+    # cores each word costs time, and the seed asks for a short story.
+    small = model.profile.small
+    words = _words(read, LOCAL_WORDS if small else WORDS)
     return Settings(
         nats_url=read.text("NATS_URL", Settings.nats_url),
         model=model,
         image_detail=read.choice("IMGSTORY_IMAGE_DETAIL", Settings.image_detail, DETAILS),
         max_tokens=read.integer(
             "IMGSTORY_STORY_MAX_TOKENS",
-            LOCAL_MAX_TOKENS if local else Settings.max_tokens,
+            LOCAL_MAX_TOKENS if small else Settings.max_tokens,
             minimum=1,
         ),
         words=words,

@@ -19,7 +19,15 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from contracts.messages import SENTENCE_ENDINGS, is_title
+from contracts.text import (
+    PARAGRAPH_BREAK,
+    SENTENCE_ENDINGS,
+    SENTENCE_GAP,
+    is_title,
+    join_paragraphs,
+    sentences,
+    split_paragraphs,
+)
 
 
 class Problem(StrEnum):
@@ -43,7 +51,6 @@ _NGRAM = 6
 
 _TAG = re.compile(r"</?(story|transcript|style_guidance|title)>", re.IGNORECASE)
 _STORY_BLOCK = re.compile(r"<story>(.*?)(?:</story>|$)", re.IGNORECASE | re.DOTALL)
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 # Markdown, line by line.
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -143,7 +150,6 @@ _BARE_PREAMBLE = re.compile(
     r"^\s*(?:sure|certainly|of\s+course|absolutely)[!,.]?\s*$", re.IGNORECASE
 )
 
-_SENTENCE_GAP = re.compile(r"[.!?…][\"”’')\]]*\s+")
 _WORD = re.compile(r"\w+")
 
 
@@ -209,9 +215,10 @@ def repair_paragraphs(text: str, found: set[Problem] | None = None) -> str:
 
 def _repair(text: str, findings: _Findings) -> str:
     paragraphs: list[str] = []
-    for block in _PARAGRAPH_BREAK.split(text):
+    # Raw blocks: a paragraph's lines are repaired before they are stripped.
+    for block in PARAGRAPH_BREAK.split(text):
         paragraphs.extend(_repair_paragraph(block, findings))
-    return "\n\n".join(paragraphs)
+    return join_paragraphs(paragraphs)
 
 
 def _repair_paragraph(block: str, findings: _Findings) -> list[str]:
@@ -303,7 +310,7 @@ def _repair_line(raw: str, findings: _Findings) -> tuple[str, bool]:
     line = _drop_meta(line, problems)
     if _SHEET_TALK.search(line):
         problems.add(Problem.ECHO)
-        line = " ".join(s for s in _sentences(line) if not _SHEET_TALK.search(s))
+        line = " ".join(s for s in sentences(line) if not _SHEET_TALK.search(s))
     if line != raw:
         line = re.sub(r"[ \t]{2,}", " ", line).strip()
     return (line, title and bool(line)) if line.strip() else ("", False)
@@ -327,19 +334,13 @@ def _drop_stage_directions(line: str, problems: set[Problem]) -> str:
             return line
 
 
-def _sentences(line: str) -> list[str]:
-    starts = [0, *(gap.end() for gap in _SENTENCE_GAP.finditer(line))]
-    ends = [*starts[1:], len(line)]
-    return [line[start:end].strip() for start, end in zip(starts, ends, strict=True)]
-
-
 def _drop_meta(line: str, problems: set[Problem]) -> str:
     """The line without comments about the story: the whole line, or its last sentences."""
     while line:
         if _META.match(line):
             problems.add(Problem.META)
             return ""
-        gaps = list(_SENTENCE_GAP.finditer(line))
+        gaps = list(SENTENCE_GAP.finditer(line))
         if not gaps or not _META.match(line[gaps[-1].end() :]):
             return line
         problems.add(Problem.META)
@@ -361,7 +362,7 @@ def _drop_echo(text: str, source: str, problems: set[Problem]) -> str:
     if not known:
         return text
     paragraphs = []
-    for paragraph in text.split("\n\n"):
+    for paragraph in split_paragraphs(text):
         kept = []
         for line in paragraph.split("\n"):
             words = _words(line)
@@ -370,28 +371,27 @@ def _drop_echo(text: str, source: str, problems: set[Problem]) -> str:
                 problems.add(Problem.ECHO)
             else:
                 kept.append(line)
-        if kept:
-            paragraphs.append("\n".join(kept))
-    return "\n\n".join(paragraphs)
+        paragraphs.append("\n".join(kept))
+    return join_paragraphs(paragraphs)
 
 
 def _trim_cut_off_end(text: str, problems: set[Problem]) -> str:
     """Without a last sentence the model did not finish (it ran out of tokens)."""
-    paragraphs = text.split("\n\n")
+    paragraphs = split_paragraphs(text)
     last = paragraphs[-1].rstrip()
     if (
         last.endswith(SENTENCE_ENDINGS)
         or last.lower().strip(" .!") == "the end"
-        or (len(paragraphs) == 1 and not _SENTENCE_GAP.search(last))  # judged as not prose
+        or (len(paragraphs) == 1 and not SENTENCE_GAP.search(last))  # judged as not prose
     ):
         return text
     problems.add(Problem.TRUNCATED)
-    gaps = list(_SENTENCE_GAP.finditer(last))
+    gaps = list(SENTENCE_GAP.finditer(last))
     if gaps:
         paragraphs[-1] = last[: gaps[-1].end()].rstrip()
     else:
         paragraphs.pop()
-    return "\n\n".join(paragraphs)
+    return join_paragraphs(paragraphs)
 
 
 def review(text: str, source: str = "") -> Review:
@@ -419,9 +419,9 @@ def review(text: str, source: str = "") -> Review:
     elif kept < MIN_KEPT_SHARE * before:
         unresolved |= found - {Problem.MARKDOWN}
     if kept:
-        paragraphs = text.split("\n\n")
+        paragraphs = split_paragraphs(text)
         body = paragraphs[1:] if len(paragraphs) > 1 and is_title(paragraphs[0]) else paragraphs
-        if not any(_SENTENCE_GAP.search(p + " ") for p in body):
+        if not any(SENTENCE_GAP.search(p + " ") for p in body):
             unresolved.add(Problem.NOT_PROSE)
         if findings.bullets * 2 > findings.lines:
             unresolved.add(Problem.NOT_PROSE)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from contracts.messages import PARAGRAPH_BREAK, split_paragraphs
+from contracts.text import PARAGRAPH_BREAK, split_paragraphs
 
 
 class ParagraphCutter:
     """Hears the story a piece at a time and hands on each paragraph once it is finished.
 
     A paragraph is finished when a blank line follows it; ``close`` hands on the last
-    one. Numbering and splitting follow ``contracts.messages.split_paragraphs``, so
+    one. Numbering and splitting follow ``contracts.text.split_paragraphs``, so
     the caller can check what it heard against the final text. ``tidy`` cleans each
     paragraph as the final story is cleaned (a paragraph it empties is skipped).
     """

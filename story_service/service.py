@@ -11,7 +11,7 @@ from nats.js.object_store import ObjectStore
 from bus import blobs
 from bus.reporter import Reporter
 from bus.server import Server
-from contracts.messages import FailureCode, Frame, Stage, StoryWritten, Usage, WriteStory
+from contracts.messages import FailureCode, Frame, Stage, StoryWritten, WriteStory
 from contracts.subjects import INLINE_FRAMES, SEES_IMAGES, STORY, WRITE_STORY
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
@@ -90,9 +90,11 @@ class StoryWriter:
         )
         if cutter is not None:
             cutter.close()
-        usage = Usage(input_tokens=story.input_tokens, output_tokens=story.output_tokens)
         return StoryWritten(
-            text=story.text, usage=usage, model=story.model, saw_pictures=self.chat.sees_images
+            text=story.text,
+            usage=story.usage,
+            model=story.model,
+            saw_pictures=self.chat.profile.sees_images,
         )
 
 
@@ -104,7 +106,7 @@ async def start_service(nc: Client, settings: Settings, chat: ChatModel | None =
     writer = StoryWriter(nc, chat, store, settings)
     # The gateway reads this to decide whether scene facts are worth measuring.
     capabilities = {
-        SEES_IMAGES: "true" if chat.sees_images else "false",
+        SEES_IMAGES: "true" if chat.profile.sees_images else "false",
         INLINE_FRAMES: "true",
     }
     server = await Server.start(nc, STORY, metadata=capabilities)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from contracts.messages import SceneFacts
-from llm.chat import ChatModel, Completion, room_for_another
+from llm.chat import ChatModel, Completion
 from llm.errors import ModelUnavailable
+from llm.second_try import Attempt, second_try
 from story_service.guards import Problem, Review, repair_paragraphs, review, story_block, strip_tags
 from story_service.scene import SheetPicture, format_clock, scene_sheet
 
@@ -260,77 +260,77 @@ async def write_story(
     A model that sees images gets the pictures; a text-only one gets the scene sheet.
     The answer is reviewed (``guards.review``): what can be repaired is; an answer
     still not a story is asked for once more with a corrective note, and the better of
-    the two is kept. The usage counts every call. ``on_text`` hears each piece of the
-    first answer as it is generated (possibly from a worker thread); ``on_retry`` hears
-    that the first answer is being replaced. With a `deadline` (a `time.time()`
-    instant) there is no second call that could not finish in time: the first answer
-    is kept, repaired as far as it can be. Raises ValueError when there are no frames
-    or `detail` is invalid, ModelUnavailable when nothing usable is left of the
-    answers; the model's errors (llm.errors.ModelError subclasses)
+    the two is kept (``llm.second_try``). The usage counts every call. ``on_text`` hears
+    each piece of the first answer as it is generated (possibly from a worker thread);
+    ``on_retry`` hears that the first answer is being replaced. With a `deadline` (a
+    `time.time()` instant) there is no second call that could not finish in time: the
+    first answer is kept, repaired as far as it can be. Raises ValueError when there
+    are no frames or `detail` is invalid, ModelUnavailable when nothing usable is left
+    of the answers; the model's errors (llm.errors.ModelError subclasses)
     propagate unchanged.
     """
-    if chat.sees_images:
+    if chat.profile.sees_images:
         messages = build_story_messages(frames, prompt, video, detail, words=words)
     else:
         messages = build_sheet_messages(frames, prompt, video, words=words)
     source = prompt_source(messages)
-    started = time.monotonic()
-    completion = await chat.complete(
-        messages, max_tokens=max_tokens, temperature=temperature, on_text=on_text
-    )
-    verdict = review(completion.text, source)
-    if not verdict.usable and not room_for_another(deadline, time.monotonic() - started):
-        log.warning(
-            "the story from %s is not clean (%s) and there is no time to ask again: "
-            "keeping it as repaired",
-            completion.model,
-            ", ".join(sorted(verdict.unresolved)),
-        )
-    elif not verdict.usable:
+
+    async def ask_again(first: Attempt[Review]) -> Completion:
         log.info(
             "the story from %s is not usable (%s): asking once more",
-            completion.model,
-            ", ".join(sorted(verdict.unresolved)),
+            first.completion.model,
+            ", ".join(sorted(first.verdict.unresolved)),
         )
         if on_retry is not None:
             on_retry()
-        again = await chat.complete(
-            [*messages, correction(verdict.unresolved)],
+        return await chat.complete(
+            [*messages, correction(first.verdict.unresolved)],
             max_tokens=max_tokens,
             temperature=temperature,
         )
-        second = review(again.text, source)
-        if not second.usable:
-            log.warning(
-                "the story from %s is still not clean after a second try (%s): keeping the "
-                "better answer",
-                again.model,
-                ", ".join(sorted(second.unresolved)),
-            )
-        if second.usable or _better(second, verdict):
-            verdict = second
-        completion = Completion(
-            text=completion.text,
-            input_tokens=completion.input_tokens + again.input_tokens,
-            output_tokens=completion.output_tokens + again.output_tokens,
-            model=again.model,
+
+    outcome = await second_try(
+        lambda: chat.complete(
+            messages, max_tokens=max_tokens, temperature=temperature, on_text=on_text
+        ),
+        lambda answer: review(answer.text, source),
+        lambda verdict: verdict.usable,
+        ask_again,
+        _better,
+        deadline=deadline,
+    )
+    first, second, verdict = outcome.first, outcome.second, outcome.kept.verdict
+    if outcome.out_of_time:
+        log.warning(
+            "the story from %s is not clean (%s) and there is no time to ask again: "
+            "keeping it as repaired",
+            first.completion.model,
+            ", ".join(sorted(first.verdict.unresolved)),
         )
-    elif verdict.found:
-        log.info("story from %s repaired: %s", completion.model, ", ".join(sorted(verdict.found)))
+    elif second is not None and not second.verdict.usable:
+        log.warning(
+            "the story from %s is still not clean after a second try (%s): keeping the "
+            "better answer",
+            second.completion.model,
+            ", ".join(sorted(second.verdict.unresolved)),
+        )
+    elif second is None and verdict.found:
+        log.info("story from %s repaired: %s", outcome.model, ", ".join(sorted(verdict.found)))
     if not verdict.text:
         # Nothing a reader could use: the model's failure, so the caller's 503.
-        raise ModelUnavailable(f"the model {completion.model} wrote no usable story")
+        raise ModelUnavailable(f"the model {outcome.model} wrote no usable story")
     log.info(
         "story written by %s from %d pictures: %d input and %d output tokens",
-        completion.model,
+        outcome.model,
         len(frames),
-        completion.input_tokens,
-        completion.output_tokens,
+        outcome.usage.input_tokens,
+        outcome.usage.output_tokens,
     )
-    return replace(completion, text=verdict.text)
+    return Completion(text=verdict.text, usage=outcome.usage, model=outcome.model)
 
 
 def _better(candidate: Review, than: Review) -> bool:
-    """More words left after repair (the garbage is gone, so they are story); a tie
-    keeps the first answer, which was already streamed (and translated)."""
-    return candidate.words > than.words
+    """A usable second answer, or one with more words left after repair (the garbage is
+    gone, so they are story); a tie keeps the first answer, which was already streamed
+    (and translated)."""
+    return candidate.usable or candidate.words > than.words

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bus.settings import SettingsError
-from contracts.messages import split_paragraphs
+from contracts.text import split_paragraphs
 from llm import engine
 from llm.engine import EngineSettings
 from llm.llama_server import (
@@ -112,11 +112,11 @@ async def test_the_engine_is_built_from_settings_and_counts_real_tokens(gemma_en
         build_chat, ModelSettings(provider="local", local_server=gemma_engine)
     )
     assert isinstance(chat, LlamaServerChat)
-    assert chat.name == "gemma-3-270m-q4_k_m" and chat.sees_images is False
+    assert chat.name == "gemma-3-270m-q4_k_m" and chat.profile.sees_images is False
 
     result = await chat.complete(STORY_REQUEST, max_tokens=16, temperature=0.0)
 
-    assert result.input_tokens > 0 and 0 < result.output_tokens <= 16
+    assert result.usage.input_tokens > 0 and 0 < result.usage.output_tokens <= 16
     assert result.model and result.text.strip()
 
 
@@ -144,7 +144,7 @@ async def test_the_engine_ends_the_answer_at_the_paragraph_limit(qwen_engine: st
     assert len(split_paragraphs(unbounded.text)) > 1
     assert len(split_paragraphs(bounded.text)) == 1
     # The server stopped there, so its token count is of what was written, not cut.
-    assert bounded.output_tokens < unbounded.output_tokens
+    assert bounded.usage.output_tokens < unbounded.usage.output_tokens
 
 
 SENTENCE = "the old grey cat sat on the warm mat by the door."

@@ -238,7 +238,7 @@ async def test_an_unfaithful_answer_is_translated_again_on_its_own(
     result = await translate_to_thai(chat, LAMP, context=CONTEXT)
 
     assert (result.text, result.attempts, result.problems) == (LAMP_THAI, 2, ())
-    assert (result.input_tokens, result.output_tokens) == (180, 110)
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (180, 110)
     first, second = fake.requests
     assert "<context>" in first.text
     # On its own: no earlier paragraphs this time, told what was wrong.

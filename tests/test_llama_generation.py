@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from contracts.messages import split_paragraphs
+from contracts.text import split_paragraphs
 from llm.errors import ModelRejected
 from llm.llama_chat import LlamaChat
 from llm.script_mask import thai_text_layout
@@ -38,8 +38,8 @@ async def test_english_answer_has_real_token_counts(qwen: LlamaChat) -> None:
 
     assert result.text.strip()
     assert sum(ch.isascii() and ch.isalpha() for ch in result.text) > 5
-    assert 20 < result.input_tokens < 80  # the chat template's tokens plus ours
-    assert 0 < result.output_tokens <= 24
+    assert 20 < result.usage.input_tokens < 80  # the chat template's tokens plus ours
+    assert 0 < result.usage.output_tokens <= 24
     assert result.model == qwen.name == "qwen2.5-coder-1.5b-instruct-q4_k_m"
 
 
@@ -51,7 +51,7 @@ async def test_thai_script_keeps_the_answer_in_thai(qwen: LlamaChat) -> None:
     result = await qwen.complete(messages, max_tokens=40, temperature=0.2, script="thai")
 
     assert thai_share(result.text) >= 0.95
-    assert 0 < result.output_tokens <= 40
+    assert 0 < result.usage.output_tokens <= 40
 
 
 async def test_a_story_translates_into_thai_with_the_local_model(qwen: LlamaChat) -> None:
@@ -63,7 +63,7 @@ async def test_a_story_translates_into_thai_with_the_local_model(qwen: LlamaChat
     # Never more than once more, and a doubt is kept only after that second try.
     assert result.attempts <= 2
     assert not result.problems or result.attempts == 2
-    assert result.input_tokens > 0 and result.output_tokens > 0
+    assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
     assert len(result.text) > len(STORY) / 3
 
 
@@ -93,7 +93,7 @@ async def test_concurrent_calls_run_one_after_the_other(gemma: LlamaChat) -> Non
     first, second = await asyncio.gather(ask("a"), ask("b"))
 
     assert first.text and second.text
-    assert 0 < first.output_tokens <= 12 and 0 < second.output_tokens <= 12
+    assert 0 < first.usage.output_tokens <= 12 and 0 < second.usage.output_tokens <= 12
     a, b = spans["a"], spans["b"]
     assert a and b
     assert max(a) < min(b) or max(b) < min(a), "two generations overlapped"
@@ -175,6 +175,6 @@ async def test_generation_stops_where_a_paragraph_past_the_limit_begins(
     assert len(split_paragraphs(unbounded.text)) > 1
     assert len(split_paragraphs(bounded.text)) == 1
     # Stopped there, not generated to the limit and cut afterwards.
-    assert bounded.output_tokens < unbounded.output_tokens
+    assert bounded.usage.output_tokens < unbounded.usage.output_tokens
     # What was streamed began the second paragraph and no more.
     assert "".join(pieces).startswith(bounded.text)

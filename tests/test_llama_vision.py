@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 async def test_pictures_need_a_vision_projector(qwen: LlamaChat) -> None:
-    assert qwen.sees_images is False
+    assert qwen.profile.sees_images is False
     messages = [
         {
             "role": "user",
@@ -120,7 +120,7 @@ def story_request(images: list[str]) -> list[dict]:
 
 
 async def test_pictures_reach_a_model_with_a_projector(seeing_qwen: LlamaChat) -> None:
-    assert seeing_qwen.sees_images is True
+    assert seeing_qwen.profile.sees_images is True
     without = [{**message} for message in story_request([])]
 
     seen = await seeing_qwen.complete(
@@ -130,9 +130,9 @@ async def test_pictures_reach_a_model_with_a_projector(seeing_qwen: LlamaChat) -
     )
     blind = await seeing_qwen.complete(without, max_tokens=4, temperature=0.0)
 
-    assert seen.text and 0 < seen.output_tokens <= 4
+    assert seen.text and 0 < seen.usage.output_tokens <= 4
     # Each picture became IMAGE_TOKENS embeddings from the projector, plus its label line.
-    extra = seen.input_tokens - blind.input_tokens
+    extra = seen.usage.input_tokens - blind.usage.input_tokens
     assert 2 * IMAGE_TOKENS <= extra <= 2 * IMAGE_TOKENS + 16
 
 

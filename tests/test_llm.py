@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from contracts.messages import Usage
 from devstack.fake_answers import IMAGE_TOKENS, Delay, Raw, Reply, Status
 from devstack.fake_openai import FakeOpenAI
 from devstack.processes import free_port
@@ -42,9 +43,7 @@ async def test_reply_and_usage_pass_through(fake: FakeOpenAI, make_client: Clien
 
     result = await chat.complete(HELLO, max_tokens=50, temperature=0.2)
 
-    assert result == Completion(
-        text="Hello there, traveller.", input_tokens=12, output_tokens=4, model=MODEL
-    )
+    assert result == Completion(text="Hello there, traveller.", usage=Usage(12, 4), model=MODEL)
     [request] = fake.requests
     assert request["model"] == MODEL
     assert request["messages"] == HELLO
@@ -71,8 +70,8 @@ async def test_default_usage_is_counted_from_the_request(
     )
 
     assert "story about 2 pictures" in result.text
-    assert result.input_tokens == 3 + 3 + 2 * IMAGE_TOKENS
-    assert result.output_tokens == len(result.text.split())
+    assert result.usage.input_tokens == 3 + 3 + 2 * IMAGE_TOKENS
+    assert result.usage.output_tokens == len(result.text.split())
 
 
 async def test_max_tokens_field_can_be_the_older_name(
@@ -267,7 +266,7 @@ async def test_missing_usage_counts_zero_and_warns(
             HELLO, max_tokens=10, temperature=0.0
         )
 
-    assert (result.text, result.input_tokens, result.output_tokens) == (
+    assert (result.text, result.usage.input_tokens, result.usage.output_tokens) == (
         "No usage from this server.",
         0,
         0,
@@ -321,7 +320,7 @@ async def test_minimal_server_answer_is_accepted(
     # Some OpenAI-compatible servers send only the bare minimum.
     fake.script(Raw('{"choices": [{"message": {"content": "Hi."}}]}'))
     result = await OpenAIChat(make_client(), MODEL).complete(HELLO, max_tokens=10, temperature=0.0)
-    assert result == Completion(text="Hi.", input_tokens=0, output_tokens=0, model=MODEL)
+    assert result == Completion(text="Hi.", usage=Usage(0, 0), model=MODEL)
 
 
 def test_retry_after_parsing() -> None:

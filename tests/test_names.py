@@ -79,11 +79,11 @@ async def test_each_name_is_spelt_once_and_kept(fake: FakeOpenAI, chat: OpenAICh
     again = await speller.spell(["Tom Baker"])
 
     assert first.spellings == {"Mara": MARA, "Tom Baker": TOM_BAKER}
-    assert (first.input_tokens, first.output_tokens) == spelling_tokens(fake)
-    assert first.input_tokens > 0
+    assert (first.usage.input_tokens, first.usage.output_tokens) == spelling_tokens(fake)
+    assert first.usage.input_tokens > 0
     # Kept: no call, no tokens the second time.
     assert again.spellings == {"Tom Baker": TOM_BAKER}
-    assert (again.input_tokens, again.output_tokens) == (0, 0)
+    assert (again.usage.input_tokens, again.usage.output_tokens) == (0, 0)
     assert sorted(r.messages[-1]["content"] for r in fake.requests) == ["Mara", "Tom Baker"]
     assert all(r["temperature"] == 0.0 for r in fake.requests)
 
@@ -145,7 +145,10 @@ async def test_the_spelling_is_asked_for_checked_and_its_tokens_counted(
 
     assert (result.text, result.attempts, result.problems) == (GOOD, 2, ())
     spent_in, spent_out = spelling_tokens(fake)
-    assert (result.input_tokens, result.output_tokens) == (220 + spent_in, 100 + spent_out)
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (
+        220 + spent_in,
+        100 + spent_out,
+    )
     first, second = fake.requests[2:]
     instruction = spelling_instruction({"Mara": MARA, "Tom Baker": TOM_BAKER})
     assert instruction in first.messages[0]["content"]

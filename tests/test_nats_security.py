@@ -468,7 +468,7 @@ async def test_with_tls_on_a_process_connects_through_nats_tls_ca(
     ca, cert, key = _certificates(tmp_path)
     env = dict(os.environ)
     env.update({PASSWORD_VARIABLES[user]: password for user, password in PASSWORDS.items()})
-    # TLS switched on as the README says: the server's certificate and key.
+    # TLS switched on as docs/operating.md says: the server's certificate and key.
     tls = ("--tlscert", str(cert), "--tlskey", str(key))
     server = NatsServer(tmp_path / "nats", config=CONFIG, env=env, args=tls).start()
     try:

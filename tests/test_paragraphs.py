@@ -14,13 +14,11 @@ from contracts.messages import (
     Translated,
     TranslationContext,
     Usage,
-    is_title,
-    split_paragraphs,
 )
+from contracts.text import is_title, names_in, split_paragraphs
 from gateway.thai import StoryTranslation
 from story_service.paragraphs import ParagraphCutter
 from story_service.story import tidy_paragraphs, tidy_story
-from translation_service.names import names_in
 from translation_service.translate import build_translation_messages
 
 STORY = (

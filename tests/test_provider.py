@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llm.chat import ModelProfile
 from llm.openai_chat import OpenAIChat
 from llm.provider import build_chat, model_settings
 
@@ -42,4 +43,14 @@ def test_unknown_provider_and_mmproj_without_model_are_refused():
 def test_compatible_server_without_a_key_builds_an_openai_client():
     settings = model_settings({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, "IMGSTORY_STORY_MODEL")
     chat = build_chat(settings)
-    assert isinstance(chat, OpenAIChat) and chat.sees_images
+    assert isinstance(chat, OpenAIChat) and chat.profile.sees_images
+
+
+def test_each_backend_declares_what_its_model_is() -> None:
+    remote = model_settings({"OPENAI_API_KEY": "sk-x"}, "X")
+    served = model_settings({"IMGSTORY_LOCAL_SERVER_URL": "http://e:8081/v1"}, "X")
+    in_process = model_settings({}, "X")
+    assert build_chat(remote).profile == remote.profile == ModelProfile(sees_images=True)
+    # Whether a local model sees images is read from it once it is loaded.
+    assert served.profile == ModelProfile(small=True)
+    assert in_process.profile == ModelProfile(small=True, one_at_a_time=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from contracts.messages import Label, SceneFacts
+from contracts.messages import Label, SceneFacts, Usage
 from devstack.fake_answers import IMAGE_TOKENS, Reply, Status, count_prompt_tokens
 from devstack.fake_openai import FakeOpenAI
 from llm import Completion, OpenAIChat, RateLimited
@@ -185,9 +185,9 @@ async def test_write_story_sends_the_pictures_and_returns_usage(
     assert "story about 3 pictures" in story.text
     assert story.text == story.text.strip()
     assert story.model == MODEL
-    assert story.input_tokens == count_prompt_tokens(request.messages)
-    assert story.input_tokens > 3 * IMAGE_TOKENS
-    assert story.output_tokens == len(story.text.split())
+    assert story.usage.input_tokens == count_prompt_tokens(request.messages)
+    assert story.usage.input_tokens > 3 * IMAGE_TOKENS
+    assert story.usage.output_tokens == len(story.text.split())
 
 
 async def test_write_story_passes_usage_and_settings_through(
@@ -204,7 +204,7 @@ async def test_write_story_passes_usage_and_settings_through(
     )
 
     assert story == Completion(
-        text="The Red Door\n\nOnce upon a time.", input_tokens=1234, output_tokens=56, model=MODEL
+        text="The Red Door\n\nOnce upon a time.", usage=Usage(1234, 56), model=MODEL
     )
     [request] = fake.requests
     assert request["max_completion_tokens"] == 300

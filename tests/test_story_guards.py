@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.messages import split_paragraphs
+from contracts.text import join_paragraphs, split_paragraphs
 from devstack.fake_answers import Reply, default_answer, wants_thai
 from devstack.fake_openai import FakeOpenAI
 from llm import ModelUnavailable, OpenAIChat
@@ -85,6 +85,25 @@ def test_the_fakes_default_story_is_clean() -> None:
         assert review(story).text == story and not review(story).found
 
 
+@pytest.mark.parametrize("bad", BAD, ids=lambda bad: bad.name)
+def test_a_reviewed_story_is_written_as_the_text_model_writes_paragraphs(bad: Bad) -> None:
+    text = review(bad.raw, SOURCE).text
+    assert join_paragraphs(split_paragraphs(text)) == text
+
+
+def test_a_paragraph_whose_echo_is_dropped_is_stripped_like_any_other() -> None:
+    source = "Write a short, vivid, creative story inspired by these pictures."
+    story = (
+        "The Walk\n\nWrite a short, vivid, creative story inspired by these pictures.\n"
+        "   Mara walked home in the rain. She smiled at Tom. \n\nThe end."
+    )
+    verdict = review(story, source)
+    assert (
+        verdict.text == "The Walk\n\nMara walked home in the rain. She smiled at Tom.\n\nThe end."
+    )
+    assert Problem.ECHO in verdict.found
+
+
 CLEAN_PARAGRAPHS = [p for story in CLEAN for p in split_paragraphs(story) if p.endswith(".")]
 
 
@@ -139,7 +158,7 @@ async def test_a_garbage_answer_is_asked_for_once_more_with_a_note(
     )
 
     assert story.text == GOOD  # the second answer, repaired
-    assert (story.input_tokens, story.output_tokens) == (640, 270)
+    assert (story.usage.input_tokens, story.usage.output_tokens) == (640, 270)
     assert len(retries) == 1
     first, second = fake.requests
     assert second.messages[: len(first.messages)] == first.messages
@@ -159,7 +178,7 @@ async def test_a_good_answer_costs_one_call(fake: FakeOpenAI, chat: OpenAIChat) 
     story = await write_story(chat, FRAMES, None, None, on_retry=lambda: retries.append(None))
 
     assert story.text == GOOD
-    assert (story.input_tokens, story.output_tokens) == (300, 150)
+    assert (story.usage.input_tokens, story.usage.output_tokens) == (300, 150)
     assert len(fake.requests) == 1 and retries == []
 
 
@@ -189,7 +208,7 @@ async def test_two_garbage_answers_keep_the_better_and_warn(
 
     assert len(fake.requests) == 2
     assert fake.pending == 1
-    assert (story.input_tokens, story.output_tokens) == (640, 204)
+    assert (story.usage.input_tokens, story.usage.output_tokens) == (640, 204)
     # Both fail; the second has more words left (the first only a title): it is kept.
     assert story.text == "Copper Evening\n\nLena drank her espresso."
     assert any("still not clean" in record.getMessage() for record in caplog.records)

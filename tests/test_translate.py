@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from contracts.messages import Translate, TranslationContext
+from contracts.messages import Translate, TranslationContext, Usage
+from contracts.text import cut_paragraphs
 from devstack.fake_answers import (
     THAI_ANSWER,
     Reply,
@@ -17,8 +18,9 @@ from devstack.fake_answers import (
 )
 from devstack.fake_openai import FakeOpenAI
 from llm import ModelUnavailable, OpenAIChat
-from llm.chat import Completion, cut_paragraphs, room_for_another
+from llm.chat import Completion, ModelProfile
 from llm.provider import ModelSettings
+from llm.second_try import room_for_another
 from tests.support.fixtures import ClientFactory
 from translation_service.config import Settings as TranslationSettings
 from translation_service.service import Translator
@@ -77,8 +79,7 @@ async def test_thai_answer_is_accepted_first_time(fake: FakeOpenAI, chat: OpenAI
     [request] = fake.requests
     assert result == Translation(
         text=THAI_ANSWER.strip(),
-        input_tokens=count_prompt_tokens(request.messages),
-        output_tokens=count_completion_tokens(THAI_ANSWER),
+        usage=Usage(count_prompt_tokens(request.messages), count_completion_tokens(THAI_ANSWER)),
         model=MODEL,
         attempts=1,
         thai_share=1.0,
@@ -111,7 +112,7 @@ async def test_english_answer_is_retried_with_a_stricter_instruction(
     result = await translate_to_thai(chat, ENGLISH)
 
     assert (result.text, result.attempts, result.thai_share) == (THAI, 2, 1.0)
-    assert (result.input_tokens, result.output_tokens) == (250, 49)
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (250, 49)
     first, second = fake.requests
     assert second.messages[: len(first.messages)] == first.messages
     assert second.messages[-2] == {
@@ -162,7 +163,7 @@ async def test_two_non_thai_answers_raise_not_thai(fake: FakeOpenAI, chat: OpenA
     error = caught.value
     assert error.thai_share == pytest.approx(5 / 19)  # ทาเรอ against harbourharbour
     assert "26%" in str(error) and "95%" in str(error)
-    assert (error.input_tokens, error.output_tokens) == (30, 9)
+    assert (error.usage.input_tokens, error.usage.output_tokens) == (30, 9)
     assert len(fake.requests) == 2
 
 
@@ -260,14 +261,14 @@ class RecordingChat:
     """A ChatModel that answers in Thai and records the keyword arguments of each call."""
 
     name = "recording"
-    sees_images = False
+    profile = ModelProfile()
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
     async def complete(self, messages, **kwargs) -> Completion:
         self.calls.append(kwargs)
-        return Completion(text=THAI, input_tokens=10, output_tokens=20, model=self.name)
+        return Completion(text=THAI, usage=Usage(10, 20), model=self.name)
 
 
 async def test_thai_script_is_asked_of_the_backend() -> None:
@@ -304,7 +305,9 @@ async def test_only_a_capable_model_is_shown_the_earlier_paragraphs(
     context = TranslationContext(
         title="The Quiet Harbour", before=["Mara came home."], translated=["มาร่ากลับบ้าน"]
     )
-    await Translator(Recording(), settings).translate(
+    chat = Recording()
+    chat.profile = settings.model.profile  # what the provider's backend declares
+    await Translator(chat, settings).translate(
         Translate(request_id="r1", text=ENGLISH, context=context)
     )
 

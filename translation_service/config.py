@@ -21,7 +21,7 @@ class Settings:
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the environment (see README for each variable).
+    """Settings from the environment (see docs/configuration.md for each variable).
 
     Raises bus.settings.SettingsError for a value the service cannot run with.
     """

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
-from contracts.messages import split_paragraphs
+from contracts.text import split_paragraphs
 from translation_service.names import misspelt_names
 
 # Thai characters per English character, both counted without white space and Thai

@@ -18,9 +18,10 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from contracts.messages import is_title, split_paragraphs
+from contracts.messages import Usage
+from contracts.text import story_names
 from llm.chat import ChatModel
 
 log = logging.getLogger(__name__)
@@ -30,61 +31,9 @@ Write the English name the user gives in Thai letters, the way a Thai writer wou
 transliterate it. Answer with the Thai spelling only."""
 # A name of a few words takes a few tokens a syllable; a model that goes on is cut here.
 SPELLING_TOKENS = 24
-# A longer run of capitalised words is a title or a phrase ("The Old Harbour Coffee Shop
-# Company"), not a name: asked to spell one, the local model wrote a Thai sentence.
-MAX_NAME_WORDS = 3
 _KEEP = 4096  # names kept per replica, the least recently used dropped first
 _NOT_THAI = re.compile(r"[^\u0E01-\u0E3A\u0E40-\u0E4E ]")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 _NATIONALITY = re.compile(r"^(?:ภาษา|ชาว)\s*(?=\S)")  # "the language of", "the people of"
-_POSSESSIVE = re.compile(r"['’]s$")
-_FIRST_PERSON = re.compile(r"I(?:['’](?:m|ll|ve|d))?$")  # I, I'm, I'll, I've, I'd
-# A sentence ended, then maybe an opening quote: '"Hello." "It is late."' opens a sentence.
-_SENTENCE_END = re.compile(r"[.!?…][\"”’')]*\s*[\"“‘(]*$")
-
-
-def names_in(texts: Iterable[str]) -> list[str]:
-    """Capitalised words that do not start a sentence (names, mostly), first seen first.
-
-    A run of them ("Old Tom") is one name, ended by a possessive ("Tom's Boat" holds
-    Tom); "I" (and "I'm"...) and words that open a sentence or a line are not counted, since any word is capitalised there.
-    """
-    found: dict[str, None] = {}
-    for text in texts:
-        for line in text.splitlines():
-            run: list[str] = []
-            previous_end = 0
-            for match in _WORD.finditer(line):
-                word = match.group(0)
-                between = line[previous_end : match.start()]
-                opens_sentence = previous_end == 0 or bool(
-                    _SENTENCE_END.search(line[:previous_end] + between)
-                )
-                previous_end = match.end()
-                # "AM", "TV": letters, not a name to spell.
-                capitalised = (
-                    word[0].isupper() and not word.isupper() and not _FIRST_PERSON.match(word)
-                )
-                if capitalised and not opens_sentence and (not run or between == " "):
-                    owner = _POSSESSIVE.sub("", word)
-                    run.append(owner)
-                    if owner != word:  # "Bourdain's Coffee Shop": the name ends at the 's
-                        found.setdefault(" ".join(run), None)
-                        run = []
-                    continue
-                if run:
-                    found.setdefault(" ".join(run), None)
-                run = []
-            if run:
-                found.setdefault(" ".join(run), None)
-    return list(found)
-
-
-def story_names(english: str) -> list[str]:
-    """The names in the paragraphs of `english` that are not a title (every word of a
-    title is capitalised, names or not), of at most MAX_NAME_WORDS words."""
-    found = names_in(p for p in split_paragraphs(english) if not is_title(p))
-    return [name for name in found if len(name.split()) <= MAX_NAME_WORDS]
 
 
 def _squeezed(thai: str) -> str:
@@ -127,8 +76,7 @@ class Spelt:
     """Thai spellings of the names asked for, and the tokens this call spent on them."""
 
     spellings: dict[str, str]
-    input_tokens: int = 0
-    output_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
 
 
 class NameSpeller:
@@ -142,7 +90,7 @@ class NameSpeller:
     def __init__(self, chat: ChatModel, *, keep: int = _KEEP) -> None:
         self._chat = chat
         self._keep = keep
-        self._known: OrderedDict[str, asyncio.Task[tuple[str | None, int, int]]] = OrderedDict()
+        self._known: OrderedDict[str, asyncio.Task[tuple[str | None, Usage]]] = OrderedDict()
 
     async def spell(self, names: Iterable[str]) -> Spelt:
         """The spellings of `names` (a name the model could not spell in Thai letters is
@@ -150,8 +98,8 @@ class NameSpeller:
 
         Raises the model's llm.errors.ModelError subclasses.
         """
-        started: list[asyncio.Task[tuple[str | None, int, int]]] = []
-        waits: dict[str, asyncio.Task[tuple[str | None, int, int]]] = {}
+        started: list[asyncio.Task[tuple[str | None, Usage]]] = []
+        waits: dict[str, asyncio.Task[tuple[str | None, Usage]]] = {}
         for name in dict.fromkeys(names):
             task = self._known.get(name)
             if task is None or (task.done() and (task.cancelled() or task.exception())):
@@ -164,12 +112,11 @@ class NameSpeller:
             waits[name] = task
         results = {name: await asyncio.shield(task) for name, task in waits.items()}
         return Spelt(
-            spellings={name: thai for name, (thai, _, _) in results.items() if thai},
-            input_tokens=sum(task.result()[1] for task in started),
-            output_tokens=sum(task.result()[2] for task in started),
+            spellings={name: thai for name, (thai, _) in results.items() if thai},
+            usage=sum((task.result()[1] for task in started), Usage()),
         )
 
-    async def _ask(self, name: str) -> tuple[str | None, int, int]:
+    async def _ask(self, name: str) -> tuple[str | None, Usage]:
         answer = await self._chat.complete(
             [
                 {"role": "system", "content": SPELL_PROMPT},
@@ -183,4 +130,4 @@ class NameSpeller:
         spelling = _spelling(answer.text)
         if spelling is None:
             log.info("the model gave no Thai spelling for a name: it is not checked")
-        return spelling, answer.input_tokens, answer.output_tokens
+        return spelling, answer.usage

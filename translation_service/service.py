@@ -7,7 +7,7 @@ import asyncio
 from nats.aio.client import Client
 
 from bus.server import Server
-from contracts.messages import FailureCode, Translate, Translated, Usage
+from contracts.messages import FailureCode, Translate, Translated
 from contracts.subjects import BY_PARAGRAPH, TRANSLATE, TRANSLATION
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
@@ -29,7 +29,7 @@ class Translator:
     def __init__(self, chat: ChatModel, settings: Settings) -> None:
         self.chat = chat
         self.settings = settings
-        self.small = settings.model.provider == "local"
+        self.small = chat.profile.small
         # The small model sees no earlier paragraphs, so it is told how each name is spelt.
         self.speller = NameSpeller(chat) if self.small else None
 
@@ -51,9 +51,8 @@ class Translator:
             speller=self.speller,
             explain_retry=not self.small,
         )
-        usage = Usage(input_tokens=thai.input_tokens, output_tokens=thai.output_tokens)
         return Translated(
-            text=thai.text, usage=usage, model=thai.model, warnings=list(thai.problems)
+            text=thai.text, usage=thai.usage, model=thai.model, warnings=list(thai.problems)
         )
 
 
@@ -64,7 +63,7 @@ async def start_service(nc: Client, settings: Settings, chat: ChatModel | None =
     translator = Translator(chat, settings)
     # A remote provider or a batched local engine translates paragraphs side by side;
     # llama.cpp in process would queue them behind the story.
-    by_paragraph = "false" if settings.model.queues_calls else "true"
+    by_paragraph = "false" if chat.profile.one_at_a_time else "true"
     server = await Server.start(nc, TRANSLATION, metadata={BY_PARAGRAPH: by_paragraph})
     await server.add(
         TRANSLATE, translator.translate, errors=ERRORS, max_in_flight=settings.max_in_flight

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.messages import TranslationContext
-from llm.chat import ChatModel, Completion, cut_paragraphs, room_for_another
+from contracts.messages import TranslationContext, Usage
+from contracts.text import PARAGRAPH_SEPARATOR, cut_paragraphs, names_in, story_names
+from llm.chat import ChatModel, Completion
+from llm.second_try import Attempt, second_try
 from translation_service.faithful import paragraph_count, problems
-from translation_service.names import (
-    NameSpeller,
-    Spelt,
-    names_in,
-    spelling_instruction,
-    story_names,
-)
+from translation_service.names import NameSpeller, Spelt, spelling_instruction
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +55,7 @@ class Translation:
     """A Thai translation, the tokens all attempts cost, and how Thai its script is."""
 
     text: str
-    input_tokens: int
-    output_tokens: int
+    usage: Usage
     model: str
     attempts: int
     thai_share: float
@@ -77,16 +71,13 @@ class NotThai(Exception):
     can still account for the cost.
     """
 
-    def __init__(
-        self, share: float, min_share: float, *, input_tokens: int, output_tokens: int
-    ) -> None:
+    def __init__(self, share: float, min_share: float, *, usage: Usage) -> None:
         super().__init__(
             f"the model did not translate into Thai script: only {share:.0%} of the letters "
             f"in its answer were Thai (needed {min_share:.0%})"
         )
         self.thai_share = share
-        self.input_tokens = input_tokens
-        self.output_tokens = output_tokens
+        self.usage = usage
 
 
 def thai_share(text: str) -> float:
@@ -146,9 +137,14 @@ def build_translation_messages(
     if context.title:
         parts.append(f"Title: {_unfenced(context.title)}")
     if context.before:
-        parts.append("Earlier paragraphs:\n" + "\n\n".join(map(_unfenced, context.before)))
+        parts.append(
+            "Earlier paragraphs:\n" + PARAGRAPH_SEPARATOR.join(map(_unfenced, context.before))
+        )
     if context.translated:
-        parts.append("Their Thai translation:\n" + "\n\n".join(map(_unfenced, context.translated)))
+        parts.append(
+            "Their Thai translation:\n"
+            + PARAGRAPH_SEPARATOR.join(map(_unfenced, context.translated))
+        )
     names = names_in([*context.before, english])
     if names:
         parts.append("Names in the story: " + ", ".join(names))
@@ -204,16 +200,17 @@ async def translate_to_thai(
     paragraphs, far too short or long, a number or colour lost) is translated again
     on its own, without the earlier paragraphs as context (a small model mixes them
     into its answer), told what was wrong. If the second answer still fails those
-    checks, the better of the two Thai answers is kept with its `problems`. Token usage
-    sums both attempts. With a `deadline` (a `time.time()` instant), there is no second
-    attempt when one as long as the first could not finish in time: a Thai answer is
-    then kept with its `problems` (a rough draft beats no answer). With a `speller`
-    (translation_service.names), each name is given its Thai spelling in the prompt, and
-    an answer that spells one otherwise fails the checks; the spelling calls' tokens are
-    counted with the first attempt. With `explain_retry` False (the small local model,
-    which translates a correction into its answer: "your answer does not match the
-    English" came back in Thai), the second attempt is the same request sampled at
-    RETRY_TEMPERATURE, so that it differs from the first, and the better answer is kept.
+    checks, the better of the two Thai answers is kept with its `problems`
+    (``llm.second_try``). Token usage sums both attempts. With a `deadline` (a
+    `time.time()` instant), there is no second attempt when one as long as the first
+    could not finish in time: a Thai answer is then kept with its `problems` (a rough
+    draft beats no answer). With a `speller` (translation_service.names), each name is
+    given its Thai spelling in the prompt, and an answer that spells one otherwise fails
+    the checks; the spelling calls' tokens are counted with the first attempt. With
+    `explain_retry` False (the small local model, which translates a correction into its
+    answer: "your answer does not match the English" came back in Thai), the second
+    attempt is the same request sampled at RETRY_TEMPERATURE, so that it differs from
+    the first, and the better answer is kept.
     Raises ValueError for empty text, NotThai when no answer reached `min_share` Thai
     letters, and the model's llm.errors.ModelError subclasses.
     """
@@ -225,112 +222,102 @@ async def translate_to_thai(
     budget = answer_budget(english, max_tokens)
     max_paragraphs = paragraph_count(english) if trim_extra_paragraphs else None
 
-    async def ask(
-        asked: list[dict[str, Any]], heat: float = temperature
-    ) -> tuple[Completion, str, float]:
-        answer = await chat.complete(
+    async def ask(asked: list[dict[str, Any]], heat: float = temperature) -> Completion:
+        return await chat.complete(
             asked,
             max_tokens=budget,
             temperature=heat,
             script="thai",
             max_paragraphs=max_paragraphs,
         )
+
+    def judge(answer: Completion) -> _Judged:
         text = drop_extra_paragraphs(answer.text, english) if trim_extra_paragraphs else answer.text
-        return answer, text, thai_share(text)
+        share = thai_share(text)
+        found = problems(english, text, spellings) if share >= min_share else None
+        return _Judged(text, share, found)
 
-    started = time.monotonic()
-    first, text, share = await ask(messages)
-    in_time = room_for_another(deadline, time.monotonic() - started)
-    if share < min_share:
-        if not in_time:
+    async def ask_again(first: Attempt[_Judged]) -> Completion:
+        model, judged = first.completion.model, first.verdict
+        if judged.problems is None:
             log.warning(
-                "translation by %s was only %.0f%% Thai letters, with no time left to retry",
-                first.model,
-                share * 100,
+                "translation by %s was only %.0f%% Thai letters; retrying once",
+                model,
+                judged.share * 100,
             )
-            raise NotThai(
-                share,
-                min_share,
-                **_tokens(spelt, [first]),
-            )
-        log.warning(
-            "translation by %s was only %.0f%% Thai letters; retrying once",
-            first.model,
-            share * 100,
-        )
-        correction = STRICT_RETRY_PROMPT.format(share=share)
-        retry_messages = messages
-        first_problems: list[str] | None = None
-    else:
-        first_problems = problems(english, text, spellings)
-        if not first_problems:
-            return _translation(text, [first], share, spent=spelt)
-        if not in_time:
+            correction = STRICT_RETRY_PROMPT.format(share=judged.share)
+            retry_messages = messages
+        else:
             log.warning(
-                "translation by %s may not match the English (%s), with no time left to "
-                "translate it again",
-                first.model,
-                "; ".join(first_problems),
+                "translation by %s may not match the English (%s); translating it again on its own",
+                model,
+                "; ".join(judged.problems),
             )
-            return _translation(text, [first], share, first_problems, spent=spelt)
-        log.warning(
-            "translation by %s may not match the English (%s); translating it again on its own",
-            first.model,
-            "; ".join(first_problems),
-        )
-        correction = FAITHFUL_RETRY_PROMPT.format(problems="; ".join(first_problems))
-        retry_messages = build_translation_messages(english, spellings=spellings)
-
-    if explain_retry:
-        second, second_text, second_share = await ask(
+            correction = FAITHFUL_RETRY_PROMPT.format(problems="; ".join(judged.problems))
+            retry_messages = build_translation_messages(english, spellings=spellings)
+        if not explain_retry:
+            return await ask(retry_messages, max(temperature, RETRY_TEMPERATURE))
+        return await ask(
             [
                 *retry_messages,
-                {"role": "assistant", "content": first.text},
+                {"role": "assistant", "content": first.completion.text},
                 {"role": "user", "content": correction},
             ]
         )
-    else:
-        second, second_text, second_share = await ask(
-            retry_messages, max(temperature, RETRY_TEMPERATURE)
+
+    outcome = await second_try(
+        lambda: ask(messages),
+        judge,
+        lambda judged: judged.problems == [],
+        ask_again,
+        _second_is_better,
+        deadline=deadline,
+    )
+    kept = outcome.kept.verdict
+    usage = spelt.usage + outcome.usage
+    if outcome.out_of_time:
+        if kept.problems is None:
+            log.warning(
+                "translation by %s was only %.0f%% Thai letters, with no time left to retry",
+                outcome.model,
+                kept.share * 100,
+            )
+        else:
+            log.warning(
+                "translation by %s may not match the English (%s), with no time left to "
+                "translate it again",
+                outcome.model,
+                "; ".join(kept.problems),
+            )
+    if kept.problems is None:
+        raise NotThai(kept.share, min_share, usage=usage)
+    if kept.problems:
+        log.warning(
+            "kept a translation that may not match the English: %s", "; ".join(kept.problems)
         )
-    both = [first, second]
-    if second_share >= min_share:
-        second_problems = problems(english, second_text, spellings)
-        # The first answer only when it was Thai and strictly better.
-        if first_problems is None or len(second_problems) <= len(first_problems):
-            return _translation(second_text, both, second_share, second_problems, spent=spelt)
-    if first_problems is not None:
-        return _translation(text, both, share, first_problems, spent=spelt)
-    raise NotThai(
-        second_share,
-        min_share,
-        **_tokens(spelt, both),
-    )
-
-
-def _tokens(spelt: Spelt, completions: list[Completion]) -> dict[str, int]:
-    """The input and output tokens the spelling calls and `completions` cost together."""
-    return {
-        "input_tokens": spelt.input_tokens + sum(c.input_tokens for c in completions),
-        "output_tokens": spelt.output_tokens + sum(c.output_tokens for c in completions),
-    }
-
-
-def _translation(
-    text: str,
-    completions: list[Completion],
-    share: float,
-    found: list[str] | None = None,
-    *,
-    spent: Spelt,
-) -> Translation:
-    if found:
-        log.warning("kept a translation that may not match the English: %s", "; ".join(found))
     return Translation(
-        text=text.strip(),
-        **_tokens(spent, completions),
-        model=completions[-1].model,
-        attempts=len(completions),
-        thai_share=share,
-        problems=tuple(found or ()),
+        text=kept.text.strip(),
+        usage=usage,
+        model=outcome.model,
+        attempts=outcome.attempts,
+        thai_share=kept.share,
+        problems=tuple(kept.problems),
     )
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """An answer as checked: its text (trimmed), its share of Thai letters, and why it
+    may not match the English (None: too little of it is Thai to check)."""
+
+    text: str
+    share: float
+    problems: list[str] | None
+
+
+def _second_is_better(second: _Judged, first: _Judged) -> bool:
+    """A Thai second answer, unless the first was Thai too and has strictly fewer
+    problems; when neither is Thai, the second (its share is the one reported)."""
+    if second.problems is None:
+        return first.problems is None
+    return first.problems is None or len(second.problems) <= len(first.problems)
