@@ -63,7 +63,9 @@ def frame_name(upload: str, index: int) -> str:
 class Bucket:
     """How the blob bucket is made, by whichever process makes it first."""
 
-    ttl: float = 900.0  # seconds; the backstop only: every request deletes its objects
+    # Seconds; as long as a job lives (IMGSTORY_JOB_TTL), whose media are kept here.
+    # Only the backstop: every request and job deletes its own objects.
+    ttl: float = 24 * 3600.0
     replicas: int = 1  # copies across a NATS cluster: 3 there, so a lost node loses nothing
 
 

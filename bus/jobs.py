@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -33,6 +35,7 @@ from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
+    NotFoundError,
 )
 from nats.js.kv import KeyValue
 
@@ -43,9 +46,10 @@ from contracts.subjects import (
     JOB_EVENTS_STREAM,
     JOBS_BUCKET,
     JOBS_STREAM,
-    JOBS_WORK_SUBJECT,
+    JOBS_WORK_PREFIX,
     JOBS_WORKERS,
     job_events_subject,
+    job_work_subject,
 )
 
 log = logging.getLogger(__name__)
@@ -99,7 +103,7 @@ class JobStore:
             js,
             StreamConfig(
                 name=JOBS_STREAM,
-                subjects=[JOBS_WORK_SUBJECT],
+                subjects=[f"{JOBS_WORK_PREFIX}.*"],
                 retention=RetentionPolicy.WORK_QUEUE,
                 storage=StorageType.FILE,
                 num_replicas=config.replicas,
@@ -201,11 +205,13 @@ class JobStore:
 
     # --- the work -------------------------------------------------------------------
 
-    async def enqueue(self, run: RunJob) -> None:
-        """Put the job's work on the queue, once: a resend within two minutes is dropped."""
+    async def enqueue(self, run: RunJob, submitter: str = "anyone") -> None:
+        """Put the job's work on ``submitter``'s queue, once: a resend within two minutes
+        is dropped. ``submitter`` is a subject token (letters, digits, - and _)."""
         data = _encoder.encode(run)
+        subject = job_work_subject(submitter)
         await through_elections(
-            lambda: self.js.publish(JOBS_WORK_SUBJECT, data, headers={"Nats-Msg-Id": run.job_id}),
+            lambda: self.js.publish(subject, data, headers={"Nats-Msg-Id": run.job_id}),
             f"queueing job {run.job_id}",
         )
 
@@ -218,6 +224,29 @@ class JobStore:
         info = await self.js.consumer_info(JOBS_STREAM, JOBS_WORKERS)
         return int(info.num_pending or 0)
 
+    async def unfinished(self, submitter: str) -> tuple[int, int]:
+        """Jobs queued or running: in all, and ``submitter``'s (work leaves the queue
+        only when its job's outcome is written)."""
+        subject = job_work_subject(submitter)
+        info = await self.js.stream_info(JOBS_STREAM, subjects_filter=subject)
+        mine = (info.state.subjects or {}).get(subject, 0)
+        return int(info.state.messages), int(mine)
+
+    async def oldest_queued_at(self) -> float | None:
+        """When the oldest job no worker has taken yet was queued (UNIX time), or None."""
+        info = await self.js.consumer_info(JOBS_STREAM, JOBS_WORKERS)
+        if not info.num_pending:
+            return None
+        # Work past the last one delivered is waiting; the first of it is the oldest.
+        after = (info.delivered.stream_seq or 0) + 1
+        try:
+            first = await self.js.get_msg(
+                JOBS_STREAM, seq=after, subject=f"{JOBS_WORK_PREFIX}.>", next=True
+            )
+        except NotFoundError:
+            return None
+        return first.time.timestamp() if first.time else None
+
     # --- the events -----------------------------------------------------------------
 
     async def publish(self, job_id: str, event: JobEvent) -> int:
@@ -229,8 +258,11 @@ class JobStore:
         )
         return int(ack.seq)
 
-    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[tuple[int, JobEvent]]:
-        """The job's events numbered above ``after``, then each new one as it comes.
+    async def events(
+        self, job_id: str, after: int = 0, idle: float = 15.0
+    ) -> AsyncIterator[tuple[int, JobEvent] | None]:
+        """The job's events numbered above ``after``, then each new one as it comes;
+        None after each ``idle`` seconds without one (the reader may look around).
 
         It never ends by itself: the reader stops when it has seen a last event.
         """
@@ -246,7 +278,11 @@ class JobStore:
         )
         try:
             while True:
-                msg = await subscription.next_msg(timeout=None)
+                try:
+                    msg = await subscription.next_msg(timeout=idle)
+                except NatsTimeoutError:
+                    yield None
+                    continue
                 seq = msg.metadata.sequence.stream
                 try:
                     event = _events.decode(msg.data)
@@ -255,7 +291,7 @@ class JobStore:
                     continue
                 yield seq, event
         finally:
-            with contextlib.suppress(Exception):  # the connection may be closing
+            with contextlib.suppress(NatsError):  # the connection may be closing
                 await subscription.unsubscribe()
 
 

@@ -293,6 +293,7 @@ class JobError(Part, frozen=True):
 
     status: int
     detail: str
+    retry_after: float | None = None  # seconds, when the provider said when to come back
 
 
 class JobUpload(Part, frozen=True):
@@ -348,6 +349,7 @@ class JobRecord(Message, frozen=True, tag="JobRecord"):
     result: bytes | None = None
     error: JobError | None = None
     keep: bool = True  # False: removed once its synchronous caller has the answer
+    request_id: str | None = None  # the X-Request-ID of the submission, which the result names
     webhook_url: str | None = None  # told when the job ends (succeeded, failed, canceled)
     webhook: WebhookState | None = None
 

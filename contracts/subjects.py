@@ -123,7 +123,7 @@ def info_subject(service: ServiceSpec) -> str:
 # stream that every gateway's workers pull from, its events a stream of their own.
 JOBS_BUCKET = "imgstory-jobs"
 JOBS_STREAM = "IMGSTORY_JOBS"
-JOBS_WORK_SUBJECT = "imgstory.v1.jobs.work"
+JOBS_WORK_PREFIX = "imgstory.v1.jobs.work"  # one subject per submitter: queued per key
 JOBS_WORKERS = "workers"  # the work queue's one durable pull consumer, shared by all
 JOB_EVENTS_STREAM = "IMGSTORY_JOB_EVENTS"
 JOB_EVENTS_PREFIX = "imgstory.v1.jobs.events"
@@ -132,6 +132,11 @@ JOB_CANCEL_PREFIX = "imgstory.v1.jobs.cancel"
 WEBHOOKS_STREAM = "IMGSTORY_WEBHOOKS"
 WEBHOOKS_SUBJECT = "imgstory.v1.jobs.webhooks"
 WEBHOOKS_SENDERS = "senders"
+
+
+def job_work_subject(submitter: str) -> str:
+    """Where a submitter's jobs wait: the stream counts each submitter's queue apart."""
+    return f"{JOBS_WORK_PREFIX}.{submitter}"
 
 
 def job_events_subject(job_id: str) -> str:

@@ -1,6 +1,7 @@
-"""One analysis: store the uploads, extract frames, write the story, translate it.
+"""One analysis: extract frames from the uploads, write the story, translate it.
 
-Every object the request stores is deleted when it ends, whatever the outcome.
+The uploads belong to the caller (a job); every object the analysis itself stores is
+deleted when it ends, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from contracts.messages import (
     Cancel,
     ExtractFrames,
     Frame,
+    JobUpload,
     MediaKind,
     Stage,
     StoryWritten,
@@ -46,7 +48,6 @@ from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.schemas import AnalyzeResponse, Models, StageUsage, Timings, TokenUsage
 from gateway.thai import StoryTranslation
-from gateway.uploads import ReceivedForm
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,22 @@ _STAGE_DETAIL = {
 }
 
 
+@dataclass(frozen=True)
+class Media:
+    """What one analysis reads: the uploads, in order, and how the story is to be told.
+
+    An upload is an object in the blob bucket (``stored``) or its bytes (``data``).
+    """
+
+    kind: MediaKind
+    uploads: list[JobUpload]
+    prompt: str | None = None
+    request_id: str | None = None  # the id the answer carries; the current one if None
+
+
 @dataclass
 class _Stored:
-    """What one request has put in the blob store so far, for clean-up."""
+    """What one analysis has put in the blob store so far, for clean-up."""
 
     uploads: list[str]
     frames: list[str]
@@ -99,7 +113,7 @@ class Analyzer:
         }
 
     async def analyze(
-        self, form: ReceivedForm, on_progress: ProgressListener | None = None
+        self, media: Media, on_progress: ProgressListener | None = None
     ) -> AnalyzeResponse:
         """Run the whole pipeline; raises rpc.RemoteFailure or rpc.CallError on failure.
 
@@ -111,7 +125,7 @@ class Analyzer:
         """
         if not self.nc.is_connected:
             raise rpc.BusUnavailable()
-        visible_id = request_ids.current()
+        visible_id = media.request_id or request_ids.current()
         request_id = request_ids.pipeline_key(visible_id)
         stored = _Stored(uploads=[], frames=[])
         channel = RequestChannel(self.nc, request_id)
@@ -134,14 +148,14 @@ class Analyzer:
         finished = False
         async with channel:
             try:
-                frames, video = await self._frames(request_id, form, stored, channel, liveness)
+                frames, video = await self._frames(request_id, media, stored, channel, liveness)
                 clock.append(time.perf_counter())
                 self.metrics.stage_ended("frames", clock[1] - clock[0])
                 _announce(channel, Stage.WRITING_STORY)
                 request = WriteStory(
                     request_id=request_id,
                     frames=frames,
-                    prompt=form.prompt,
+                    prompt=media.prompt,
                     video=video,
                     # The story streams only for someone: a watcher, or paragraphs to
                     # translate (not every compatible server reports usage on streams).
@@ -187,7 +201,7 @@ class Analyzer:
                 translation=thai.model,
                 story_saw_pictures=story.saw_pictures,
             ),
-            media=form.kind.value,
+            media=media.kind.value,
             frames_used=len(frames),
             request_id=visible_id,
             timings_ms=Timings(
@@ -232,7 +246,7 @@ class Analyzer:
     async def _frames(
         self,
         request_id: str,
-        form: ReceivedForm,
+        media: Media,
         stored: _Stored,
         channel: RequestChannel,
         liveness: Liveness,
@@ -243,17 +257,18 @@ class Analyzer:
         # fetch, remove; 32 concurrent 256 kB put+get took 131 ms against 10 ms alone).
         inline_limit = self._inline_limit() if caps.inline_uploads else 0
         uploads: list[tuple[str, bytes | None]] = []
-        for index, received in enumerate(form.files):
-            name = blobs.upload_name(request_id, index)
-            if received.size <= inline_limit:
-                uploads.append((name, received.path.read_bytes()))
+        for index, upload in enumerate(media.uploads):
+            if upload.data is None:
+                uploads.append((upload.name, None))  # in the bucket already, the caller's
+            elif upload.size <= inline_limit:
+                uploads.append((upload.name, upload.data))
             else:
+                # Sent in bytes, but no replica takes them inline: stored for this analysis.
+                name = blobs.upload_name(request_id, index)
                 stored.uploads.append(name)
-                await blobs.put_file(self.store, name, received.path)
+                await blobs.put_bytes(self.store, name, upload.data)
                 uploads.append((name, None))
-            # The bytes are in the bucket or in memory now; the temp file has done its job.
-            received.path.unlink(missing_ok=True)
-        max_frames = self.settings.max_frames if form.kind is MediaKind.VIDEO else 1
+        max_frames = self.settings.max_frames if media.kind is MediaKind.VIDEO else 1
         # Frames come back inline while all of them fit the story request together.
         frames_budget = 0
         if caps.inline_frames:
@@ -263,7 +278,7 @@ class Analyzer:
             ExtractFrames(
                 request_id=request_id,
                 upload=name,
-                kind=form.kind,
+                kind=media.kind,
                 max_frames=max_frames,
                 scene_facts=caps.scene_facts_needed,
                 data=data,

@@ -21,15 +21,25 @@ from gateway.capabilities import Capabilities
 from gateway.cleanup import Janitor, sweep_orphans, sweep_upload_files
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.hardening import add_security_headers, cors_config
+from gateway.jobs.lifecycle import running_jobs
+from gateway.jobs.routes import JOB_ROUTES, OWNED_ROUTES, submit_job
 from gateway.limits import admission_middleware
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.request_ids import RequestIdMiddleware
 from gateway.routes import ROUTES, STATIC, analyze, analyze_stream, describe_limits, render_index
 from gateway.traces import TraceMiddleware
+from gateway.uploads import UploadError
 
 log = logging.getLogger(__name__)
 
 _FORM_OVERHEAD = 1024 * 1024  # multipart boundaries, headers and the prompt
+
+
+def webhook_target(url: str | None) -> str | None:
+    """The webhook a job is to call, checked; webhooks are not offered yet."""
+    if url is None:
+        return None
+    raise UploadError("webhooks are not enabled on this server")
 
 
 def create_app(settings: config.Settings | None = None) -> Litestar:
@@ -54,8 +64,11 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
             capabilities.start()
             app.state.nc = nc
             app.state.store = store
-            app.state.analyzer = Analyzer(nc, store, janitor, settings, capabilities, metrics)
-            yield
+            analyzer = Analyzer(nc, store, janitor, settings, capabilities, metrics)
+            app.state.analyzer = analyzer
+            async with running_jobs(nc, store, analyzer, settings) as jobs:
+                app.state.jobs = jobs
+                yield
         finally:
             await capabilities.close()
             if janitor is not None:
@@ -65,10 +78,19 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
     limits = settings.limits
     page = announce_keys(render_index(limits), settings.admission.api_keys)
     largest_body = max(limits.max_images * limits.max_image_bytes, limits.max_video_bytes)
+    keys_on = bool(settings.admission.api_keys)
+    job_routes = [*JOB_ROUTES, *(OWNED_ROUTES if keys_on else [])]
     return Litestar(
-        route_handlers=[*ROUTES, create_static_files_router("/static", [STATIC])],
+        route_handlers=[*ROUTES, *job_routes, create_static_files_router("/static", [STATIC])],
         lifespan=[lifespan],
-        state=State({"settings": settings, "index_html": page, "metrics": metrics}),
+        state=State(
+            {
+                "settings": settings,
+                "index_html": page,
+                "metrics": metrics,
+                "webhook_target": webhook_target,
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=cors_config(settings.cors_origins),
         before_send=[add_security_headers],
@@ -79,7 +101,11 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
             # Inside the request id, which its span carries; around the refusals too.
             TraceMiddleware,
             # Inside the request id: a refusal carries the id its log line has.
-            admission_middleware(settings.admission, guarded=[analyze, analyze_stream]),
+            admission_middleware(
+                settings.admission,
+                guarded=[analyze, analyze_stream, submit_job],
+                identified=[route for route in job_routes if route is not submit_job],
+            ),
         ],
         # Every process logs the same way (bus.logs), with the request id.
         logging_config=None,

@@ -23,6 +23,8 @@ from nats.js.object_store import ObjectStore
 from bus import blobs
 from gateway.uploads import UPLOAD_PREFIX
 
+JOBS_MEDIA_PREFIX = "jobs/"  # see gateway.jobs.service.media_name
+
 log = logging.getLogger(__name__)
 
 RETRY_EVERY = 2.0  # seconds between attempts to remove what is still owed
@@ -94,7 +96,9 @@ async def sweep_orphans(store: ObjectStore, older_than: float) -> int:
     stale = [
         info.name
         for info in await blobs.list_infos(store)
-        if info.mtime is None or _timestamp(info.mtime) < cutoff
+        # A job's media (jobs/...) live as long as the job: its expiry removes them.
+        if not info.name.startswith(JOBS_MEDIA_PREFIX)
+        and (info.mtime is None or _timestamp(info.mtime) < cutoff)
     ]
     await blobs.delete_quietly(store, stale)
     if stale:

@@ -34,8 +34,23 @@ class Admission:
     api_keys: ApiKeys = field(default_factory=ApiKeys)  # empty: no key needed
     rate_per_minute: int = 0  # per key (per client address without keys); 0 is off
     rate_window: float = 60.0  # seconds; only tests shorten it
-    max_in_flight: int = 64  # analyses at once in this gateway; 0 is no cap
+    # Analyses waited for at once in this gateway; 0 is no cap: work waits in the job
+    # queue, bounded by Jobs.max_queued, not in a gateway's slots.
+    max_in_flight: int = 0
     max_in_flight_per_key: int = 0  # analyses at once per key or address; 0 is no cap
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """How long jobs live, how many run in this gateway, and how many may wait."""
+
+    ttl: float = 24 * 3600.0  # a job, its events and its media are gone after it
+    workers: int = 16  # jobs this gateway runs at once; 0: a pure front door
+    max_attempts: int = 3  # deliveries of one job (a gateway lost mid-job) before it fails
+    lease: float = 30.0  # a worker silent this long has lost its job to another
+    max_queued: int = 1000  # jobs queued or running in all; past it 503; 0: no bound
+    max_queued_per_key: int = 0  # ... per API key (per address with keys off); 0: no bound
+    inline_bytes: int = 512 * 1024  # an unkept job's uploads up to this ride the queue
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class Settings:
     prices: PriceTable | None = None  # for the estimated cost in each response
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none: no CORS
     admission: Admission = field(default_factory=Admission)
+    jobs: Jobs = field(default_factory=Jobs)
 
     @property
     def longest_request(self) -> float:
@@ -103,7 +119,27 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         prices=_prices(read.optional("IMGSTORY_PRICES")),
         cors_origins=_origins(read.optional("IMGSTORY_CORS_ORIGINS")),
         admission=_admission(read),
+        jobs=_jobs(read, bucket_settings(read)),
     )
+
+
+def _jobs(read: Env, bucket: Bucket) -> Jobs:
+    jobs = Jobs(
+        ttl=read.number("IMGSTORY_JOB_TTL", Jobs.ttl, minimum=60),
+        workers=read.integer("IMGSTORY_JOB_WORKERS", Jobs.workers, minimum=0, maximum=1024),
+        max_attempts=read.integer("IMGSTORY_JOB_ATTEMPTS", Jobs.max_attempts, minimum=1),
+        lease=read.number("IMGSTORY_JOB_LEASE", Jobs.lease, minimum=3),
+        max_queued=read.integer("IMGSTORY_MAX_QUEUED", Jobs.max_queued, minimum=0),
+        max_queued_per_key=read.integer(
+            "IMGSTORY_MAX_QUEUED_PER_KEY", Jobs.max_queued_per_key, minimum=0
+        ),
+    )
+    if bucket.ttl < jobs.ttl:
+        raise SettingsError(
+            f"IMGSTORY_BLOB_TTL ({bucket.ttl:g} s) must be at least IMGSTORY_JOB_TTL "
+            f"({jobs.ttl:g} s): a job's media are kept in the blob bucket"
+        )
+    return jobs
 
 
 def _origins(text: str | None) -> tuple[str, ...]:

@@ -19,14 +19,29 @@ from litestar.types import ExceptionHandlersMap, Scope, Send
 from nats.errors import Error as NatsError
 
 from bus.blobs import BlobsUnavailable
+from bus.jobs import JobNotFound
 from bus.logs import REQUEST_ID
 from bus.rpc import CallError, RemoteFailure
 from gateway.disconnect import ClientGone
+from gateway.jobs.service import JobFinished, QueueFull
+from gateway.jobs.worker import JobFailed
 from gateway.request_ids import HEADER, from_header
 from gateway.schemas import ErrorResponse
 from gateway.uploads import SlowUpload, UploadError
 
 log = logging.getLogger(__name__)
+
+# What each error status means, for the OpenAPI description of every route.
+ERROR_RESPONSES = {
+    400: "Invalid file type, file size over the limits, or another client error",
+    401: "An API key is needed, or the one sent is not accepted",
+    404: "No such job (never made, deleted, expired, or another key's)",
+    409: "The job has ended already",
+    422: "The media is valid but holds nothing usable (e.g. no video stream)",
+    429: "Too many requests, or the model provider's rate limit was hit; see Retry-After",
+    500: "Something went wrong on the server side",
+    503: "A service or the model provider is unavailable, or the queue is full",
+}
 
 # Where a request turned away notes why, in the ASGI scope's state, for the metrics.
 REJECTION_KEY = "imgstory_rejection"
@@ -55,6 +70,18 @@ def problem_of(exc: BaseException) -> Problem:
         case ClientGone():
             # Nobody reads this answer; it only has to be quiet in the logs.
             return Problem(HTTP_400_BAD_REQUEST, str(exc))
+        case JobFailed(error=error):
+            headers = None
+            if error.retry_after is not None:
+                headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+            return Problem(error.status, error.detail, headers)
+        case JobNotFound():
+            return Problem(status_codes.HTTP_404_NOT_FOUND, "no such job")
+        case JobFinished():
+            return Problem(status_codes.HTTP_409_CONFLICT, str(exc))
+        case QueueFull(retry_after=wait):
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+            return Problem(HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers, "queue_full")
         case RemoteFailure(failure=failure):
             headers = None
             if failure.retry_after is not None:
@@ -139,6 +166,10 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(
         CallError,
         BlobsUnavailable,
         NatsError,
+        JobFailed,
+        JobNotFound,
+        JobFinished,
+        QueueFull,
         HTTPException,
         Exception,
     ),

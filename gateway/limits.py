@@ -31,6 +31,7 @@ from gateway.request_ids import current
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+CALLER_KEY = "imgstory_caller"  # where the gate leaves who the caller is, in the scope's state
 
 # Until an analysis has finished, how long one is taken to last, for Retry-After.
 _FIRST_GUESS_SECONDS = 10.0
@@ -134,10 +135,16 @@ class Gate:
     """Decides, for each request to a guarded route, to let it in (a Slot) or why not."""
 
     def __init__(
-        self, admission: Admission, guarded: Collection[object], clock: Clock = time.monotonic
+        self,
+        admission: Admission,
+        guarded: Collection[object],
+        clock: Clock = time.monotonic,
+        identified: Collection[object] = (),
     ) -> None:
         self.admission = admission
         self._guarded = {getattr(handler, "fn", handler) for handler in guarded}
+        # Routes that need the caller's key (a job's reads) but start no work.
+        self._identified = {getattr(handler, "fn", handler) for handler in identified}
         rate = admission.rate_per_minute
         self.rate = SlidingWindow(rate, admission.rate_window, clock) if rate else None
         self.in_flight = InFlight(admission.max_in_flight, admission.max_in_flight_per_key, clock)
@@ -147,12 +154,24 @@ class Gate:
         handler = scope.get("route_handler")
         return getattr(handler, "fn", None) in self._guarded
 
-    def admit(self, scope: HTTPScope) -> Slot | Problem:
-        """A slot to hold while the request is served, or the answer refusing it (logged,
-        naming the caller by its key's digest or its address, never by the key)."""
+    def identifies(self, scope: Scope) -> bool:
+        handler = scope.get("route_handler")
+        return getattr(handler, "fn", None) in self._identified
+
+    def identify(self, scope: HTTPScope) -> str | Problem:
+        """The caller, kept in the scope's state for the handler (see ``caller``), or a 401."""
         who = self._caller(scope)
         if isinstance(who, Problem):
             log.info("%s %s refused (401): %s", scope["method"], scope["path"], who.detail)
+        else:
+            scope.setdefault("state", {})[CALLER_KEY] = who
+        return who
+
+    def admit(self, scope: HTTPScope) -> Slot | Problem:
+        """A slot to hold while the request is served, or the answer refusing it (logged,
+        naming the caller by its key's digest or its address, never by the key)."""
+        who = self.identify(scope)
+        if isinstance(who, Problem):
             return who
         refusal = None
         if self.rate is not None and (wait := self.rate.wait(who)) > 0:
@@ -234,7 +253,16 @@ class AdmissionMiddleware:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or not self.gate.guards(scope):
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        if not self.gate.guards(scope):
+            who = self.gate.identify(scope) if self.gate.identifies(scope) else None
+            if isinstance(who, Problem):
+                assert who.rejection is not None
+                note_rejection(scope, who.rejection)
+                await send_problem(send, who, current())
+                return
             await self.app(scope, receive, send)
             return
         verdict = self.gate.admit(scope)
@@ -249,6 +277,19 @@ class AdmissionMiddleware:
             self.gate.leave(verdict)
 
 
-def admission_middleware(admission: Admission, guarded: Collection[object]) -> DefineMiddleware:
-    """The middleware for an app: one gate, shared by every route's copy of the middleware."""
-    return DefineMiddleware(AdmissionMiddleware, gate=Gate(admission, guarded))
+def admission_middleware(
+    admission: Admission, guarded: Collection[object], identified: Collection[object] = ()
+) -> DefineMiddleware:
+    """The middleware for an app: one gate, shared by every route's copy of the middleware.
+
+    ``guarded`` routes start work (keys, rate and caps); ``identified`` ones only need
+    the caller's key.
+    """
+    gate = Gate(admission, guarded, identified=identified)
+    return DefineMiddleware(AdmissionMiddleware, gate=gate)
+
+
+def caller(scope: Scope) -> str | None:
+    """Who the gate found the caller to be: a key's label, or an address with keys off."""
+    found = scope.get("state", {}).get(CALLER_KEY)
+    return found if isinstance(found, str) else None

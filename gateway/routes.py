@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from litestar import MediaType, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
@@ -26,15 +27,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bus import blobs
 from contracts.subjects import SERVICES, ServiceSpec, ping_subject
-from gateway.analysis import Analyzer
 from gateway.config import MIB, Limits
 from gateway.disconnect import until_disconnected
+from gateway.jobs.service import JobService, Submitter
+from gateway.limits import caller
 from gateway.metrics import STATS_WINDOW, Metrics
+from gateway.request_ids import current
 from gateway.schemas import AnalyzeResponse, ErrorResponse, Health
 from gateway.streaming import stream_analysis
 from gateway.uploads import FILES_FIELD, PROMPT_FIELD, SUPPORTED, megabytes, receive_form
 
 STATIC = Path(__file__).parent / "static"
+_answers = msgspec.json.Decoder(AnalyzeResponse)
 
 _ERRORS = {
     400: "Invalid file type, file size over the limits, or another client error",
@@ -129,11 +133,12 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
     form = await receive_form(
         request.headers.get("content-type"), request.stream(), settings.limits, settings.upload_dir
     )
-    analyzer: Analyzer = state.analyzer
+    jobs: JobService = state.jobs
     try:
-        return await until_disconnected(request, analyzer.analyze(form))
+        waiting = await jobs.start(form, _submitter(request, state), current())
     finally:
-        form.discard()
+        form.discard()  # in the bucket or in the queue's message now
+    return _answers.decode(await until_disconnected(request, waiting.result()))
 
 
 @post(
@@ -159,7 +164,14 @@ async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
     form = await receive_form(
         request.headers.get("content-type"), request.stream(), settings.limits, settings.upload_dir
     )
-    return ServerSentEvent(stream_analysis(state.analyzer, form, request.url.path))
+    jobs: JobService = state.jobs
+    events = await stream_analysis(jobs, form, _submitter(request, state), request.url.path)
+    return ServerSentEvent(events)
+
+
+def _submitter(request: Request, state: State) -> Submitter:
+    """Whose job an analysis is: the caller's key, or its address with keys off."""
+    return Submitter.of(caller(request.scope), bool(state.settings.admission.api_keys))
 
 
 @get("/healthz", summary="The gateway process is up", sync_to_thread=False)

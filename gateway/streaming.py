@@ -1,4 +1,4 @@
-"""POST /analyze/stream: the analysis as Server-Sent Events (stages, story text, result)."""
+"""POST /analyze/stream: the analysis's job as Server-Sent Events (stages, text, result)."""
 
 from __future__ import annotations
 
@@ -8,45 +8,52 @@ from collections.abc import AsyncIterator
 import msgspec
 from litestar.response import ServerSentEventMessage
 
-from contracts.messages import Progress, Stage
-from gateway.analysis import Analyzer
+from contracts.messages import JobEvent
 from gateway.errors import log_problem, problem_of
+from gateway.jobs.service import AwaitedJob, JobService, Submitter
 from gateway.request_ids import current
 from gateway.uploads import ReceivedForm
 
 _json = msgspec.json.Encoder()
+# The events of a job that this stream passes on as they come; its end is its own.
+_PASSED_ON = frozenset({"stage", "story", "thai"})
 
 
 def _event(kind: str, payload: object) -> ServerSentEventMessage:
     return ServerSentEventMessage(event=kind, data=_json.encode(payload).decode())
 
 
-def _progress_event(progress: Progress) -> ServerSentEventMessage:
-    if progress.text is not None:
-        kind = "thai" if progress.stage is Stage.TRANSLATING else "story"
-        return _event(kind, {"text": progress.text})
-    return _event("stage", {"stage": progress.stage.value, "detail": progress.detail})
-
-
 async def stream_analysis(
-    analyzer: Analyzer, form: ReceivedForm, path: str
+    jobs: JobService, form: ReceivedForm, submitter: Submitter, path: str
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Run the analysis and yield its progress, then ``result`` or ``error``.
+    """Submit the form as a job for this caller, then yield its progress and ``result``
+    or ``error``. Submission errors (a full queue) are raised before the first event.
 
-    The form's files are discarded and the analysis cancelled (its blobs deleted) however
-    the stream ends, including when the client goes away.
+    However the stream ends, the job is removed, and cancelled first when it still runs
+    (the client went away): nobody else waits for it.
     """
-    news: asyncio.Queue[Progress | None] = asyncio.Queue()
-    task = asyncio.create_task(analyzer.analyze(form, on_progress=news.put_nowait))
+    news: asyncio.Queue[JobEvent | None] = asyncio.Queue()
+    try:
+        waiting = await jobs.start(form, submitter, current(), on_event=news.put_nowait)
+    finally:
+        form.discard()  # in the bucket or in the queue's message now
+    return _relay(waiting, news, path)
+
+
+async def _relay(
+    waiting: AwaitedJob, news: asyncio.Queue[JobEvent | None], path: str
+) -> AsyncIterator[ServerSentEventMessage]:
+    task = asyncio.ensure_future(waiting.result())
     task.add_done_callback(lambda _: news.put_nowait(None))
     try:
-        while (progress := await news.get()) is not None:
-            yield _progress_event(progress)
+        while (event := await news.get()) is not None:
+            if event.name in _PASSED_ON:
+                yield ServerSentEventMessage(event=event.name, data=event.data.decode())
         if task.cancelled():
             return
         failure = task.exception()
         if failure is None:
-            yield _event("result", task.result())
+            yield ServerSentEventMessage(event="result", data=task.result().decode())
         else:
             problem = problem_of(failure)
             log_problem("POST", path, failure, problem)
@@ -55,9 +62,6 @@ async def stream_analysis(
                 {"status": problem.status, "detail": problem.detail, "request_id": current()},
             )
     finally:
-        # The files go first and without an await: when the client leaves, the server
-        # cancels this generator again at every await in here.
-        form.discard()
         if not task.done():
-            task.cancel()
+            task.cancel()  # the client left: the job is cancelled and removed
             await asyncio.gather(task, return_exceptions=True)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,7 @@ class ReceivedForm:
 
     files: list[ReceivedFile] = field(default_factory=list)
     prompt: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)  # the extra text fields asked for
 
     @property
     def kind(self) -> MediaKind:
@@ -101,9 +102,13 @@ class ReceivedForm:
 class _FormSink:
     """Parser callbacks: routes each part to a temp file or a small in-memory buffer."""
 
-    def __init__(self, limits: Limits, directory: str | None) -> None:
+    def __init__(
+        self, limits: Limits, directory: str | None, extra_fields: Collection[str] = ()
+    ) -> None:
         self.limits = limits
         self.directory = directory
+        self.extra_fields = frozenset(extra_fields)
+        self._extra: dict[str, bytearray] = {}
         self.form = ReceivedForm()
         self._prompt = bytearray()
         self._header_field = bytearray()
@@ -166,10 +171,17 @@ class _FormSink:
             # UTF-8 takes at most 4 bytes a character: stop reading well before memory matters.
             if len(self._prompt) > 4 * self.limits.max_prompt_chars:
                 raise UploadError(self._prompt_too_long())
+        elif self._name in self.extra_fields:
+            value = self._extra.setdefault(self._name, bytearray())
+            value.extend(chunk)
+            if len(value) > _MAX_OTHER_FIELD_BYTES:
+                raise UploadError(f"'{self._name}' is too long")
         else:
             self._other += len(chunk)
             if self._other > _MAX_OTHER_FIELD_BYTES:
-                raise UploadError("unexpected form fields: send only 'files' and 'prompt'")
+                names = [f"'{n}'" for n in (FILES_FIELD, PROMPT_FIELD, *sorted(self.extra_fields))]
+                allowed = ", ".join(names[:-1]) + " and " + names[-1]
+                raise UploadError(f"unexpected form fields: send only {allowed}")
 
     def _file_data(self, chunk: bytes) -> None:
         f = self._file
@@ -245,6 +257,13 @@ class _FormSink:
             if len(prompt) > self.limits.max_prompt_chars:
                 raise UploadError(self._prompt_too_long())
             self.form.prompt = prompt or None
+        for name, raw in self._extra.items():
+            try:
+                value = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise UploadError(f"'{name}' is not valid UTF-8 text") from err
+            if value:
+                self.form.fields[name] = value
         return self.form
 
     def abort(self) -> None:
@@ -257,6 +276,7 @@ async def receive_form(
     body: AsyncIterator[bytes],
     limits: Limits,
     directory: str | None = None,
+    extra_fields: Collection[str] = (),
 ) -> ReceivedForm:
     """Read a multipart/form-data body into temp files and a prompt.
 
@@ -267,7 +287,7 @@ async def receive_form(
     boundary = options.get(b"boundary")
     if mime != b"multipart/form-data" or not boundary:
         raise UploadError("send the request as multipart/form-data with a 'files' field")
-    sink = _FormSink(limits, directory)
+    sink = _FormSink(limits, directory, extra_fields)
     try:
         parser = MultipartParser(boundary, sink.callbacks())
         async with aclosing(_in_time(body, limits)) as chunks:

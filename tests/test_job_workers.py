@@ -65,8 +65,9 @@ async def _events(store: JobStore, job_id: str) -> list[JobEvent]:
     seen: list[JobEvent] = []
 
     async def read() -> None:
-        async for _, event in store.events(job_id):
-            seen.append(event)
+        async for heard in store.events(job_id):
+            if heard is not None:
+                seen.append(heard[1])
 
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(read(), 0.5)
@@ -97,6 +98,7 @@ async def test_a_job_runs_once_and_its_result_is_recorded(client: Client, store:
     assert [(e.name, e.data) for e in events] == [
         ("status", b'{"status":"running","attempts":1}'),
         ("story", b'{"text":"Once"}'),
+        ("result", b'{"english":"Once"}'),
         ("status", b'{"status":"succeeded","attempts":1}'),
     ]
     assert await store.queued() == 0

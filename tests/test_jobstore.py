@@ -122,7 +122,9 @@ async def test_events_resume_after_the_last_one_seen(store: JobStore) -> None:
 
     async def read(after: int, count: int) -> list[tuple[int, bytes]]:
         seen = []
-        async for number, event in store.events("job-1", after=after):
+        async for heard in store.events("job-1", after=after):
+            assert heard is not None
+            number, event = heard
             seen.append((number, event.data))
             if len(seen) == count:
                 break

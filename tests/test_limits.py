@@ -291,7 +291,9 @@ def test_limits_are_read_from_the_environment():
     assert (settings.admission.max_in_flight, settings.admission.max_in_flight_per_key) == (8, 2)
     assert (settings.limits.upload_idle_seconds, settings.limits.upload_seconds) == (5, 90)
     defaults = gateway_config.load({})
-    assert defaults.admission.rate_per_minute == 0 and defaults.admission.max_in_flight == 64
+    assert defaults.admission.rate_per_minute == 0 and defaults.admission.max_in_flight == 0
+    # Work waits in the job queue, bounded there rather than in a gateway's slots.
+    assert (defaults.jobs.max_queued, defaults.jobs.max_queued_per_key) == (1000, 0)
 
 
 @pytest.mark.parametrize(

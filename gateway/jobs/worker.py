@@ -36,9 +36,9 @@ _json = msgspec.json.Encoder()
 class JobFailed(Exception):
     """The job cannot succeed: recorded as its ``error`` (the synchronous call's answer)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, retry_after: float | None = None) -> None:
         super().__init__(detail)
-        self.error = JobError(status=status, detail=detail)
+        self.error = JobError(status=status, detail=detail, retry_after=retry_after)
 
 
 EventSink = Callable[[JobEvent], None]
@@ -67,7 +67,9 @@ class JobRun:
         self.store = store
         self.current = claimed
         self.stopped = False  # set when the job was cancelled or lost, not this worker
+        self.task: asyncio.Future[bytes] | None = None  # the run, stopped when it is lost
         self._published: list[asyncio.Task[int]] = []
+        self._stage_written: asyncio.Future[None] | None = None
 
     @property
     def job_id(self) -> str:
@@ -97,17 +99,55 @@ class JobRun:
         """Record the stage the job is in. Raises JobConflict when the job was lost."""
         self.current = await self.store.update(self.current, stage=stage)
 
+    def stage_soon(self, stage: Stage) -> None:
+        """Record the stage in order, without holding up the job; a job found lost stops."""
+        previous = self._stage_written
+        self._stage_written = asyncio.ensure_future(self._stage_after(previous, stage))
+
+    async def _stage_after(self, previous: asyncio.Future[None] | None, stage: Stage) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        if self.stopped:
+            return
+        try:
+            await self.stage(stage)
+        except (JobConflict, JobNotFound):
+            self.lost()
+        except NatsError as err:
+            log.warning("job %s: its stage was not recorded (%s)", self.job_id, err)
+
+    def lost(self) -> None:
+        """The job is no longer this worker's (cancelled, deleted or taken over): stop."""
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
+
     async def finish(self, **changes: object) -> Versioned:
-        """Write the outcome. Raises JobConflict when the job was lost meanwhile."""
+        """Write the outcome, after its result or error event and every event before.
+        Raises JobConflict when the job was lost meanwhile."""
+        if self._stage_written is not None:
+            await asyncio.gather(self._stage_written, return_exceptions=True)
+        if self.stopped:
+            raise JobConflict(f"job {self.job_id} was lost")
         await self.flushed()
         self.current = await self.store.update(self.current, finished_at=time.time(), **changes)
-        self.event(status_event(self.current.record))
+        record = self.current.record
+        if record.result is not None:
+            self.event(JobEvent(name="result", data=record.result))
+        elif record.error is not None:
+            error = {
+                "status": record.error.status,
+                "detail": record.error.detail,
+                "request_id": record.request_id or record.id,
+            }
+            self.event(JobEvent(name="error", data=_json.encode(error)))
+        self.event(status_event(record))
         await self.flushed()
         return self.current
 
 
 class Workers:
-    """``settings.workers`` loops pulling from the shared work queue."""
+    """Runs up to ``settings.workers`` jobs at once, taken from the shared work queue."""
 
     def __init__(
         self, nc: Client, store: JobStore, runner: Runner, settings: WorkerSettings
@@ -116,22 +156,29 @@ class Workers:
         self.store = store
         self.runner = runner
         self.settings = settings
-        self._loops: list[asyncio.Task[None]] = []
-        self._running: dict[str, asyncio.Task[bytes]] = {}
+        self._fetcher: asyncio.Task[None] | None = None
+        self._work: JetStreamContext.PullSubscription | None = None
+        self._taken: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Future[bytes]] = {}
 
     async def start(self) -> None:
         if self.settings.workers == 0:
             return  # a pure front door
-        work = await self.store.work()
-        self._loops = [asyncio.create_task(self._loop(work)) for _ in range(self.settings.workers)]
-        self._work = work
+        self._work = await self.store.work()
+        self._fetcher = asyncio.create_task(self._fetch_forever(self._work))
 
-    async def close(self) -> None:
-        """Stop taking work and abandon what runs: the queue gives it to another replica."""
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        if self._loops:
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop taking work; let running jobs finish for up to ``grace`` seconds, then
+        hand the rest back to the queue, which gives them to another replica at once."""
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+            await asyncio.gather(self._fetcher, return_exceptions=True)
+        if self._taken and grace > 0:
+            await asyncio.wait(list(self._taken), timeout=grace)
+        for task in list(self._taken):
+            task.cancel()
+        await asyncio.gather(*self._taken, return_exceptions=True)
+        if self._work is not None:
             with contextlib.suppress(NatsError):
                 await self._work.unsubscribe()
 
@@ -139,18 +186,25 @@ class Workers:
     def running(self) -> int:
         return len(self._running)
 
-    async def _loop(self, work: JetStreamContext.PullSubscription) -> None:
+    async def _fetch_forever(self, work: JetStreamContext.PullSubscription) -> None:
+        slots = asyncio.Semaphore(self.settings.workers)
         while True:
+            await slots.acquire()
             try:
                 batch = await work.fetch(1, timeout=5)
             except TimeoutError:
+                slots.release()
                 continue
             except NatsError as err:
+                slots.release()
                 log.warning("the job queue did not answer (%s); trying again", err)
                 await asyncio.sleep(1)
                 continue
             for msg in batch:
-                await self._take(msg)
+                task = asyncio.create_task(self._take(msg))
+                self._taken.add(task)
+                task.add_done_callback(self._taken.discard)
+                task.add_done_callback(lambda _: slots.release())
 
     async def _take(self, msg: Msg) -> None:
         try:
@@ -161,6 +215,11 @@ class Workers:
             return
         try:
             await self._run(msg, run)
+        except asyncio.CancelledError:
+            # This replica is stopping: the job goes back to the queue for another.
+            with contextlib.suppress(NatsError):
+                await asyncio.shield(msg.nak())
+            raise
         except JobConflict:
             log.info("job %s: lost to another writer; this worker stops", run.job_id)
         except JobNotFound:
@@ -176,23 +235,29 @@ class Workers:
         job = JobRun(self.store, claimed)
         job.event(status_event(claimed.record))
         task = asyncio.ensure_future(self.runner(claimed.record, run.uploads, job))
+        job.task = task
         self._running[run.job_id] = task
 
         async def on_cancel(_: Msg) -> None:
-            job.stopped = True
-            task.cancel()
+            job.lost()
 
         cancels = await self.nc.subscribe(job_cancel_subject(run.job_id), cb=on_cancel)
         keeper = asyncio.create_task(self._keep(msg, job, task))
         try:
             result = await task
         except JobFailed as failure:
-            await job.finish(status=JobStatus.FAILED, error=failure.error)
+            await job.finish(status=JobStatus.FAILED, error=failure.error, stage=None)
             return
         except asyncio.CancelledError:
             if not job.stopped:
                 raise  # this worker itself is stopping: the queue delivers the job again
             return  # cancelled through the API, or lost: the record says so already
+        except Exception:
+            # A bug, not the job's fault: it ends failed rather than running for ever.
+            log.exception("job %s failed unexpectedly", run.job_id)
+            error = JobError(status=500, detail="internal server error")
+            await job.finish(status=JobStatus.FAILED, error=error, stage=None)
+            return
         finally:
             self._running.pop(run.job_id, None)
             keeper.cancel()
@@ -229,7 +294,7 @@ class Workers:
             except JobConflict:
                 continue  # cancelled or claimed meanwhile: look again
 
-    async def _keep(self, msg: Msg, job: JobRun, task: asyncio.Task[bytes]) -> None:
+    async def _keep(self, msg: Msg, job: JobRun, task: asyncio.Future[bytes]) -> None:
         """Tell the queue the job is alive, and stop it once it is no longer ours."""
         interval = self.store.config.ack_wait / 3
         while not task.done():
@@ -244,7 +309,5 @@ class Workers:
                 continue
             mine = job.current.record
             if now is None or (now.status, now.attempts) != (JobStatus.RUNNING, mine.attempts):
-                # Deleted, cancelled, or taken over while this worker was silent.
-                job.stopped = True
-                task.cancel()
+                job.lost()  # deleted, cancelled, or taken over while this worker was silent
                 return

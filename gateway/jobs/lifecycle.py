@@ -1,0 +1,64 @@
+"""A gateway's part in durable jobs, started and stopped with it: the store, the workers
+that run jobs here, and the sweep of expired jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.object_store import ObjectStore
+
+from bus import blobs
+from bus.jobs import JobsConfig, JobStore
+from gateway.analysis import Analyzer
+from gateway.config import Settings
+from gateway.jobs.runner import AnalysisRunner
+from gateway.jobs.service import JobService
+from gateway.jobs.worker import Workers, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+# How long a stopping gateway lets the jobs it runs finish before handing them back.
+STOP_GRACE = 30.0
+
+
+@contextlib.asynccontextmanager
+async def running_jobs(
+    nc: Client, media: ObjectStore, analyzer: Analyzer, settings: Settings
+) -> AsyncIterator[JobService]:
+    """The job service, with this gateway's workers running and its sweep going."""
+    jobs = settings.jobs
+    config = JobsConfig(ttl=jobs.ttl, replicas=settings.bucket.replicas, ack_wait=jobs.lease)
+    store = await JobStore.open(blobs.jetstream(nc), config)
+    service = JobService(nc, store, media, jobs)
+    name = f"gateway-{socket.gethostname()}-{os.getpid()}"
+    workers = Workers(
+        nc,
+        store,
+        AnalysisRunner(analyzer),
+        WorkerSettings(workers=jobs.workers, max_attempts=jobs.max_attempts, name=name),
+    )
+    await workers.start()
+    sweeper = asyncio.create_task(_sweep_forever(service, every=min(jobs.ttl / 10, 300.0)))
+    try:
+        yield service
+    finally:
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
+        await workers.close(grace=STOP_GRACE)
+        await service.close()
+
+
+async def _sweep_forever(service: JobService, every: float) -> None:
+    """Remove expired jobs with what they own. Every gateway sweeps; removing twice is
+    harmless, and the streams' own expiry removes what no gateway was there to."""
+    while True:
+        with contextlib.suppress(NatsError, blobs.BlobsUnavailable):
+            await service.sweep()
+        await asyncio.sleep(every)

@@ -1,0 +1,187 @@
+"""HTTP routes of durable jobs: submit, read, list, follow, cancel, delete."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import msgspec
+from litestar import Request, delete, get, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
+
+from bus.jobs import JobNotFound, JobStore
+from contracts.messages import JobStatus
+from gateway.errors import ERROR_RESPONSES
+from gateway.jobs.service import JobService, Submitter
+from gateway.jobs.views import JobPage, JobView, job_view
+from gateway.limits import caller
+from gateway.request_ids import current
+from gateway.schemas import ErrorResponse
+from gateway.uploads import receive_form
+
+WEBHOOK_FIELD = "webhook_url"
+JobId = Annotated[
+    str, Parameter(description="The job's id, as POST /jobs answered it", max_length=64)
+]
+_FINISHED = {status.value for status in JobStatus if status.finished}
+_status = msgspec.json.Decoder(dict[str, object])
+PAGE_SIZE = 20
+
+
+def _owner(request: Request, state: State) -> str | None:
+    """A job belongs to the key that made it; with keys off, to whoever has its id."""
+    return caller(request.scope) if state.settings.admission.api_keys else None
+
+
+def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(
+            data_container=ErrorResponse,
+            description=ERROR_RESPONSES[status],
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+@post(
+    "/jobs",
+    summary="Start a story as a durable job; come back for it later",
+    description=(
+        "The same multipart fields and limits as POST /analyze/, plus an optional "
+        "`webhook_url`. Answers 202 with the job and its address in `Location`; an upload "
+        "error is a 400 before any job exists. The job runs on whichever gateway has a "
+        "free worker, survives the loss of the one that took it, and is kept until "
+        "`expires_at`."
+    ),
+    status_code=202,
+    responses=_errors(400, 401, 429, 503),
+)
+async def submit_job(request: Request, state: State) -> Response[JobView]:
+    settings = state.settings
+    form = await receive_form(
+        request.headers.get("content-type"),
+        request.stream(),
+        settings.limits,
+        settings.upload_dir,
+        extra_fields=(WEBHOOK_FIELD,),
+    )
+    jobs: JobService = state.jobs
+    try:
+        webhook_url = state.webhook_target(form.fields.get(WEBHOOK_FIELD))
+        submitter = Submitter.of(caller(request.scope), bool(settings.admission.api_keys))
+        job = await jobs.submit(form, submitter, request_id=current(), webhook_url=webhook_url)
+    finally:
+        form.discard()
+    view = job_view(job.record)
+    return Response(view, status_code=202, headers={"Location": view.urls.self_})
+
+
+@get(
+    "/jobs/{job_id:str}",
+    summary="A job: its status, stage, and its result or error once it ended",
+    responses=_errors(401, 404),
+)
+async def get_job(request: Request, state: State, job_id: JobId) -> JobView:
+    jobs: JobService = state.jobs
+    return job_view((await jobs.get(job_id, _owner(request, state))).record)
+
+
+@get(
+    "/jobs",
+    summary="The caller's jobs, newest first (offered when API keys are on)",
+    responses=_errors(401),
+)
+async def list_jobs(
+    request: Request,
+    state: State,
+    cursor: Annotated[
+        str | None, Parameter(description="next_cursor of the page before", max_length=64)
+    ] = None,
+    limit: Annotated[int, Parameter(ge=1, le=100)] = PAGE_SIZE,
+) -> JobPage:
+    jobs: JobService = state.jobs
+    owner = caller(request.scope)
+    records = await jobs.owned(owner) if owner is not None else []
+    if cursor is not None:
+        ids = [record.id for record in records]
+        records = records[ids.index(cursor) + 1 :] if cursor in ids else []
+    page = records[:limit]
+    more = len(records) > limit
+    return JobPage(
+        jobs=[job_view(record) for record in page], next_cursor=page[-1].id if more else None
+    )
+
+
+@get(
+    "/jobs/{job_id:str}/events",
+    summary="A job's events as Server-Sent Events, from the start or after Last-Event-ID",
+    description=(
+        "The events /analyze/stream sends (`stage`, `story`, `thai`, `result`, `error`) and "
+        "`status` {status, attempts} at each change of status, each with an `id:`. A client "
+        "that reconnects with `Last-Event-ID` gets only what came after it. The stream "
+        "ends after the job's last `status`; a finished job's events replay from the start "
+        "until it expires. When a job is run again after its gateway was lost, a `status` "
+        "`running` with the next attempt number starts its story again."
+    ),
+    media_type="text/event-stream",
+    responses=_errors(401, 404),
+)
+async def job_events(
+    request: Request,
+    state: State,
+    job_id: JobId,
+    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+) -> ServerSentEvent:
+    jobs: JobService = state.jobs
+    owner = _owner(request, state)
+    await jobs.get(job_id, owner)  # 404 before the stream starts
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    return ServerSentEvent(_replay(jobs, job_id, owner, after))
+
+
+async def _replay(
+    jobs: JobService, job_id: str, owner: str | None, after: int
+) -> AsyncIterator[ServerSentEventMessage]:
+    store: JobStore = jobs.store
+    async for heard in store.events(job_id, after):
+        if heard is None:
+            # Quiet for a while: a job deleted meanwhile has no more events to come.
+            try:
+                await jobs.get(job_id, owner)
+            except JobNotFound:
+                return
+            continue
+        number, event = heard
+        yield ServerSentEventMessage(id=str(number), event=event.name, data=event.data.decode())
+        if event.name == "status" and _status.decode(event.data).get("status") in _FINISHED:
+            return
+
+
+@post(
+    "/jobs/{job_id:str}/cancel",
+    summary="Cancel a job: its model calls stop, its media are removed (idempotent)",
+    status_code=200,
+    responses=_errors(401, 404, 409),
+)
+async def cancel_job(request: Request, state: State, job_id: JobId) -> JobView:
+    jobs: JobService = state.jobs
+    return job_view((await jobs.cancel(job_id, _owner(request, state))).record)
+
+
+@delete(
+    "/jobs/{job_id:str}",
+    summary="Delete a job now: its record, events, media and result",
+    status_code=204,
+    responses=_errors(401, 404),
+)
+async def delete_job(request: Request, state: State, job_id: JobId) -> None:
+    jobs: JobService = state.jobs
+    await jobs.delete(job_id, _owner(request, state))
+
+
+JOB_ROUTES = [submit_job, get_job, job_events, cancel_job, delete_job]
+OWNED_ROUTES = [list_jobs]  # only with API keys on

@@ -1,0 +1,92 @@
+"""What a job's work is: one analysis, its progress kept as the job's events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+from nats.errors import Error as NatsError
+
+from bus.blobs import BlobsUnavailable
+from bus.logs import REQUEST_ID
+from bus.rpc import CallError, RemoteFailure
+from contracts.messages import JobEvent, JobRecord, JobUpload, Progress, Stage
+from gateway.analysis import Analyzer, Media
+from gateway.errors import problem_of
+from gateway.jobs.worker import JobFailed, JobRun
+
+log = logging.getLogger(__name__)
+
+_json = msgspec.json.Encoder()
+# Pieces of text are gathered this long into one event: a story is hundreds of pieces,
+# and each event is a stored message.
+TEXT_EVERY_SECONDS = 0.1
+
+
+class EventRelay:
+    """Turns an analysis's progress into the job's events, in order.
+
+    A stage becomes a ``stage`` event (and the job's recorded stage); a translated
+    paragraph a ``thai`` event; pieces of the story become ``story`` events, gathered
+    for up to TEXT_EVERY_SECONDS so the stream is not one stored message per token.
+    """
+
+    def __init__(self, job: JobRun) -> None:
+        self.job = job
+        self._pieces: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def progress(self, progress: Progress) -> None:
+        if progress.text is not None and progress.stage is Stage.TRANSLATING:
+            self.flush()
+            self.job.event(JobEvent(name="thai", data=_json.encode({"text": progress.text})))
+            return
+        if progress.text is not None:
+            self._pieces.append(progress.text)
+            if self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(TEXT_EVERY_SECONDS, self.flush)
+            return
+        self.flush()
+        body = {"stage": progress.stage.value, "detail": progress.detail}
+        self.job.event(JobEvent(name="stage", data=_json.encode(body)))
+        self.job.stage_soon(progress.stage)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pieces:
+            text = "".join(self._pieces)
+            self.job.event(JobEvent(name="story", data=_json.encode({"text": text})))
+        self._pieces = []
+
+
+class AnalysisRunner:
+    """Runs a job as the synchronous call would, and answers with its JSON."""
+
+    def __init__(self, analyzer: Analyzer) -> None:
+        self.analyzer = analyzer
+
+    async def __call__(self, record: JobRecord, uploads: list[JobUpload], job: JobRun) -> bytes:
+        """Raises JobFailed with what the synchronous call would have answered."""
+        relay = EventRelay(job)
+        request_id = record.request_id or record.id
+        token = REQUEST_ID.set(request_id)  # the job's log lines name its submission
+        media = Media(
+            kind=record.kind, uploads=uploads, prompt=record.prompt, request_id=request_id
+        )
+        try:
+            answer = await self.analyzer.analyze(media, on_progress=relay.progress)
+        except (RemoteFailure, CallError, BlobsUnavailable, NatsError) as err:
+            problem = problem_of(err)
+            log.info("job %s failed (%d): %s", record.id, problem.status, problem.detail)
+            retry_after = None
+            if problem.headers and "Retry-After" in problem.headers:
+                retry_after = float(problem.headers["Retry-After"])
+            raise JobFailed(problem.status, problem.detail, retry_after) from err
+        finally:
+            relay.flush()
+            REQUEST_ID.reset(token)
+        return _json.encode(answer)
