@@ -7,6 +7,7 @@ and, when API keys are on, how to send one. Litestar derives the rest from the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
@@ -97,8 +98,10 @@ def _header(name: str) -> Reference:
 class DocumentedOperation(Operation):
     """Any operation: the X-Request-ID a client may send and every answer carries.
 
-    Open to all, even when API keys are on (see AnalyzeOperation for the guarded ones).
+    Open to all, even when API keys are on, unless GUARDED.
     """
+
+    GUARDED: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self.parameters = [
@@ -109,11 +112,9 @@ class DocumentedOperation(Operation):
             if isinstance(response, OpenAPIResponse):
                 names = [*_ERROR_HEADERS.get(status, []), REQUEST_ID]
                 response.headers = {**(response.headers or {}), **{n: _header(n) for n in names}}
-        self.security = self.open_to_all()
-
-    def open_to_all(self) -> list[SecurityRequirement] | None:
-        """An empty requirement: no key, whatever the document's default is."""
-        return []
+        # None takes the document's default (a key when the server has keys); an empty
+        # list says no key is needed, whatever that default is.
+        self.security = None if self.GUARDED else []
 
 
 @dataclass
@@ -148,12 +149,11 @@ class DocsPageOperation(DocumentedOperation):
 class AnalyzeOperation(DocumentedOperation):
     """The upload routes: the multipart body they stream themselves; a key when keys are on."""
 
+    GUARDED = True
+
     def __post_init__(self) -> None:
         self.request_body = Reference(ref=f"#/components/requestBodies/{UPLOAD_BODY}")
         super().__post_init__()
-
-    def open_to_all(self) -> list[SecurityRequirement] | None:
-        return None  # the document's default: a key when the server has keys
 
 
 def upload_body(limits: Limits) -> RequestBody:
