@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from litestar import MediaType, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import (
-    OpenAPIFormat,
-    OpenAPIMediaType,
-    OpenAPIType,
-    Operation,
-    RequestBody,
-    Schema,
-)
 from litestar.response import File, Response, ServerSentEvent
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -30,60 +21,41 @@ from gateway.analysis import Analyzer
 from gateway.config import MIB, Limits
 from gateway.disconnect import until_disconnected
 from gateway.metrics import STATS_WINDOW, Metrics
+from gateway.openapi import AnalyzeOperation, DocsPageOperation, DocumentedOperation
 from gateway.schemas import AnalyzeResponse, ErrorResponse, Health
 from gateway.streaming import stream_analysis
-from gateway.uploads import FILES_FIELD, PROMPT_FIELD, SUPPORTED, megabytes, receive_form
+from gateway.uploads import receive_form
 
 STATIC = Path(__file__).parent / "static"
 
 _ERRORS = {
     400: "Invalid file type, file size over the limits, or another client error",
+    401: "Only when the server has API keys: the key is missing or not accepted",
+    408: "The upload stalled or took too long to arrive",
     422: "The media is valid but holds nothing usable (e.g. no video stream)",
-    429: "The model provider's rate limit was hit; see Retry-After",
+    429: "The model provider's rate limit was hit, or this client's rate limit; see Retry-After",
     500: "Something went wrong on the server side",
-    503: "A service or the model provider is unavailable",
+    503: "A service or the model provider is unavailable, or the server is busy",
+}
+# Before the stream starts: what the upload or the admission is refused with. Errors of
+# the analysis itself come as an `error` event.
+_STREAM_ERRORS = {
+    400: _ERRORS[400],
+    401: _ERRORS[401],
+    408: _ERRORS[408],
+    429: "This client's rate limit (when the server sets one); see Retry-After",
+    500: _ERRORS[500],
+    503: "The server is busy with as many analyses as it takes; see Retry-After",
 }
 
 
-@dataclass
-class AnalyzeOperation(Operation):
-    """Documents the multipart body the handler streams itself."""
-
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True,
-            description=f"{SUPPORTED}, within this server's limits (see the API description).",
-            content={
-                "multipart/form-data": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=[FILES_FIELD],
-                        properties={
-                            FILES_FIELD: Schema(
-                                type=OpenAPIType.ARRAY,
-                                items=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
-                                description="JPG/PNG images (several allowed) or one MP4 video",
-                            ),
-                            PROMPT_FIELD: Schema(
-                                type=OpenAPIType.STRING,
-                                description="Optional style prompt, e.g. 'in the style of "
-                                "Anthony Bourdain'. A default prompt is used when absent.",
-                            ),
-                        },
-                    )
-                )
-            },
+def _error_responses(errors: dict[int, str]) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(
+            data_container=ErrorResponse, description=text, generate_examples=False
         )
-
-
-def describe_limits(limits: Limits) -> str:
-    """The configured upload limits in words, for the OpenAPI description."""
-    return (
-        f"Limits on this server: {megabytes(limits.max_image_bytes)} per image and up to "
-        f"{limits.max_images} images per request, or one video of up to "
-        f"{megabytes(limits.max_video_bytes)}; a prompt of at most "
-        f"{limits.max_prompt_chars} characters. Larger uploads are refused with 400."
-    )
+        for status, text in errors.items()
+    }
 
 
 def render_index(limits: Limits) -> str:
@@ -106,7 +78,13 @@ def index(state: State) -> str:
     return page
 
 
-@get("/api/docs", media_type=MediaType.HTML, summary="API documentation page", sync_to_thread=False)
+@get(
+    "/api/docs",
+    media_type=MediaType.HTML,
+    summary="API documentation page",
+    operation_class=DocsPageOperation,
+    sync_to_thread=False,
+)
 def api_docs() -> File:
     return File(STATIC / "docs.html", content_disposition_type="inline")
 
@@ -116,12 +94,7 @@ def api_docs() -> File:
     summary="Write a story in English and Thai from photos or a video",
     operation_class=AnalyzeOperation,
     status_code=200,
-    responses={
-        status: ResponseSpec(
-            data_container=ErrorResponse, description=text, generate_examples=False
-        )
-        for status, text in _ERRORS.items()
-    },
+    responses=_error_responses(_ERRORS),
 )
 async def analyze(request: Request, state: State) -> AnalyzeResponse:
     """Stream the upload to disk under the limits, then run the pipeline over NATS."""
@@ -148,11 +121,7 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
     operation_class=AnalyzeOperation,
     status_code=200,
     media_type="text/event-stream",
-    responses={
-        400: ResponseSpec(
-            data_container=ErrorResponse, description=_ERRORS[400], generate_examples=False
-        )
-    },
+    responses=_error_responses(_STREAM_ERRORS),
 )
 async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
     settings = state.settings
@@ -162,7 +131,12 @@ async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
     return ServerSentEvent(stream_analysis(state.analyzer, form, request.url.path))
 
 
-@get("/healthz", summary="The gateway process is up", sync_to_thread=False)
+@get(
+    "/healthz",
+    summary="The gateway process is up",
+    operation_class=DocumentedOperation,
+    sync_to_thread=False,
+)
 def healthz() -> Health:
     return Health(status="ok")
 
@@ -170,6 +144,7 @@ def healthz() -> Health:
 @get(
     "/readyz",
     summary="NATS is connected, the blob bucket answers and every service answers a ping",
+    operation_class=DocumentedOperation,
     responses={503: ResponseSpec(data_container=Health, description="Not ready")},
 )
 async def readyz(state: State) -> Response[Health]:
@@ -199,6 +174,7 @@ async def readyz(state: State) -> Response[Health]:
         f"on; takes about {STATS_WINDOW:g} s while the service replicas answer."
     ),
     media_type=CONTENT_TYPE_LATEST,
+    operation_class=DocumentedOperation,
 )
 async def metrics(state: State) -> Response[bytes]:
     figures: Metrics = state.metrics
