@@ -1,7 +1,8 @@
 """Frame extraction's shared types: the bounds every picture keeps, the pictures, the errors.
 
 images.py turns photos into pictures, video.py turns videos into pictures (with the
-frame choice of frame_choice.py); both produce the types defined here.
+frame choice of frame_choice.py and the decoding of decoding.py); both produce the
+types defined here.
 """
 
 from dataclasses import dataclass

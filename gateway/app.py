@@ -9,8 +9,6 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
 from bus import blobs, connection
@@ -25,8 +23,9 @@ from gateway.jobs.lifecycle import running_jobs
 from gateway.jobs.routes import JOB_ROUTES, OWNED_ROUTES, submit_job
 from gateway.limits import admission_middleware
 from gateway.metrics import Metrics, MetricsMiddleware
+from gateway.openapi import openapi_config
 from gateway.request_ids import RequestIdMiddleware
-from gateway.routes import ROUTES, STATIC, analyze, analyze_stream, describe_limits, render_index
+from gateway.routes import ROUTES, STATIC, analyze, analyze_stream, render_index
 from gateway.traces import TraceMiddleware
 from gateway.uploads import UploadError
 
@@ -111,12 +110,5 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
         logging_config=None,
         # Early 400 from Content-Length; per-file limits are enforced while streaming.
         request_max_body_size=largest_body + _FORM_OVERHEAD,
-        openapi_config=OpenAPIConfig(
-            title="ImgStory API",
-            version="1.0.0",
-            description="Photos or a video in; a short story in English and Thai out. "
-            + describe_limits(limits),
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-        ),
+        openapi_config=openapi_config(settings),
     )

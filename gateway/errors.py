@@ -34,13 +34,14 @@ log = logging.getLogger(__name__)
 # What each error status means, for the OpenAPI description of every route.
 ERROR_RESPONSES = {
     400: "Invalid file type, file size over the limits, or another client error",
-    401: "An API key is needed, or the one sent is not accepted",
+    401: "Only when the server has API keys: the key is missing or not accepted",
     404: "No such job (never made, deleted, expired, or another key's)",
+    408: "The upload stalled or took too long to arrive",
     409: "The job has ended already",
     422: "The media is valid but holds nothing usable (e.g. no video stream)",
-    429: "Too many requests, or the model provider's rate limit was hit; see Retry-After",
+    429: "The model provider's rate limit was hit, or this client's rate limit; see Retry-After",
     500: "Something went wrong on the server side",
-    503: "A service or the model provider is unavailable, or the queue is full",
+    503: "A service or the model provider is unavailable, or the queue is full; see Retry-After",
 }
 
 # Where a request turned away notes why, in the ASGI scope's state, for the metrics.

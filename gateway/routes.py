@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 from litestar import MediaType, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import (
-    OpenAPIFormat,
-    OpenAPIMediaType,
-    OpenAPIType,
-    Operation,
-    RequestBody,
-    Schema,
-)
 from litestar.response import File, Response, ServerSentEvent
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -29,65 +20,31 @@ from bus import blobs
 from contracts.subjects import SERVICES, ServiceSpec, ping_subject
 from gateway.config import MIB, Limits
 from gateway.disconnect import until_disconnected
+from gateway.errors import ERROR_RESPONSES
 from gateway.jobs.service import JobService, Submitter
 from gateway.limits import caller
 from gateway.metrics import STATS_WINDOW, Metrics
+from gateway.openapi import (
+    AnalyzeOperation,
+    DocsPageOperation,
+    DocumentedOperation,
+    error_responses,
+)
 from gateway.request_ids import current
-from gateway.schemas import AnalyzeResponse, ErrorResponse, Health
+from gateway.schemas import AnalyzeResponse, Health
 from gateway.streaming import stream_analysis
-from gateway.uploads import FILES_FIELD, PROMPT_FIELD, SUPPORTED, megabytes, receive_form
+from gateway.uploads import receive_form
 
 STATIC = Path(__file__).parent / "static"
 _answers = msgspec.json.Decoder(AnalyzeResponse)
 
-_ERRORS = {
-    400: "Invalid file type, file size over the limits, or another client error",
-    422: "The media is valid but holds nothing usable (e.g. no video stream)",
-    429: "The model provider's rate limit was hit; see Retry-After",
-    500: "Something went wrong on the server side",
-    503: "A service or the model provider is unavailable",
+# Before the stream starts: what the upload or the admission is refused with. Errors of
+# the analysis itself come as an `error` event.
+_STREAM_ERRORS = {
+    **{status: ERROR_RESPONSES[status] for status in (400, 401, 408, 500)},
+    429: "This client's rate limit (when the server sets one); see Retry-After",
+    503: "The queue is full; see Retry-After",
 }
-
-
-@dataclass
-class AnalyzeOperation(Operation):
-    """Documents the multipart body the handler streams itself."""
-
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True,
-            description=f"{SUPPORTED}, within this server's limits (see the API description).",
-            content={
-                "multipart/form-data": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=[FILES_FIELD],
-                        properties={
-                            FILES_FIELD: Schema(
-                                type=OpenAPIType.ARRAY,
-                                items=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
-                                description="JPG/PNG images (several allowed) or one MP4 video",
-                            ),
-                            PROMPT_FIELD: Schema(
-                                type=OpenAPIType.STRING,
-                                description="Optional style prompt, e.g. 'in the style of "
-                                "Anthony Bourdain'. A default prompt is used when absent.",
-                            ),
-                        },
-                    )
-                )
-            },
-        )
-
-
-def describe_limits(limits: Limits) -> str:
-    """The configured upload limits in words, for the OpenAPI description."""
-    return (
-        f"Limits on this server: {megabytes(limits.max_image_bytes)} per image and up to "
-        f"{limits.max_images} images per request, or one video of up to "
-        f"{megabytes(limits.max_video_bytes)}; a prompt of at most "
-        f"{limits.max_prompt_chars} characters. Larger uploads are refused with 400."
-    )
 
 
 def render_index(limits: Limits) -> str:
@@ -110,7 +67,13 @@ def index(state: State) -> str:
     return page
 
 
-@get("/api/docs", media_type=MediaType.HTML, summary="API documentation page", sync_to_thread=False)
+@get(
+    "/api/docs",
+    media_type=MediaType.HTML,
+    summary="API documentation page",
+    operation_class=DocsPageOperation,
+    sync_to_thread=False,
+)
 def api_docs() -> File:
     return File(STATIC / "docs.html", content_disposition_type="inline")
 
@@ -120,12 +83,7 @@ def api_docs() -> File:
     summary="Write a story in English and Thai from photos or a video",
     operation_class=AnalyzeOperation,
     status_code=200,
-    responses={
-        status: ResponseSpec(
-            data_container=ErrorResponse, description=text, generate_examples=False
-        )
-        for status, text in _ERRORS.items()
-    },
+    responses=error_responses({s: ERROR_RESPONSES[s] for s in (400, 401, 408, 422, 429, 500, 503)}),
 )
 async def analyze(request: Request, state: State) -> AnalyzeResponse:
     """Stream the upload to disk under the limits, then run the pipeline over NATS."""
@@ -153,11 +111,7 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
     operation_class=AnalyzeOperation,
     status_code=200,
     media_type="text/event-stream",
-    responses={
-        400: ResponseSpec(
-            data_container=ErrorResponse, description=_ERRORS[400], generate_examples=False
-        )
-    },
+    responses=error_responses(_STREAM_ERRORS),
 )
 async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
     settings = state.settings
@@ -174,7 +128,12 @@ def _submitter(request: Request, state: State) -> Submitter:
     return Submitter.of(caller(request.scope), bool(state.settings.admission.api_keys))
 
 
-@get("/healthz", summary="The gateway process is up", sync_to_thread=False)
+@get(
+    "/healthz",
+    summary="The gateway process is up",
+    operation_class=DocumentedOperation,
+    sync_to_thread=False,
+)
 def healthz() -> Health:
     return Health(status="ok")
 
@@ -182,6 +141,7 @@ def healthz() -> Health:
 @get(
     "/readyz",
     summary="NATS is connected, the blob bucket answers and every service answers a ping",
+    operation_class=DocumentedOperation,
     responses={503: ResponseSpec(data_container=Health, description="Not ready")},
 )
 async def readyz(state: State) -> Response[Health]:
@@ -211,6 +171,7 @@ async def readyz(state: State) -> Response[Health]:
         f"on; takes about {STATS_WINDOW:g} s while the service replicas answer."
     ),
     media_type=CONTENT_TYPE_LATEST,
+    operation_class=DocumentedOperation,
 )
 async def metrics(state: State) -> Response[bytes]:
     figures: Metrics = state.metrics

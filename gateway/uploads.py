@@ -111,6 +111,7 @@ class _FormSink:
         self._extra: dict[str, bytearray] = {}
         self.form = ReceivedForm()
         self._prompt = bytearray()
+        self._prompt_seen = False
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}
@@ -148,6 +149,10 @@ class _FormSink:
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name == PROMPT_FIELD:
+            if self._prompt_seen:
+                raise UploadError("send at most one 'prompt' field")
+            self._prompt_seen = True
         if self._name != FILES_FIELD:
             return
         images = sum(1 for f in self.form.files if f.kind is MediaKind.IMAGE)
@@ -251,12 +256,13 @@ class _FormSink:
             raise UploadError("no files uploaded: send one or more 'files' fields")
         if self._prompt:
             try:
-                prompt = self._prompt.decode("utf-8").strip()
+                prompt = self._prompt.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise UploadError("prompt is not valid UTF-8 text") from err
+            # The limit is on the text as sent (the OpenAPI maxLength), blanks included.
             if len(prompt) > self.limits.max_prompt_chars:
                 raise UploadError(self._prompt_too_long())
-            self.form.prompt = prompt or None
+            self.form.prompt = prompt.strip() or None
         for name, raw in self._extra.items():
             try:
                 value = raw.decode("utf-8").strip()

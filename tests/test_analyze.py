@@ -207,6 +207,25 @@ async def test_too_many_images_and_too_long_prompt_are_400(gateway, gateway_sett
     assert long.status_code == 400 and "prompt is too long" in long.json()["detail"]
 
 
+async def test_a_prompt_over_the_limit_by_blanks_and_two_prompts_are_400(
+    gateway, gateway_settings, openai
+):
+    # The OpenAPI document says maxLength of the prompt as sent, and one prompt field.
+    limits = replace(gateway_settings.limits, max_prompt_chars=20)
+    photo = sample_photo("coffee.png")
+    async with gateway(replace(gateway_settings, limits=limits)) as client:
+        padded = await client.post(
+            "/analyze/", files=files_of(photo), data={"prompt": "x" * 20 + "\x1c \n"}
+        )
+        twice = await client.post("/analyze/", files=files_of(photo), data={"prompt": ["a", "b"]})
+        trimmed = await client.post(
+            "/analyze/", files=files_of(photo), data={"prompt": " " + "x" * 18 + " "}
+        )
+    assert padded.status_code == 400 and "prompt is too long" in padded.json()["detail"]
+    assert twice.status_code == 400 and "one 'prompt'" in twice.json()["detail"]
+    assert trimmed.status_code == 200, trimmed.text
+
+
 async def test_mp4_without_a_video_stream_is_422(gateway, openai, tmp_path):
     audio_only = write_audio_only_mp4(tmp_path / "voice.mp4")
     async with gateway() as client:

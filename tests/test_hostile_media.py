@@ -24,7 +24,7 @@ from bus import blobs, connection, rpc
 from contracts.messages import Cancel, ExtractFrames, FailureCode, FramesExtracted, MediaKind
 from contracts.subjects import EXTRACT_FRAMES, cancel_subject
 from devstack.faults import eventually
-from frame_service import config, video
+from frame_service import config, decoding
 from frame_service.cancellation import Cancelled, CancelToken
 from frame_service.frames import DecodeBudget, FrameBounds, MediaError, UnprocessableMedia
 from frame_service.images import prepare_image, to_picture
@@ -238,7 +238,7 @@ def test_without_an_index_the_frame_budget_holds_while_decoding(
     four_k_still: Path, monkeypatch: pytest.MonkeyPatch
 ):
     # As for a container whose index says nothing: the count is kept frame by frame.
-    monkeypatch.setattr(video, "_planned_decodes", lambda stream, targets: None)
+    monkeypatch.setattr(decoding, "_planned_decodes", lambda stream, targets: None)
     stats = DecodeStats()
     with pytest.raises(UnprocessableMedia, match="more than 50 frames"):
         extract_video(four_k_still, 8, BOUNDS, stats, budget=replace(UNBOUNDED, frames=50))

@@ -188,7 +188,9 @@ async def test_gateway_pages_and_openapi(gateway):
     for line in seed_python_example().splitlines():
         assert line in docs.text
     analyze = schema["paths"]["/analyze"]["post"]
-    body = analyze["requestBody"]["content"]["multipart/form-data"]["schema"]
+    # Both upload routes refer to one shared body.
+    shared = analyze["requestBody"]["$ref"].removeprefix("#/components/requestBodies/")
+    body = schema["components"]["requestBodies"][shared]["content"]["multipart/form-data"]["schema"]
     assert set(body["properties"]) == {"files", "prompt"}
     assert {"200", "400", "422", "429", "500", "503"} <= set(analyze["responses"])
 

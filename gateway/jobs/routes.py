@@ -18,11 +18,10 @@ from gateway.errors import ERROR_RESPONSES
 from gateway.jobs.service import JobService, Submitter
 from gateway.jobs.views import JobPage, JobView, job_view
 from gateway.limits import caller
+from gateway.openapi import WEBHOOK_FIELD, JobOperation, SubmitJobOperation
 from gateway.request_ids import current
-from gateway.schemas import ErrorResponse
 from gateway.uploads import receive_form
 
-WEBHOOK_FIELD = "webhook_url"
 JobId = Annotated[
     str, Parameter(description="The job's id, as POST /jobs answered it", max_length=64)
 ]
@@ -37,14 +36,7 @@ def _owner(request: Request, state: State) -> str | None:
 
 
 def _errors(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            data_container=ErrorResponse,
-            description=ERROR_RESPONSES[status],
-            generate_examples=False,
-        )
-        for status in statuses
-    }
+    return error_responses({status: ERROR_RESPONSES[status] for status in statuses})
 
 
 @post(
@@ -58,7 +50,8 @@ def _errors(*statuses: int) -> dict[int, ResponseSpec]:
         "`expires_at`."
     ),
     status_code=202,
-    responses=_errors(400, 401, 429, 503),
+    operation_class=SubmitJobOperation,
+    responses=_errors(400, 401, 408, 429, 503),
 )
 async def submit_job(request: Request, state: State) -> Response[JobView]:
     settings = state.settings
@@ -82,6 +75,7 @@ async def submit_job(request: Request, state: State) -> Response[JobView]:
 
 @get(
     "/jobs/{job_id:str}",
+    operation_class=JobOperation,
     summary="A job: its status, stage, and its result or error once it ended",
     responses=_errors(401, 404),
 )
@@ -92,6 +86,7 @@ async def get_job(request: Request, state: State, job_id: JobId) -> JobView:
 
 @get(
     "/jobs",
+    operation_class=JobOperation,
     summary="The caller's jobs, newest first (offered when API keys are on)",
     responses=_errors(401),
 )
@@ -118,6 +113,7 @@ async def list_jobs(
 
 @get(
     "/jobs/{job_id:str}/events",
+    operation_class=JobOperation,
     summary="A job's events as Server-Sent Events, from the start or after Last-Event-ID",
     description=(
         "The events /analyze/stream sends (`stage`, `story`, `thai`, `result`, `error`) and "
@@ -163,6 +159,7 @@ async def _replay(
 
 @post(
     "/jobs/{job_id:str}/cancel",
+    operation_class=JobOperation,
     summary="Cancel a job: its model calls stop, its media are removed (idempotent)",
     status_code=200,
     responses=_errors(401, 404, 409),
@@ -174,6 +171,7 @@ async def cancel_job(request: Request, state: State, job_id: JobId) -> JobView:
 
 @delete(
     "/jobs/{job_id:str}",
+    operation_class=JobOperation,
     summary="Delete a job now: its record, events, media and result",
     status_code=204,
     responses=_errors(401, 404),
