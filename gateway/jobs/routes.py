@@ -18,7 +18,7 @@ from gateway.errors import ERROR_RESPONSES
 from gateway.jobs.service import JobService, Submitter
 from gateway.jobs.views import JobPage, JobView, job_view
 from gateway.limits import caller
-from gateway.openapi import WEBHOOK_FIELD, JobOperation, SubmitJobOperation
+from gateway.openapi import WEBHOOK_FIELD, JobOperation, SubmitJobOperation, error_responses
 from gateway.request_ids import current
 from gateway.uploads import receive_form
 
