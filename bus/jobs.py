@@ -99,7 +99,7 @@ class JobStore:
         """Bind to the jobs' bucket and streams, creating any that is missing."""
         config = config or JobsConfig()
         kv = await _key_value(js, config)
-        await _stream(
+        await ensure_stream(
             js,
             StreamConfig(
                 name=JOBS_STREAM,
@@ -118,12 +118,8 @@ class JobStore:
             max_deliver=-1,  # attempts are bounded by the worker, which fails the job
             max_ack_pending=-1,
         )
-        try:
-            await js.add_consumer(JOBS_STREAM, workers)
-        except BadRequestError as err:
-            if err.err_code != _CONSUMER_EXISTS:
-                raise
-        await _stream(
+        await ensure_consumer(js, JOBS_STREAM, workers)
+        await ensure_stream(
             js,
             StreamConfig(
                 name=JOB_EVENTS_STREAM,
@@ -316,11 +312,20 @@ async def _key_value(js: JetStreamContext, config: JobsConfig) -> KeyValue:
         return await js.key_value(JOBS_BUCKET)
 
 
-async def _stream(js: JetStreamContext, config: StreamConfig) -> None:
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Make the stream unless it exists (made by another process first, maybe otherwise
+    configured: theirs is used)."""
     try:
         await js.add_stream(config)
     except BadRequestError as err:
         if err.err_code != _STREAM_NAME_IN_USE:
             raise
-        # Made by another process first (maybe otherwise configured): use theirs.
-        log.debug("stream %s exists already", config.name)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Make the durable consumer unless it exists."""
+    try:
+        await js.add_consumer(stream, config)
+    except BadRequestError as err:
+        if err.err_code != _CONSUMER_EXISTS:
+            raise

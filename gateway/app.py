@@ -27,18 +27,10 @@ from gateway.openapi import openapi_config
 from gateway.request_ids import RequestIdMiddleware
 from gateway.routes import ROUTES, STATIC, analyze, analyze_stream, render_index
 from gateway.traces import TraceMiddleware
-from gateway.uploads import UploadError
 
 log = logging.getLogger(__name__)
 
 _FORM_OVERHEAD = 1024 * 1024  # multipart boundaries, headers and the prompt
-
-
-def webhook_target(url: str | None) -> str | None:
-    """The webhook a job is to call, checked; webhooks are not offered yet."""
-    if url is None:
-        return None
-    raise UploadError("webhooks are not enabled on this server")
 
 
 def create_app(settings: config.Settings | None = None) -> Litestar:
@@ -87,7 +79,6 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
                 "settings": settings,
                 "index_html": page,
                 "metrics": metrics,
-                "webhook_target": webhook_target,
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,

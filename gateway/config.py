@@ -10,6 +10,8 @@ from bus.blobs import Bucket, bucket_settings
 from bus.liveness import HEARTBEAT_INTERVAL
 from bus.settings import Env, SettingsError
 from gateway.auth import ApiKeys
+from gateway.jobs import webhooks
+from gateway.jobs.webhooks import WebhookSettings
 from gateway.pricing import PriceTable, parse_prices
 
 MIB = 1024 * 1024
@@ -72,6 +74,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none: no CORS
     admission: Admission = field(default_factory=Admission)
     jobs: Jobs = field(default_factory=Jobs)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @property
     def longest_request(self) -> float:
@@ -120,6 +123,7 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         cors_origins=_origins(read.optional("IMGSTORY_CORS_ORIGINS")),
         admission=_admission(read),
         jobs=_jobs(read, bucket_settings(read)),
+        webhooks=webhooks.load(read),
     )
 
 

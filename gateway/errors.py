@@ -24,6 +24,7 @@ from bus.logs import REQUEST_ID
 from bus.rpc import CallError, RemoteFailure
 from gateway.disconnect import ClientGone
 from gateway.jobs.service import JobFinished, QueueFull
+from gateway.jobs.webhooks import WebhookRefused
 from gateway.jobs.worker import JobFailed
 from gateway.request_ids import HEADER, from_header
 from gateway.schemas import ErrorResponse
@@ -76,6 +77,8 @@ def problem_of(exc: BaseException) -> Problem:
             if error.retry_after is not None:
                 headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
             return Problem(error.status, error.detail, headers)
+        case WebhookRefused(detail=detail):
+            return Problem(HTTP_400_BAD_REQUEST, detail)
         case JobNotFound():
             return Problem(status_codes.HTTP_404_NOT_FOUND, "no such job")
         case JobFinished():
@@ -169,6 +172,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(
         NatsError,
         JobFailed,
         JobNotFound,
+        WebhookRefused,
         JobFinished,
         QueueFull,
         HTTPException,

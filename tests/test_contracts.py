@@ -224,6 +224,11 @@ WIRE_TAGS: dict[type[m.Message], str] = {
     m.Alive: "Alive",
     m.Cancel: "Cancel",
     m.Paragraph: "Paragraph",  # 1.1.0
+    # Durable jobs: stored in JetStream (a KV entry, work, webhook and event messages).
+    m.JobRecord: "JobRecord",
+    m.RunJob: "RunJob",
+    m.DeliverWebhook: "DeliverWebhook",
+    m.JobEvent: "JobEvent",
 }
 ABSTRACT = {m.StageRequest}  # fields every stage request shares; never sent on its own
 

@@ -29,12 +29,19 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
 
 from bus.blobs import through_elections
-from bus.jobs import JobConflict, JobNotFound, JobsConfig, JobStore
+from bus.jobs import (
+    JobConflict,
+    JobNotFound,
+    JobsConfig,
+    JobStore,
+    ensure_consumer,
+    ensure_stream,
+)
 from contracts.messages import DeliverWebhook, JobRecord, WebhookState, WebhookStatus
 from contracts.subjects import WEBHOOKS_SENDERS, WEBHOOKS_STREAM, WEBHOOKS_SUBJECT
+from gateway.jobs.loops import stopped
 from gateway.jobs.webhooks import (
     HostUnresolved,
     Target,
@@ -51,8 +58,6 @@ Render = Callable[[JobRecord], bytes]
 
 ACK_WAIT = 60.0  # a sender silent this long (it died mid-try) has its delivery given to another
 USER_AGENT = "ImgStory-Webhooks/1"
-_STREAM_NAME_IN_USE = 10058  # JetStream's error code when a stream exists already
-_CONSUMER_EXISTS = 10148  # ... and when a durable exists, otherwise configured
 _encoder = msgspec.msgpack.Encoder()
 _deliveries = msgspec.msgpack.Decoder(DeliverWebhook)
 
@@ -83,11 +88,7 @@ async def open_deliveries(js: JetStreamContext, config: JobsConfig) -> None:
         max_age=config.ttl,
         duplicate_window=120.0,
     )
-    try:
-        await js.add_stream(stream)
-    except BadRequestError as err:
-        if err.err_code != _STREAM_NAME_IN_USE:
-            raise
+    await ensure_stream(js, stream)
     senders = ConsumerConfig(
         durable_name=WEBHOOKS_SENDERS,
         ack_policy=AckPolicy.EXPLICIT,
@@ -95,11 +96,7 @@ async def open_deliveries(js: JetStreamContext, config: JobsConfig) -> None:
         max_deliver=-1,  # tries are bounded in time by the senders, which then fail it
         max_ack_pending=-1,
     )
-    try:
-        await js.add_consumer(WEBHOOKS_STREAM, senders)
-    except BadRequestError as err:
-        if err.err_code != _CONSUMER_EXISTS:
-            raise
+    await ensure_consumer(js, WEBHOOKS_STREAM, senders)
 
 
 async def request_delivery(store: JobStore, job_id: str) -> bool:
@@ -196,6 +193,7 @@ class Senders:
         self.settings = settings
         self.render = render
         self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         if self.settings.secret is None or self.settings.senders == 0:
@@ -217,9 +215,7 @@ class Senders:
 
     async def close(self) -> None:
         """Stop sending; a try cut short is made again by whichever replica takes it."""
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*(stopped(loop, self._stopping) for loop in self._loops))
         if self._loops:
             with contextlib.suppress(NatsError):
                 await self._queue.unsubscribe()
@@ -227,7 +223,7 @@ class Senders:
         self._loops = []
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 batch = await self._queue.fetch(1, timeout=5)
             except TimeoutError:

@@ -10,19 +10,25 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
+import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
 from bus import blobs
 from bus.jobs import JobsConfig, JobStore
+from contracts.messages import JobRecord
 from gateway.analysis import Analyzer
 from gateway.config import Settings
+from gateway.jobs.deliveries import Senders, open_deliveries
+from gateway.jobs.loops import stopped
 from gateway.jobs.runner import AnalysisRunner
 from gateway.jobs.service import JobService
+from gateway.jobs.views import job_view
 from gateway.jobs.worker import Workers, WorkerSettings
 
 log = logging.getLogger(__name__)
+_json = msgspec.json.Encoder()
 
 # How long a stopping gateway lets the jobs it runs finish before handing them back.
 STOP_GRACE = 30.0
@@ -35,8 +41,11 @@ async def running_jobs(
     """The job service, with this gateway's workers running and its sweep going."""
     jobs = settings.jobs
     config = JobsConfig(ttl=jobs.ttl, replicas=settings.bucket.replicas, ack_wait=jobs.lease)
-    store = await JobStore.open(blobs.jetstream(nc), config)
+    js = blobs.jetstream(nc)
+    store = await JobStore.open(js, config)
+    await open_deliveries(js, config)
     service = JobService(nc, store, media, jobs)
+    senders = Senders(store, settings.webhooks, render=_render)
     name = f"gateway-{socket.gethostname()}-{os.getpid()}"
     workers = Workers(
         nc,
@@ -45,20 +54,30 @@ async def running_jobs(
         WorkerSettings(workers=jobs.workers, max_attempts=jobs.max_attempts, name=name),
     )
     await workers.start()
-    sweeper = asyncio.create_task(_sweep_forever(service, every=min(jobs.ttl / 10, 300.0)))
+    await senders.start()
+    stop_sweeping = asyncio.Event()
+    sweeper = asyncio.create_task(
+        _sweep_forever(service, every=min(jobs.ttl / 10, 300.0), stop=stop_sweeping)
+    )
     try:
         yield service
     finally:
-        sweeper.cancel()
-        await asyncio.gather(sweeper, return_exceptions=True)
+        await stopped(sweeper, stop_sweeping)
         await workers.close(grace=STOP_GRACE)
+        await senders.close()
         await service.close()
 
 
-async def _sweep_forever(service: JobService, every: float) -> None:
+def _render(record: JobRecord) -> bytes:
+    """A webhook's body: the job as GET /jobs/{id} shows it."""
+    return _json.encode(job_view(record))
+
+
+async def _sweep_forever(service: JobService, every: float, stop: asyncio.Event) -> None:
     """Remove expired jobs with what they own. Every gateway sweeps; removing twice is
     harmless, and the streams' own expiry removes what no gateway was there to."""
-    while True:
+    while not stop.is_set():
         with contextlib.suppress(NatsError, blobs.BlobsUnavailable):
             await service.sweep()
-        await asyncio.sleep(every)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Request, delete, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 
 from bus.jobs import JobNotFound, JobStore
@@ -17,6 +17,7 @@ from contracts.messages import JobStatus
 from gateway.errors import ERROR_RESPONSES
 from gateway.jobs.service import JobService, Submitter
 from gateway.jobs.views import JobPage, JobView, job_view
+from gateway.jobs.webhooks import check_target
 from gateway.limits import caller
 from gateway.openapi import WEBHOOK_FIELD, JobOperation, SubmitJobOperation, error_responses
 from gateway.request_ids import current
@@ -64,7 +65,9 @@ async def submit_job(request: Request, state: State) -> Response[JobView]:
     )
     jobs: JobService = state.jobs
     try:
-        webhook_url = state.webhook_target(form.fields.get(WEBHOOK_FIELD))
+        webhook_url = form.fields.get(WEBHOOK_FIELD)
+        if webhook_url is not None:
+            webhook_url = await check_target(webhook_url, settings.webhooks)
         submitter = Submitter.of(caller(request.scope), bool(settings.admission.api_keys))
         job = await jobs.submit(form, submitter, request_id=current(), webhook_url=webhook_url)
     finally:
@@ -130,7 +133,7 @@ async def job_events(
     request: Request,
     state: State,
     job_id: JobId,
-    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     jobs: JobService = state.jobs
     owner = _owner(request, state)

@@ -30,6 +30,7 @@ from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUplo
 from contracts.subjects import job_cancel_subject, job_events_subject
 from gateway.cleanup import JOBS_MEDIA_PREFIX
 from gateway.config import Jobs
+from gateway.jobs.deliveries import pending_webhook, request_delivery
 from gateway.jobs.worker import JobFailed, status_event
 from gateway.uploads import ReceivedForm
 
@@ -190,7 +191,11 @@ class JobService:
                 raise JobFinished(f"the job has {record.status.value} already")
             try:
                 canceled = await self.store.update(
-                    current, status=JobStatus.CANCELED, finished_at=time.time(), stage=None
+                    current,
+                    status=JobStatus.CANCELED,
+                    finished_at=time.time(),
+                    stage=None,
+                    webhook=pending_webhook(record),
                 )
             except JobConflict:
                 continue  # it moved on meanwhile: look again
@@ -199,6 +204,7 @@ class JobService:
             await self.nc.publish(job_cancel_subject(job_id), b"")
         await self.store.publish(job_id, status_event(canceled.record))
         await blobs.delete_quietly(self.media, _stored(canceled.record))
+        await request_delivery(self.store, job_id)
         return canceled
 
     async def delete(self, job_id: str, owner: str | None) -> None:

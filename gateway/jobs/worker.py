@@ -26,6 +26,8 @@ from nats.js.client import JetStreamContext
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
 from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUpload, RunJob, Stage
 from contracts.subjects import job_cancel_subject
+from gateway.jobs.deliveries import pending_webhook, request_delivery
+from gateway.jobs.loops import stopped
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,10 @@ class JobRun:
         if self.stopped:
             raise JobConflict(f"job {self.job_id} was lost")
         await self.flushed()
-        self.current = await self.store.update(self.current, finished_at=time.time(), **changes)
+        webhook = pending_webhook(self.current.record)
+        self.current = await self.store.update(
+            self.current, finished_at=time.time(), webhook=webhook, **changes
+        )
         record = self.current.record
         if record.result is not None:
             self.event(JobEvent(name="result", data=record.result))
@@ -143,6 +148,7 @@ class JobRun:
             self.event(JobEvent(name="error", data=_json.encode(error)))
         self.event(status_event(record))
         await self.flushed()
+        await request_delivery(self.store, self.job_id)
         return self.current
 
 
@@ -157,6 +163,7 @@ class Workers:
         self.runner = runner
         self.settings = settings
         self._fetcher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._work: JetStreamContext.PullSubscription | None = None
         self._taken: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Future[bytes]] = {}
@@ -171,8 +178,7 @@ class Workers:
         """Stop taking work; let running jobs finish for up to ``grace`` seconds, then
         hand the rest back to the queue, which gives them to another replica at once."""
         if self._fetcher is not None:
-            self._fetcher.cancel()
-            await asyncio.gather(self._fetcher, return_exceptions=True)
+            await stopped(self._fetcher, self._stopping)
         if self._taken and grace > 0:
             await asyncio.wait(list(self._taken), timeout=grace)
         for task in list(self._taken):
@@ -188,7 +194,7 @@ class Workers:
 
     async def _fetch_forever(self, work: JetStreamContext.PullSubscription) -> None:
         slots = asyncio.Semaphore(self.settings.workers)
-        while True:
+        while not self._stopping.is_set():
             await slots.acquire()
             try:
                 batch = await work.fetch(1, timeout=5)
@@ -232,6 +238,7 @@ class Workers:
         claimed = await self._claim(msg, run.job_id)
         if claimed is None:
             return
+        log.info("job %s: attempt %d runs here", run.job_id, claimed.record.attempts)
         job = JobRun(self.store, claimed)
         job.event(status_event(claimed.record))
         task = asyncio.ensure_future(self.runner(claimed.record, run.uploads, job))
@@ -271,7 +278,10 @@ class Workers:
             current = await self.store.get(job_id)
             record = current.record
             if record.status.finished:
-                return None  # cancelled while queued, or done before a redelivery
+                # Cancelled while queued, or done before a redelivery (whose webhook
+                # may not have been queued yet: asking again is harmless).
+                await request_delivery(self.store, job_id)
+                return None
             delivered = msg.metadata.num_delivered or 1
             try:
                 if delivered > self.settings.max_attempts:
@@ -281,8 +291,10 @@ class Workers:
                         status=JobStatus.FAILED,
                         finished_at=time.time(),
                         error=JobError(status=503, detail=detail),
+                        webhook=pending_webhook(record),
                     )
                     await self.store.publish(job_id, status_event(failed.record))
+                    await request_delivery(self.store, job_id)
                     return None
                 return await self.store.update(
                     current,
