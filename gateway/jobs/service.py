@@ -69,6 +69,9 @@ class Submitter:
         return cls(owner=caller if keys_on else None, queue=token)
 
 
+_JOB_ID = re.compile(r"job_[0-9a-f]{32}")
+
+
 def new_job_id() -> str:
     """128 random bits, URL- and subject-safe."""
     return "job_" + secrets.token_hex(16)
@@ -170,6 +173,8 @@ class JobService:
     async def get(self, job_id: str, owner: str | None) -> Versioned:
         """The job as it is now. Raises JobNotFound when it does not exist, has expired
         or belongs to another key (whose existence is not revealed)."""
+        if not _JOB_ID.fullmatch(job_id):
+            raise JobNotFound(job_id)  # never a key the bucket would refuse to look up
         current = await self.store.get(job_id)
         record = current.record
         if record.owner != owner or record.expires_at <= time.time():

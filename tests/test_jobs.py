@@ -1,0 +1,247 @@
+"""POST /jobs and the job API over the real services, real NATS and the fake provider."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+
+from bus import blobs
+from bus.jobs import JobNotFound, JobStore
+from contracts.subjects import JOB_EVENTS_STREAM, JOBS_BUCKET, JOBS_STREAM
+from devstack.fake_answers import Reply
+from devstack.media import sample_photo
+from gateway.auth import ApiKeys
+
+KEY_A, KEY_B = "key-a-" + "a" * 20, "key-b-" + "b" * 20
+
+
+@pytest.fixture(autouse=True)
+async def no_job_left(nc: Client, services) -> AsyncIterator[None]:
+    """Each test's kept jobs are deleted after it, as their owner would, with their media."""
+    yield
+    store = await JobStore.open(nc.jetstream())
+    media = await blobs.open_bucket(nc.jetstream())
+    for job_id in await store.job_ids():
+        with contextlib.suppress(JobNotFound):
+            record = (await store.get(job_id)).record
+            await blobs.delete_quietly(media, [u.name for u in record.uploads if u.stored])
+            await store.delete(job_id)
+
+
+def files_of(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
+
+
+async def _until_finished(client, url: str, headers: dict | None = None, wait: float = 30) -> dict:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        job = (await client.get(url, headers=headers)).json()
+        if job["status"] in {"succeeded", "failed", "canceled"}:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} did not finish: {job}")
+
+
+def _events(text: str) -> list[tuple[str, str, dict]]:
+    """(id, event, data) of each Server-Sent Event in ``text``."""
+    found = []
+    for block in text.strip().split("\r\n\r\n" if "\r\n" in text else "\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":"
+        )
+        if "event" in fields:
+            found.append(
+                (fields.get("id", ""), fields["event"], msgspec.json.decode(fields["data"]))
+            )
+    return found
+
+
+async def test_a_job_is_accepted_then_answers_what_analyze_would(gateway, openai):
+    async with gateway() as client:
+        accepted = await client.post("/jobs", files=files_of(sample_photo("coffee.png")))
+        assert accepted.status_code == 202, accepted.text
+        job = accepted.json()
+        assert accepted.headers["location"] == f"/jobs/{job['id']}" == job["urls"]["self"]
+        assert job["status"] in {"queued", "running"} and job["attempts"] in {0, 1}
+        assert len(job["id"]) >= 32  # 128 random bits, hex
+        done = await _until_finished(client, job["urls"]["self"])
+    assert done["status"] == "succeeded" and done["error"] is None
+    result = done["result"]
+    assert result["english"] and result["thai"]
+    usage = result["token_usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
+    assert done["attempts"] == 1 and done["stage"] is None
+    assert done["created_at"] <= done["started_at"] <= done["finished_at"] < done["expires_at"]
+    assert done["urls"] == {
+        "self": f"/jobs/{job['id']}",
+        "events": f"/jobs/{job['id']}/events",
+        "cancel": f"/jobs/{job['id']}/cancel",
+    }
+
+
+async def test_an_upload_error_is_400_before_any_job_exists(gateway, nc: Client):
+    async with gateway() as client:
+        before = await nc.jetstream().stream_info(f"KV_{JOBS_BUCKET}")
+        refused = await client.post(
+            "/jobs", files=[("files", ("a.txt", b"not media", "text/plain"))]
+        )
+        after = await nc.jetstream().stream_info(f"KV_{JOBS_BUCKET}")
+    assert refused.status_code == 400
+    assert "unsupported file type" in refused.json()["detail"]
+    assert after.state.last_seq == before.state.last_seq  # nothing written
+
+
+async def test_events_replay_with_ids_and_resume_after_the_last_seen(gateway, openai):
+    async with gateway() as client:
+        job = (await client.post("/jobs", files=files_of(sample_photo("coffee.png")))).json()
+        await _until_finished(client, job["urls"]["self"])
+        everything = _events((await client.get(job["urls"]["events"])).text)
+        names = [name for _, name, _ in everything]
+        assert names[0] == "status" and everything[0][2]["status"] == "queued"
+        assert names[-2:] == ["result", "status"] and everything[-1][2]["status"] == "succeeded"
+        assert {"stage", "story", "thai"} <= set(names)
+        numbers = [int(number) for number, _, _ in everything]
+        assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+        middle = everything[len(everything) // 2][0]
+        rest = _events(
+            (await client.get(job["urls"]["events"], headers={"Last-Event-ID": middle})).text
+        )
+    assert rest == everything[len(everything) // 2 + 1 :]  # nothing twice, nothing lost
+
+
+async def test_cancel_mid_story_stops_the_model_calls(gateway, openai, blob_store):
+    openai.script(Reply("The Long Road\n\n" + "They walked on. " * 200, pace=0.05))
+    async with gateway() as client:
+        job = (await client.post("/jobs", files=files_of(sample_photo("coffee.png")))).json()
+        deadline = time.monotonic() + 20
+        while (await client.get(job["urls"]["self"])).json()["stage"] != "writing_story":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the story is streaming
+        canceled = await client.post(job["urls"]["cancel"])
+        again = await client.post(job["urls"]["cancel"])
+        calls = openai.stats()["chat_calls"]
+        await asyncio.sleep(1.5)
+        after = openai.stats()
+        final = (await client.get(job["urls"]["self"])).json()
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    assert again.status_code == 200 and again.json()["status"] == "canceled"  # idempotent
+    assert after["in_flight"] == 0 and after["chat_calls"] == calls  # stopped, none after
+    assert final["status"] == "canceled" and final["result"] is None
+
+
+async def test_cancel_after_the_end_is_409(gateway, openai):
+    async with gateway() as client:
+        job = (await client.post("/jobs", files=files_of(sample_photo("coffee.png")))).json()
+        await _until_finished(client, job["urls"]["self"])
+        refused = await client.post(job["urls"]["cancel"])
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == "the job has succeeded already"
+
+
+async def test_delete_leaves_nothing_in_the_bucket_the_streams_or_the_kv(
+    gateway, openai, nc: Client, blob_store
+):
+    big = sample_photo("astronaut.png")  # over the inline size: its upload is stored
+    async with gateway() as client:
+        job = (await client.post("/jobs", files=files_of(big))).json()
+        assert any(
+            name.startswith(f"jobs/{job['id']}/") for name in await blobs.list_names(blob_store)
+        )
+        await _until_finished(client, job["urls"]["self"])
+        deleted = await client.delete(job["urls"]["self"])
+        gone = await client.get(job["urls"]["self"])
+        events_gone = await client.get(job["urls"]["events"])
+    assert deleted.status_code == 204
+    assert gone.status_code == 404 and gone.json()["detail"] == "no such job"
+    assert events_gone.status_code == 404
+    js = nc.jetstream()
+    kv = await js.stream_info(f"KV_{JOBS_BUCKET}", subjects_filter=f"$KV.{JOBS_BUCKET}.{job['id']}")
+    events = await js.stream_info(
+        JOB_EVENTS_STREAM, subjects_filter=f"imgstory.v1.jobs.events.{job['id']}"
+    )
+    assert not (kv.state.subjects or {}) and not (events.state.subjects or {})
+    work = await js.stream_info(JOBS_STREAM)
+    assert work.state.messages == 0
+    # blob_store's teardown checks the bucket is empty
+
+
+async def test_a_job_is_its_keys_and_only_listed_to_it(gateway, gateway_settings, openai):
+    keyed = replace(
+        gateway_settings,
+        admission=replace(gateway_settings.admission, api_keys=ApiKeys.parse([KEY_A, KEY_B])),
+    )
+    a, b = {"X-API-Key": KEY_A}, {"Authorization": f"Bearer {KEY_B}"}
+    async with gateway(keyed) as client:
+        first = (
+            await client.post("/jobs", files=files_of(sample_photo("coffee.png")), headers=a)
+        ).json()
+        second = (
+            await client.post("/jobs", files=files_of(sample_photo("coffee.png")), headers=a)
+        ).json()
+        await _until_finished(client, first["urls"]["self"], a)
+        theirs = await client.get(first["urls"]["self"], headers=b)
+        cancel_theirs = await client.post(first["urls"]["cancel"], headers=b)
+        delete_theirs = await client.delete(first["urls"]["self"], headers=b)
+        nobody = await client.get(first["urls"]["self"])
+        page = (await client.get("/jobs?limit=1", headers=a)).json()
+        next_page = (
+            await client.get(f"/jobs?limit=1&cursor={page['next_cursor']}", headers=a)
+        ).json()
+        b_list = (await client.get("/jobs", headers=b)).json()
+    assert theirs.status_code == cancel_theirs.status_code == delete_theirs.status_code == 404
+    assert nobody.status_code == 401
+    assert [j["id"] for j in page["jobs"]] == [second["id"]]  # newest first
+    assert [j["id"] for j in next_page["jobs"]] == [first["id"]]
+    assert next_page["next_cursor"] is None
+    assert b_list == {"jobs": [], "next_cursor": None}
+
+
+async def test_with_keys_off_jobs_are_not_listed(gateway):
+    async with gateway() as client:
+        listing = await client.get("/jobs")
+    assert listing.status_code in {404, 405}
+
+
+async def test_past_the_queue_bound_is_503_with_retry_after(gateway, gateway_settings, openai):
+    openai.script(Reply("Slow.\n\nStory.", pace=0.2), Reply("Slow.\n\nStory.", pace=0.2))
+    bounded = replace(gateway_settings, jobs=replace(gateway_settings.jobs, max_queued=1))
+    async with gateway(bounded) as client:
+        first = await client.post("/jobs", files=files_of(sample_photo("coffee.png")))
+        refused = await client.post("/jobs", files=files_of(sample_photo("coffee.png")))
+        await _until_finished(client, first.json()["urls"]["self"])
+    assert first.status_code == 202
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+    assert "queue is full" in refused.json()["detail"]
+
+
+async def test_a_webhook_is_refused_while_the_server_has_no_secret(gateway):
+    async with gateway() as client:
+        refused = await client.post(
+            "/jobs",
+            files=files_of(sample_photo("coffee.png")),
+            data={"webhook_url": "https://example.com/hook"},
+        )
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == "webhooks are not enabled on this server"
+
+
+@pytest.mark.parametrize("job_id", ["job_" + "0" * 32, "nope", "a.b", "a*", "%20", "a>"])
+async def test_an_unknown_job_is_404(gateway, job_id):
+    async with gateway() as client:
+        answers = [
+            await client.get(f"/jobs/{job_id}"),
+            await client.get(f"/jobs/{job_id}/events"),
+            await client.post(f"/jobs/{job_id}/cancel"),
+            await client.delete(f"/jobs/{job_id}"),
+        ]
+    assert [a.status_code for a in answers] == [404] * 4
+    assert all(a.json()["detail"] == "no such job" for a in answers)
