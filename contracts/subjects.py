@@ -122,14 +122,14 @@ def info_subject(service: ServiceSpec) -> str:
 # Durable jobs: each job's state is a KV entry, its work a message on a work-queue
 # stream that every gateway's workers pull from, its events a stream of their own.
 JOBS_BUCKET = "imgstory-jobs"
-JOBS_STREAM = "IMGSTORY_JOBS"
+JOBS_STREAM = "imgstory-jobs-work"
 JOBS_WORK_PREFIX = "imgstory.v1.jobs.work"  # one subject per submitter: queued per key
 JOBS_WORKERS = "workers"  # the work queue's one durable pull consumer, shared by all
-JOB_EVENTS_STREAM = "IMGSTORY_JOB_EVENTS"
+JOB_EVENTS_STREAM = "imgstory-job-events"
 JOB_EVENTS_PREFIX = "imgstory.v1.jobs.events"
 JOB_CANCEL_PREFIX = "imgstory.v1.jobs.cancel"
 # Webhook deliveries: a work queue of their own, retried with backoff by negative acks.
-WEBHOOKS_STREAM = "IMGSTORY_WEBHOOKS"
+WEBHOOKS_STREAM = "imgstory-webhooks"
 WEBHOOKS_SUBJECT = "imgstory.v1.jobs.webhooks"
 WEBHOOKS_SENDERS = "senders"
 
