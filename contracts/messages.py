@@ -351,6 +351,7 @@ class JobRecord(Message, frozen=True, tag="JobRecord"):
     keep: bool = True  # False: removed once its synchronous caller has the answer
     request_id: str | None = None  # the X-Request-ID of the submission, which the result names
     webhook_url: str | None = None  # told when the job ends (succeeded, failed, canceled)
+    idempotency_key: str | None = None  # the job-keys entry naming this job, if any
     webhook: WebhookState | None = None
 
 

@@ -122,6 +122,7 @@ def info_subject(service: ServiceSpec) -> str:
 # Durable jobs: each job's state is a KV entry, its work a message on a work-queue
 # stream that every gateway's workers pull from, its events a stream of their own.
 JOBS_BUCKET = "imgstory-jobs"
+JOB_KEYS_BUCKET = "imgstory-job-keys"  # Idempotency-Key -> the job it made
 JOBS_STREAM = "imgstory-jobs-work"
 JOBS_WORK_PREFIX = "imgstory.v1.jobs.work"  # one subject per submitter: queued per key
 JOBS_WORKERS = "workers"  # the work queue's one durable pull consumer, shared by all

@@ -23,7 +23,7 @@ from bus.jobs import JobNotFound
 from bus.logs import REQUEST_ID
 from bus.rpc import CallError, RemoteFailure
 from gateway.disconnect import ClientGone
-from gateway.jobs.service import JobFinished, QueueFull
+from gateway.jobs.service import JobFinished, KeyInUse, KeyReused, QueueFull
 from gateway.jobs.webhooks import WebhookRefused
 from gateway.jobs.worker import JobFailed
 from gateway.request_ids import HEADER, from_header
@@ -81,8 +81,10 @@ def problem_of(exc: BaseException) -> Problem:
             return Problem(HTTP_400_BAD_REQUEST, detail)
         case JobNotFound():
             return Problem(status_codes.HTTP_404_NOT_FOUND, "no such job")
-        case JobFinished():
+        case JobFinished() | KeyInUse():
             return Problem(status_codes.HTTP_409_CONFLICT, str(exc))
+        case KeyReused():
+            return Problem(status_codes.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
         case QueueFull(retry_after=wait):
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
             return Problem(HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers, "queue_full")
@@ -174,6 +176,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(
         JobNotFound,
         WebhookRefused,
         JobFinished,
+        KeyInUse,
+        KeyReused,
         QueueFull,
         HTTPException,
         Exception,

@@ -245,3 +245,37 @@ async def test_an_unknown_job_is_404(gateway, job_id):
         ]
     assert [a.status_code for a in answers] == [404] * 4
     assert all(a.json()["detail"] == "no such job" for a in answers)
+
+
+async def test_the_same_idempotency_key_and_body_answer_the_same_job_once(gateway, openai):
+    key = {"Idempotency-Key": f"order-{time.monotonic_ns()}"}
+    photo = files_of(sample_photo("coffee.png"))
+    async with gateway() as client:
+        first = await client.post("/jobs", files=photo, headers=key)
+        again = await client.post("/jobs", files=photo, headers=key)
+        done = await _until_finished(client, first.json()["urls"]["self"])
+        calls = openai.stats()["chat_calls"]
+        late = await client.post("/jobs", files=photo, headers=key)
+        other = await client.post("/jobs", files=files_of(sample_photo("chelsea.png")), headers=key)
+        too_long = await client.post("/jobs", files=photo, headers={"Idempotency-Key": "k" * 256})
+        await asyncio.sleep(0.5)
+        calls_after = openai.stats()["chat_calls"]
+    assert first.status_code == again.status_code == late.status_code == 202
+    assert first.json()["id"] == again.json()["id"] == late.json()["id"] == done["id"]
+    assert late.json()["status"] == "succeeded"
+    assert calls_after == calls  # no second work for the repeats
+    assert other.status_code == 422
+    assert "another request" in other.json()["detail"]
+    assert too_long.status_code == 400
+
+
+async def test_a_deleted_jobs_idempotency_key_may_make_a_new_job(gateway, openai):
+    key = {"Idempotency-Key": f"order-{time.monotonic_ns()}"}
+    photo = files_of(sample_photo("coffee.png"))
+    async with gateway() as client:
+        first = (await client.post("/jobs", files=photo, headers=key)).json()
+        await _until_finished(client, first["urls"]["self"])
+        await client.delete(first["urls"]["self"])
+        second = await client.post("/jobs", files=photo, headers=key)
+        await _until_finished(client, second.json()["urls"]["self"])
+    assert second.status_code == 202 and second.json()["id"] != first["id"]

@@ -16,6 +16,7 @@ from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
 from bus import blobs
+from bus.job_keys import JobKeys
 from bus.jobs import JobsConfig, JobStore
 from contracts.messages import JobRecord
 from gateway.analysis import Analyzer
@@ -44,7 +45,7 @@ async def running_jobs(
     js = blobs.jetstream(nc)
     store = await JobStore.open(js, config)
     await open_deliveries(js, config)
-    service = JobService(nc, store, media, jobs)
+    service = JobService(nc, store, await JobKeys.open(js, config), media, jobs)
     senders = Senders(store, settings.webhooks, render=_render)
     name = f"gateway-{socket.gethostname()}-{os.getpid()}"
     workers = Workers(

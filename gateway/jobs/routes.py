@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -21,7 +23,7 @@ from gateway.jobs.webhooks import check_target
 from gateway.limits import caller
 from gateway.openapi import WEBHOOK_FIELD, JobOperation, SubmitJobOperation, error_responses
 from gateway.request_ids import current
-from gateway.uploads import receive_form
+from gateway.uploads import ReceivedForm, UploadError, receive_form
 
 JobId = Annotated[
     str, Parameter(description="The job's id, as POST /jobs answered it", max_length=64)
@@ -29,11 +31,25 @@ JobId = Annotated[
 _FINISHED = {status.value for status in JobStatus if status.finished}
 _status = msgspec.json.Decoder(dict[str, object])
 PAGE_SIZE = 20
+MAX_KEY_LENGTH = 255  # the IETF httpapi Idempotency-Key draft's bound
 
 
 def _owner(request: Request, state: State) -> str | None:
     """A job belongs to the key that made it; with keys off, to whoever has its id."""
     return caller(request.scope) if state.settings.admission.api_keys else None
+
+
+def _fingerprint(form: ReceivedForm, webhook_url: str | None) -> str:
+    """A digest of what a submission asks for: its files' bytes, prompt and webhook."""
+    digest = hashlib.sha256()
+    for part in (form.prompt or "", webhook_url or ""):
+        digest.update(part.encode() + b"\0")
+    for received in form.files:
+        digest.update(f"{received.size}\0".encode())
+        with received.path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _errors(*statuses: int) -> dict[int, ResponseSpec]:
@@ -54,8 +70,22 @@ def _errors(*statuses: int) -> dict[int, ResponseSpec]:
     operation_class=SubmitJobOperation,
     responses=_errors(400, 401, 408, 429, 503),
 )
-async def submit_job(request: Request, state: State) -> Response[JobView]:
+async def submit_job(
+    request: Request,
+    state: State,
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            description="Optional, at most 255 characters: the same key with the same request "
+            "within the job's lifetime answers the same job and does no second work; with "
+            "another request it is 422.",
+        ),
+    ] = None,
+) -> Response[JobView]:
     settings = state.settings
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
+        raise UploadError(f"an Idempotency-Key has 1 to {MAX_KEY_LENGTH} characters")
     form = await receive_form(
         request.headers.get("content-type"),
         request.stream(),
@@ -69,7 +99,18 @@ async def submit_job(request: Request, state: State) -> Response[JobView]:
         if webhook_url is not None:
             webhook_url = await check_target(webhook_url, settings.webhooks)
         submitter = Submitter.of(caller(request.scope), bool(settings.admission.api_keys))
-        job = await jobs.submit(form, submitter, request_id=current(), webhook_url=webhook_url)
+        if idempotency_key is None:
+            job = await jobs.submit(form, submitter, request_id=current(), webhook_url=webhook_url)
+        else:
+            fingerprint = await asyncio.to_thread(_fingerprint, form, webhook_url)
+            job, _ = await jobs.submit_once(
+                form,
+                submitter,
+                idempotency_key,
+                fingerprint,
+                request_id=current(),
+                webhook_url=webhook_url,
+            )
     finally:
         form.discard()
     view = job_view(job.record)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import secrets
@@ -24,6 +25,7 @@ from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
 from bus import blobs
+from bus.job_keys import JobKeys, KeyClaim
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
 from bus.rpc import BusUnavailable
 from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUpload, RunJob
@@ -56,6 +58,14 @@ class JobFinished(Exception):
     """The job has ended already: it cannot be cancelled (409)."""
 
 
+class KeyReused(Exception):
+    """An Idempotency-Key came again with a different request (422)."""
+
+
+class KeyInUse(Exception):
+    """An Idempotency-Key's first request is still making its job (409)."""
+
+
 @dataclass(frozen=True)
 class Submitter:
     """Who submits: the owner a job is kept for (None with keys off), and whose queue."""
@@ -83,9 +93,12 @@ def media_name(job_id: str, index: int) -> str:
 
 
 class JobService:
-    def __init__(self, nc: Client, store: JobStore, media: ObjectStore, settings: Jobs) -> None:
+    def __init__(
+        self, nc: Client, store: JobStore, keys: JobKeys, media: ObjectStore, settings: Jobs
+    ) -> None:
         self.nc = nc
         self.store = store
+        self.keys = keys
         self.media = media
         self.settings = settings
         self._discarding: set[asyncio.Future[None]] = set()
@@ -99,6 +112,7 @@ class JobService:
         request_id: str | None = None,
         webhook_url: str | None = None,
         job_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Versioned:
         """Store the uploads and the job, then queue it; returns the queued job.
 
@@ -141,6 +155,7 @@ class JobService:
                 keep=keep,
                 request_id=request_id,
                 webhook_url=webhook_url,
+                idempotency_key=idempotency_key,
             )
             created = await self.store.create(record)
         except BaseException:
@@ -153,6 +168,47 @@ class JobService:
             await self._remove(record)
             raise
         return created
+
+    async def submit_once(
+        self,
+        form: ReceivedForm,
+        submitter: Submitter,
+        key: str,
+        fingerprint: str,
+        *,
+        request_id: str | None = None,
+        webhook_url: str | None = None,
+    ) -> tuple[Versioned, bool]:
+        """``submit``, once per ``key`` of this submitter: the same key with the same
+        request answers the job it made (and False: nothing new was done).
+
+        Raises KeyReused when the key came with another request, KeyInUse when its
+        first request has not made its job yet, and as ``submit`` does.
+        """
+        name = f"{submitter.queue}.{hashlib.sha256(key.encode()).hexdigest()}"
+        job_id = new_job_id()
+        held = await self.keys.claim(name, KeyClaim(job_id=job_id, fingerprint=fingerprint))
+        if held is None:
+            try:
+                job = await self.submit(
+                    form,
+                    submitter,
+                    request_id=request_id,
+                    webhook_url=webhook_url,
+                    job_id=job_id,
+                    idempotency_key=name,
+                )
+            except BaseException:
+                await self.keys.forget(name)
+                raise
+            return job, True
+        if held.fingerprint != fingerprint:
+            raise KeyReused("this Idempotency-Key was sent before with another request")
+        for _ in range(20):  # the first request may be storing its uploads still
+            with contextlib.suppress(JobNotFound):
+                return await self.get(held.job_id, submitter.owner), False
+            await asyncio.sleep(0.1)
+        raise KeyInUse("a request with this Idempotency-Key is still being accepted; retry")
 
     async def _admit(self, submitter: Submitter) -> None:
         limits = self.settings
@@ -222,6 +278,8 @@ class JobService:
 
     async def _remove(self, record: JobRecord) -> None:
         await blobs.delete_quietly(self.media, _stored(record))
+        if record.idempotency_key is not None:
+            await self.keys.forget(record.idempotency_key)
         await self.store.delete(record.id)
 
     async def owned(self, owner: str) -> list[JobRecord]:
