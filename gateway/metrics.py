@@ -9,7 +9,9 @@ process (the tests) never share a figure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,6 +26,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from bus.discovery import ask_every_replica
 from bus.endpoint import Figures
+from bus.jobs import JobStore
 from contracts.messages import Usage
 from contracts.subjects import SERVICES
 from gateway.errors import problem_of
@@ -37,6 +40,7 @@ REJECTION_REASONS = (
     "unauthorized",
     "rate_limited",
     "saturated",
+    "queue_full",
     "too_large",
     "slow_upload",
     "invalid_upload",
@@ -94,6 +98,23 @@ class Metrics:
             ["stage", "model", "kind"],
             registry=self.registry,
         )
+        self.jobs = Counter(
+            "imgstory_jobs",
+            "Jobs that ended, by outcome (succeeded, failed, canceled), counted by the "
+            "gateway that wrote the outcome",
+            ["status"],
+            registry=self.registry,
+        )
+        self.queue = Gauge(
+            "imgstory_jobs_queued",
+            "Jobs waiting in the shared queue for a worker, at the last scrape",
+            registry=self.registry,
+        )
+        self.oldest_queued = Gauge(
+            "imgstory_jobs_oldest_queued_seconds",
+            "How long the oldest job still waiting for a worker has waited (0: none waits)",
+            registry=self.registry,
+        )
         self.services = ServiceFigures()
         self.registry.register(self.services)
         # Known label values start at zero, so rate() and alerts see them before the first event.
@@ -101,6 +122,8 @@ class Metrics:
             self.stage_seconds.labels(stage)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
+        for status in ("succeeded", "failed", "canceled"):
+            self.jobs.labels(status)
 
     def stage_ended(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(seconds)
@@ -109,13 +132,22 @@ class Metrics:
         self.tokens.labels(stage, model, "input").inc(usage.input_tokens)
         self.tokens.labels(stage, model, "output").inc(usage.output_tokens)
 
-    async def scrape(self, nc: Client) -> bytes:
-        """Every figure in Prometheus text format, the services' asked for first.
+    def job_ended(self, status: str) -> None:
+        self.jobs.labels(status).inc()
+
+    async def scrape(self, nc: Client, jobs: JobStore | None = None) -> bytes:
+        """Every figure in Prometheus text format, the services' and the queue's asked
+        for first.
 
         Takes about ``STATS_WINDOW`` seconds; a bus that does not answer only leaves the
-        services' figures out.
+        services' and the queue's figures as they were.
         """
         await self.services.refresh(nc)
+        if jobs is not None and nc.is_connected:
+            with contextlib.suppress(NatsError, TimeoutError):
+                self.queue.set(await jobs.queued())
+                oldest = await jobs.oldest_queued_at()
+                self.oldest_queued.set(0 if oldest is None else max(0.0, time.time() - oldest))
         return generate_latest(self.registry)
 
 

@@ -176,7 +176,7 @@ async def readyz(state: State) -> Response[Health]:
 async def metrics(state: State) -> Response[bytes]:
     figures: Metrics = state.metrics
     # Set as a header: Litestar would add a second charset to a text/ media type.
-    page = await figures.scrape(state.nc)
+    page = await figures.scrape(state.nc, state.jobs.store)
     return Response(
         page, media_type=CONTENT_TYPE_LATEST, headers={"content-type": CONTENT_TYPE_LATEST}
     )

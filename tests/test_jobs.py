@@ -279,3 +279,19 @@ async def test_a_deleted_jobs_idempotency_key_may_make_a_new_job(gateway, openai
         second = await client.post("/jobs", files=photo, headers=key)
         await _until_finished(client, second.json()["urls"]["self"])
     assert second.status_code == 202 and second.json()["id"] != first["id"]
+
+
+async def test_metrics_show_the_queue_and_the_outcomes(gateway, openai):
+    async with gateway() as client:
+        job = (await client.post("/jobs", files=files_of(sample_photo("coffee.png")))).json()
+        await _until_finished(client, job["urls"]["self"])
+        page = (await client.get("/metrics")).text
+    figures = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in page.splitlines()
+        if line.startswith("imgstory_jobs")
+    }
+    assert figures['imgstory_jobs_total{status="succeeded"}'] == 1
+    assert figures['imgstory_jobs_total{status="canceled"}'] == 0
+    assert figures["imgstory_jobs_queued"] == 0
+    assert figures["imgstory_jobs_oldest_queued_seconds"] == 0

@@ -45,14 +45,20 @@ async def running_jobs(
     js = blobs.jetstream(nc)
     store = await JobStore.open(js, config)
     await open_deliveries(js, config)
-    service = JobService(nc, store, await JobKeys.open(js, config), media, jobs)
+    keys = await JobKeys.open(js, config)
+    service = JobService(nc, store, keys, media, jobs, on_ended=analyzer.metrics.job_ended)
     senders = Senders(store, settings.webhooks, render=_render)
     name = f"gateway-{socket.gethostname()}-{os.getpid()}"
     workers = Workers(
         nc,
         store,
         AnalysisRunner(analyzer),
-        WorkerSettings(workers=jobs.workers, max_attempts=jobs.max_attempts, name=name),
+        WorkerSettings(
+            workers=jobs.workers,
+            max_attempts=jobs.max_attempts,
+            name=name,
+            on_ended=analyzer.metrics.job_ended,
+        ),
     )
     await workers.start()
     await senders.start()

@@ -94,8 +94,15 @@ def media_name(job_id: str, index: int) -> str:
 
 class JobService:
     def __init__(
-        self, nc: Client, store: JobStore, keys: JobKeys, media: ObjectStore, settings: Jobs
+        self,
+        nc: Client,
+        store: JobStore,
+        keys: JobKeys,
+        media: ObjectStore,
+        settings: Jobs,
+        on_ended: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_ended = on_ended
         self.nc = nc
         self.store = store
         self.keys = keys
@@ -261,6 +268,8 @@ class JobService:
             except JobConflict:
                 continue  # it moved on meanwhile: look again
             break
+        if self.on_ended is not None:
+            self.on_ended(canceled.record.status.value)
         with contextlib.suppress(NatsError):
             await self.nc.publish(job_cancel_subject(job_id), b"")
         await self.store.publish(job_id, status_event(canceled.record))

@@ -49,11 +49,16 @@ EventSink = Callable[[JobEvent], None]
 Runner = Callable[[JobRecord, list[JobUpload], "JobRun"], Awaitable[bytes]]
 
 
+def _nobody(status: str) -> None:
+    """Told of each outcome a worker writes, when nobody counts them."""
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     workers: int = 2  # jobs this replica runs at once
     max_attempts: int = 3  # deliveries in all; the last one failing ends the job failed
     name: str = "gateway"
+    on_ended: Callable[[str], None] = _nobody  # the outcome a worker wrote (for /metrics)
 
 
 def status_event(record: JobRecord) -> JobEvent:
@@ -65,8 +70,11 @@ def status_event(record: JobRecord) -> JobEvent:
 class JobRun:
     """One claimed job while it runs: its latest revision and the stage changes it writes."""
 
-    def __init__(self, store: JobStore, claimed: Versioned) -> None:
+    def __init__(
+        self, store: JobStore, claimed: Versioned, on_ended: Callable[[str], None] = _nobody
+    ) -> None:
         self.store = store
+        self.on_ended = on_ended
         self.current = claimed
         self.stopped = False  # set when the job was cancelled or lost, not this worker
         self.task: asyncio.Future[bytes] | None = None  # the run, stopped when it is lost
@@ -137,6 +145,7 @@ class JobRun:
             self.current, finished_at=time.time(), webhook=webhook, **changes
         )
         record = self.current.record
+        self.on_ended(record.status.value)
         if record.result is not None:
             self.event(JobEvent(name="result", data=record.result))
         elif record.error is not None:
@@ -239,7 +248,7 @@ class Workers:
         if claimed is None:
             return
         log.info("job %s: attempt %d runs here", run.job_id, claimed.record.attempts)
-        job = JobRun(self.store, claimed)
+        job = JobRun(self.store, claimed, self.settings.on_ended)
         job.event(status_event(claimed.record))
         task = asyncio.ensure_future(self.runner(claimed.record, run.uploads, job))
         job.task = task
@@ -293,6 +302,7 @@ class Workers:
                         error=JobError(status=503, detail=detail),
                         webhook=pending_webhook(record),
                     )
+                    self.settings.on_ended(failed.record.status.value)
                     await self.store.publish(job_id, status_event(failed.record))
                     await request_delivery(self.store, job_id)
                     return None
