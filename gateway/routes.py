@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 from litestar import MediaType, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
 from litestar.response import File, Response, ServerSentEvent
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -21,7 +23,7 @@ from contracts.subjects import SERVICES, ServiceSpec, ping_subject
 from gateway.config import MIB, Limits
 from gateway.disconnect import until_disconnected
 from gateway.errors import ERROR_RESPONSES
-from gateway.jobs.service import JobService, Submitter
+from gateway.jobs.service import AwaitedJob, JobService, Submitter
 from gateway.limits import caller
 from gateway.metrics import STATS_WINDOW, Metrics
 from gateway.openapi import (
@@ -37,6 +39,14 @@ from gateway.uploads import receive_form
 
 STATIC = Path(__file__).parent / "static"
 _answers = msgspec.json.Decoder(AnalyzeResponse)
+Keep = Annotated[
+    bool,
+    Parameter(
+        description="Keep the job this analysis runs as (its address is in "
+        "Content-Location), rather than removing it once answered; a kept job runs on "
+        "if the client leaves."
+    ),
+]
 
 # Before the stream starts: what the upload or the admission is refused with. Errors of
 # the analysis itself come as an `error` event.
@@ -85,7 +95,7 @@ def api_docs() -> File:
     status_code=200,
     responses=error_responses({s: ERROR_RESPONSES[s] for s in (400, 401, 408, 422, 429, 500, 503)}),
 )
-async def analyze(request: Request, state: State) -> AnalyzeResponse:
+async def analyze(request: Request, state: State, keep: Keep = False) -> Response[AnalyzeResponse]:
     """Stream the upload to disk under the limits, then run the pipeline over NATS."""
     settings = state.settings
     form = await receive_form(
@@ -93,10 +103,11 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
     )
     jobs: JobService = state.jobs
     try:
-        waiting = await jobs.start(form, _submitter(request, state), current())
+        waiting = await jobs.start(form, _submitter(request, state), current(), keep=keep)
     finally:
         form.discard()  # in the bucket or in the queue's message now
-    return _answers.decode(await until_disconnected(request, waiting.result()))
+    answer = _answers.decode(await until_disconnected(request, waiting.result()))
+    return Response(answer, headers=_kept(waiting))
 
 
 @post(
@@ -113,14 +124,21 @@ async def analyze(request: Request, state: State) -> AnalyzeResponse:
     media_type="text/event-stream",
     responses=error_responses(_STREAM_ERRORS),
 )
-async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
+async def analyze_stream(request: Request, state: State, keep: Keep = False) -> ServerSentEvent:
     settings = state.settings
     form = await receive_form(
         request.headers.get("content-type"), request.stream(), settings.limits, settings.upload_dir
     )
     jobs: JobService = state.jobs
-    events = await stream_analysis(jobs, form, _submitter(request, state), request.url.path)
-    return ServerSentEvent(events)
+    waiting, events = await stream_analysis(
+        jobs, form, _submitter(request, state), request.url.path, keep
+    )
+    return ServerSentEvent(events, headers=_kept(waiting))
+
+
+def _kept(waiting: AwaitedJob) -> dict[str, str]:
+    """Where a kept job stays (none for one removed once answered)."""
+    return {"Content-Location": f"/jobs/{waiting.job_id}"} if waiting.keep else {}
 
 
 def _submitter(request: Request, state: State) -> Submitter:

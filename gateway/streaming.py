@@ -24,20 +24,20 @@ def _event(kind: str, payload: object) -> ServerSentEventMessage:
 
 
 async def stream_analysis(
-    jobs: JobService, form: ReceivedForm, submitter: Submitter, path: str
-) -> AsyncIterator[ServerSentEventMessage]:
+    jobs: JobService, form: ReceivedForm, submitter: Submitter, path: str, keep: bool = False
+) -> tuple[AwaitedJob, AsyncIterator[ServerSentEventMessage]]:
     """Submit the form as a job for this caller, then yield its progress and ``result``
     or ``error``. Submission errors (a full queue) are raised before the first event.
 
     However the stream ends, the job is removed, and cancelled first when it still runs
-    (the client went away): nobody else waits for it.
+    (the client went away): nobody else waits for it. A kept job runs on and stays.
     """
     news: asyncio.Queue[JobEvent | None] = asyncio.Queue()
     try:
-        waiting = await jobs.start(form, submitter, current(), on_event=news.put_nowait)
+        waiting = await jobs.start(form, submitter, current(), on_event=news.put_nowait, keep=keep)
     finally:
         form.discard()  # in the bucket or in the queue's message now
-    return _relay(waiting, news, path)
+    return waiting, _relay(waiting, news, path)
 
 
 async def _relay(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from nats.aio.client import Client
+from standardwebhooks import Webhook
 
 from bus import blobs
 from bus.jobs import JobNotFound, JobStore
@@ -19,6 +21,7 @@ from contracts.subjects import JOB_EVENTS_STREAM, JOBS_BUCKET, JOBS_STREAM
 from devstack.fake_answers import Reply
 from devstack.media import sample_photo
 from gateway.auth import ApiKeys
+from tests.support.receiver import running_receiver
 
 KEY_A, KEY_B = "key-a-" + "a" * 20, "key-b-" + "b" * 20
 
@@ -295,3 +298,54 @@ async def test_metrics_show_the_queue_and_the_outcomes(gateway, openai):
     assert figures['imgstory_jobs_total{status="canceled"}'] == 0
     assert figures["imgstory_jobs_queued"] == 0
     assert figures["imgstory_jobs_oldest_queued_seconds"] == 0
+
+
+async def test_a_kept_analysis_stays_as_a_job(gateway, openai):
+    async with gateway() as client:
+        answer = await client.post(
+            "/analyze/?keep=true", files=files_of(sample_photo("coffee.png"))
+        )
+        where = answer.headers["content-location"]
+        job = (await client.get(where)).json()
+        unkept = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    assert answer.status_code == 200 and where.startswith("/jobs/job_")
+    assert job["status"] == "succeeded" and job["result"] == answer.json()
+    assert unkept.status_code == 200 and "content-location" not in unkept.headers
+
+
+async def test_a_webhook_is_signed_and_delivered_when_the_job_ends(
+    gateway, gateway_settings, openai
+):
+    secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    hooked = replace(
+        gateway_settings,
+        webhooks=replace(gateway_settings.webhooks, secret=b"s" * 32, allow_private=True),
+    )
+    with running_receiver() as receiver:
+        receiver.answers = [(500, {}), (204, {})]
+        async with gateway(
+            replace(hooked, webhooks=replace(hooked.webhooks, first_backoff=0.05))
+        ) as client:
+            job = (
+                await client.post(
+                    "/jobs",
+                    files=files_of(sample_photo("coffee.png")),
+                    data={"webhook_url": receiver.url},
+                )
+            ).json()
+            await _until_finished(client, job["urls"]["self"])
+            deadline = time.monotonic() + 15
+            while (await client.get(job["urls"]["self"])).json()["webhook"][
+                "status"
+            ] != "delivered":
+                assert time.monotonic() < deadline, "the webhook was not delivered"
+                await asyncio.sleep(0.1)
+            shown = (await client.get(job["urls"]["self"])).json()
+    assert len(receiver.seen) == 2  # a failed try, then the delivery
+    ids = {headers["webhook-id"] for _, headers, _ in receiver.seen}
+    assert ids == {f"msg_{job['id']}"}  # one logical delivery
+    _, headers, body = receiver.seen[-1]
+    delivered = Webhook(secret).verify(body, headers)
+    assert delivered["id"] == job["id"] and delivered["status"] == "succeeded"
+    assert delivered["result"]["english"]
+    assert shown["webhook"]["attempts"] == 2 and shown["webhook"]["last_status"] == 204

@@ -325,20 +325,22 @@ class JobService:
         submitter: Submitter,
         request_id: str,
         on_event: Callable[[JobEvent], None] | None = None,
+        keep: bool = False,
     ) -> AwaitedJob:
-        """Submit an unkept job for a caller that waits for it (``/analyze/``), heard
-        from before it runs. Raises as ``submit`` does."""
+        """Submit a job for a caller that waits for it (``/analyze/``), heard from
+        before it runs; unless ``keep``, it is removed once the wait ends. Raises as
+        ``submit`` does."""
         if not self.nc.is_connected:
             raise BusUnavailable()
         job_id = new_job_id()
         follower = Follower(self.nc, on_event)
         await follower.follow(job_id)
         try:
-            await self.submit(form, submitter, keep=False, request_id=request_id, job_id=job_id)
+            await self.submit(form, submitter, keep=keep, request_id=request_id, job_id=job_id)
         except BaseException:
             await follower.close()
             raise
-        return AwaitedJob(self, job_id, follower)
+        return AwaitedJob(self, job_id, follower, keep)
 
     async def outcome(self, job_id: str, heard: asyncio.Event) -> JobRecord:
         """Wait until the job ends; ``heard`` is set by whoever hears its events."""
@@ -374,21 +376,26 @@ def _stored(record: JobRecord) -> list[str]:
 
 
 class AwaitedJob:
-    """An unkept job and the caller waiting for it; removed once the wait ends."""
+    """A job and the caller waiting for it; unless kept, removed once the wait ends."""
 
-    def __init__(self, service: JobService, job_id: str, follower: Follower) -> None:
+    def __init__(
+        self, service: JobService, job_id: str, follower: Follower, keep: bool = False
+    ) -> None:
         self.service = service
         self.job_id = job_id
         self.follower = follower
+        self.keep = keep
 
     async def result(self) -> bytes:
         """The answer's JSON. Raises JobFailed with what the job ended with (canceled:
-        503); cancelled itself, it cancels the job. Either way the job is removed."""
+        503). Unless kept, the job is removed either way, cancelled first when this wait
+        is (its caller left); a kept job runs on and stays for GET /jobs/{id}."""
         try:
             record = await self.service.outcome(self.job_id, self.follower.ended)
         finally:
             await self.follower.close()
-            self.service.discard_soon(self.job_id)
+            if not self.keep:
+                self.service.discard_soon(self.job_id)
         if record.result is not None:
             return record.result
         error = record.error or JobError(status=503, detail="the job was canceled")
