@@ -47,7 +47,9 @@ class Jobs:
     """How long jobs live, how many run in this gateway, and how many may wait."""
 
     ttl: float = 24 * 3600.0  # a job, its events and its media are gone after it
-    workers: int = 16  # jobs this gateway runs at once; 0: a pure front door
+    # Jobs this gateway runs at once (0: a pure front door): as many as a story replica
+    # takes at once (IMGSTORY_STORY_IN_FLIGHT); each is a coroutine waiting on NATS.
+    workers: int = 64
     max_attempts: int = 3  # deliveries of one job (a gateway lost mid-job) before it fails
     lease: float = 30.0  # a worker silent this long has lost its job to another
     max_queued: int = 1000  # jobs queued or running in all; past it 503; 0: no bound
