@@ -20,7 +20,7 @@ from gateway.cleanup import Janitor, sweep_orphans, sweep_upload_files
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.hardening import add_security_headers, cors_config
 from gateway.jobs.lifecycle import running_jobs
-from gateway.jobs.routes import JOB_ROUTES, OWNED_ROUTES, submit_job
+from gateway.jobs.routes import job_routes, submit_job
 from gateway.limits import admission_middleware
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.openapi import openapi_config
@@ -70,9 +70,9 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
     page = announce_keys(render_index(limits), settings.admission.api_keys)
     largest_body = max(limits.max_images * limits.max_image_bytes, limits.max_video_bytes)
     keys_on = bool(settings.admission.api_keys)
-    job_routes = [*JOB_ROUTES, *(OWNED_ROUTES if keys_on else [])]
+    jobs = job_routes(keys_on)
     return Litestar(
-        route_handlers=[*ROUTES, *job_routes, create_static_files_router("/static", [STATIC])],
+        route_handlers=[*ROUTES, *jobs, create_static_files_router("/static", [STATIC])],
         lifespan=[lifespan],
         state=State(
             {
@@ -94,7 +94,12 @@ def create_app(settings: config.Settings | None = None) -> Litestar:
             admission_middleware(
                 settings.admission,
                 guarded=[analyze, analyze_stream, submit_job],
-                identified=[route for route in job_routes if route is not submit_job],
+                # A job's reads need the key it belongs to; OPTIONS needs none.
+                identified=[
+                    route
+                    for route in jobs
+                    if route is not submit_job and "OPTIONS" not in route.http_methods
+                ],
             ),
         ],
         # Every process logs the same way (bus.logs), with the request id.

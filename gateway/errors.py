@@ -39,7 +39,8 @@ ERROR_RESPONSES = {
     404: "No such job (never made, deleted, expired, or another key's)",
     408: "The upload stalled or took too long to arrive",
     409: "The job has ended already",
-    422: "The media is valid but holds nothing usable (e.g. no video stream)",
+    422: "The media is valid but holds nothing usable (e.g. no video stream); for POST "
+    "/jobs also an Idempotency-Key sent before with another request",
     429: "The model provider's rate limit was hit, or this client's rate limit; see Retry-After",
     500: "Something went wrong on the server side",
     503: "A service or the model provider is unavailable, or the queue is full; see Retry-After",

@@ -32,7 +32,7 @@ from litestar.openapi.spec import (
 
 from gateway.config import Limits, Settings
 from gateway.schemas import ErrorResponse
-from gateway.uploads import FILES_FIELD, PROMPT_FIELD, SUPPORTED, megabytes
+from gateway.uploads import FILES_FIELD, KEEP_FIELD, PROMPT_FIELD, SUPPORTED, megabytes
 
 UPLOAD_BODY = "Upload"
 JOB_BODY = "JobUpload"
@@ -186,10 +186,17 @@ def error_responses(errors: dict[int, str]) -> dict[int, ResponseSpec]:
     }
 
 
-def upload_body(limits: Limits, webhook: bool = False) -> RequestBody:
+def upload_body(limits: Limits, job: bool = False, webhook: bool = False) -> RequestBody:
     """The form POST /analyze/ and /analyze/stream take, with this server's limits; with
-    ``webhook``, POST /jobs's (a webhook_url too)."""
+    ``job``, POST /jobs's (with ``webhook``, a webhook_url too)."""
     extra: dict[str, Schema | Reference] = {}
+    if not job:
+        extra[KEEP_FIELD] = Schema(
+            type=OpenAPIType.BOOLEAN,
+            description="Optional: true keeps the job this analysis runs as (its address is "
+            "in the answer's Content-Location) instead of removing it once answered; a kept "
+            "job runs on if the client leaves.",
+        )
     if webhook:
         extra[WEBHOOK_FIELD] = Schema(
             type=OpenAPIType.STRING,
@@ -204,7 +211,7 @@ def upload_body(limits: Limits, webhook: bool = False) -> RequestBody:
         required=True,
         description=f"{SUPPORTED}, within this server's limits: "
         f"{megabytes(limits.max_image_bytes)} per image, "
-        f"{megabytes(limits.max_video_bytes)} for a video. Send only these two fields: "
+        f"{megabytes(limits.max_video_bytes)} for a video. Send only the fields below: "
         "others are ignored while they are small, and refused (400) beyond.",
         content={
             "multipart/form-data": OpenAPIMediaType(
@@ -268,7 +275,7 @@ def openapi_config(settings: Settings) -> OpenAPIConfig:
             parameters=_PARAMETERS,
             request_bodies={
                 UPLOAD_BODY: upload_body(settings.limits),
-                JOB_BODY: upload_body(settings.limits, webhook=True),
+                JOB_BODY: upload_body(settings.limits, job=True, webhook=settings.webhooks.enabled),
             },
             security_schemes=_SECURITY_SCHEMES if keys else None,
         ),

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import Annotated
 
 import msgspec
 from litestar import MediaType, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
 from litestar.response import File, Response, ServerSentEvent
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -20,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bus import blobs
 from contracts.subjects import SERVICES, ServiceSpec, ping_subject
-from gateway.config import MIB, Limits
+from gateway.config import MIB, Limits, Settings
 from gateway.disconnect import until_disconnected
 from gateway.errors import ERROR_RESPONSES
 from gateway.jobs.service import AwaitedJob, JobService, Submitter
@@ -35,18 +33,18 @@ from gateway.openapi import (
 from gateway.request_ids import current
 from gateway.schemas import AnalyzeResponse, Health
 from gateway.streaming import stream_analysis
-from gateway.uploads import receive_form
+from gateway.uploads import KEEP_FIELD, ReceivedForm, UploadError, receive_form
 
 STATIC = Path(__file__).parent / "static"
 _answers = msgspec.json.Decoder(AnalyzeResponse)
-Keep = Annotated[
-    bool,
-    Parameter(
-        description="Keep the job this analysis runs as (its address is in "
-        "Content-Location), rather than removing it once answered; a kept job runs on "
-        "if the client leaves."
-    ),
-]
+def _keep(form: ReceivedForm) -> bool:
+    """The form's ``keep`` field: keep the analysis's job rather than remove it once
+    answered. Raises UploadError for a value that is not a yes or a no."""
+    value = form.fields.get(KEEP_FIELD, "false")
+    if value not in ("true", "false"):  # a JSON boolean, as the document says
+        raise UploadError(f"'{KEEP_FIELD}' is true or false")
+    return value == "true"
+
 
 # Before the stream starts: what the upload or the admission is refused with. Errors of
 # the analysis itself come as an `error` event.
@@ -95,15 +93,13 @@ def api_docs() -> File:
     status_code=200,
     responses=error_responses({s: ERROR_RESPONSES[s] for s in (400, 401, 408, 422, 429, 500, 503)}),
 )
-async def analyze(request: Request, state: State, keep: Keep = False) -> Response[AnalyzeResponse]:
+async def analyze(request: Request, state: State) -> Response[AnalyzeResponse]:
     """Stream the upload to disk under the limits, then run the pipeline over NATS."""
     settings = state.settings
-    form = await receive_form(
-        request.headers.get("content-type"), request.stream(), settings.limits, settings.upload_dir
-    )
+    form = await _received(request, settings)
     jobs: JobService = state.jobs
     try:
-        waiting = await jobs.start(form, _submitter(request, state), current(), keep=keep)
+        waiting = await jobs.start(form, _submitter(request, state), current(), keep=_keep(form))
     finally:
         form.discard()  # in the bucket or in the queue's message now
     answer = _answers.decode(await until_disconnected(request, waiting.result()))
@@ -124,16 +120,30 @@ async def analyze(request: Request, state: State, keep: Keep = False) -> Respons
     media_type="text/event-stream",
     responses=error_responses(_STREAM_ERRORS),
 )
-async def analyze_stream(request: Request, state: State, keep: Keep = False) -> ServerSentEvent:
+async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
     settings = state.settings
-    form = await receive_form(
-        request.headers.get("content-type"), request.stream(), settings.limits, settings.upload_dir
-    )
+    form = await _received(request, settings)
+    try:
+        keep = _keep(form)
+    except UploadError:
+        form.discard()
+        raise
     jobs: JobService = state.jobs
     waiting, events = await stream_analysis(
         jobs, form, _submitter(request, state), request.url.path, keep
     )
     return ServerSentEvent(events, headers=_kept(waiting))
+
+
+async def _received(request: Request, settings: Settings) -> ReceivedForm:
+    """The upload form of /analyze/ and /analyze/stream, on disk under the limits."""
+    return await receive_form(
+        request.headers.get("content-type"),
+        request.stream(),
+        settings.limits,
+        settings.upload_dir,
+        extra_fields=(KEEP_FIELD,),
+    )
 
 
 def _kept(waiting: AwaitedJob) -> dict[str, str]:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 FILES_FIELD = "files"
 PROMPT_FIELD = "prompt"
+KEEP_FIELD = "keep"  # /analyze/: keep the job it runs as
 _SNIFF_BYTES = 16
 _MAX_OTHER_FIELD_BYTES = 8 * 1024
 _ISOBMFF_IMAGE_BRANDS = {

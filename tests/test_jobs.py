@@ -303,7 +303,7 @@ async def test_metrics_show_the_queue_and_the_outcomes(gateway, openai):
 async def test_a_kept_analysis_stays_as_a_job(gateway, openai):
     async with gateway() as client:
         answer = await client.post(
-            "/analyze/?keep=true", files=files_of(sample_photo("coffee.png"))
+            "/analyze/", files=files_of(sample_photo("coffee.png")), data={"keep": "true"}
         )
         where = answer.headers["content-location"]
         job = (await client.get(where)).json()

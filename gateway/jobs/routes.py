@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import msgspec
-from litestar import Request, delete, get, post
+from litestar import HttpMethod, Request, delete, get, post, route
 from litestar.datastructures import State
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
@@ -23,11 +24,10 @@ from gateway.jobs.webhooks import check_target
 from gateway.limits import caller
 from gateway.openapi import WEBHOOK_FIELD, JobOperation, SubmitJobOperation, error_responses
 from gateway.request_ids import current
-from gateway.uploads import ReceivedForm, UploadError, receive_form
+from gateway.uploads import ReceivedForm, receive_form
 
-JobId = Annotated[
-    str, Parameter(description="The job's id, as POST /jobs answered it", max_length=64)
-]
+# Any text: an id that names no job (or not the caller's) is 404, as an unknown one is.
+JobId = Annotated[str, Parameter(description="The job's id, as POST /jobs answered it")]
 _FINISHED = {status.value for status in JobStatus if status.finished}
 _status = msgspec.json.Decoder(dict[str, object])
 PAGE_SIZE = 20
@@ -68,7 +68,7 @@ def _errors(*statuses: int) -> dict[int, ResponseSpec]:
     ),
     status_code=202,
     operation_class=SubmitJobOperation,
-    responses=_errors(400, 401, 408, 429, 503),
+    responses=_errors(400, 401, 408, 422, 429, 503),
 )
 async def submit_job(
     request: Request,
@@ -77,15 +77,15 @@ async def submit_job(
         str | None,
         HeaderParameter(
             name="Idempotency-Key",
+            max_length=MAX_KEY_LENGTH,
             description="Optional, at most 255 characters: the same key with the same request "
             "within the job's lifetime answers the same job and does no second work; with "
-            "another request it is 422.",
+            "another request it is 422. A blank key is no key.",
         ),
     ] = None,
 ) -> Response[JobView]:
     settings = state.settings
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
-        raise UploadError(f"an Idempotency-Key has 1 to {MAX_KEY_LENGTH} characters")
+    idempotency_key = (idempotency_key or "").strip() or None
     form = await receive_form(
         request.headers.get("content-type"),
         request.stream(),
@@ -132,7 +132,7 @@ async def get_job(request: Request, state: State, job_id: JobId) -> JobView:
     "/jobs",
     operation_class=JobOperation,
     summary="The caller's jobs, newest first (offered when API keys are on)",
-    responses=_errors(401),
+    responses=_errors(400, 401),
 )
 async def list_jobs(
     request: Request,
@@ -225,5 +225,26 @@ async def delete_job(request: Request, state: State, job_id: JobId) -> None:
     await jobs.delete(job_id, _owner(request, state))
 
 
-JOB_ROUTES = [submit_job, get_job, job_events, cancel_job, delete_job]
-OWNED_ROUTES = [list_jobs]  # only with API keys on
+def _allow(path: str, methods: list[str]) -> HTTPRouteHandler:
+    """OPTIONS for a path several handlers serve: Litestar's own names only the first's
+    method in Allow (litestar 2.25: its handler keeps the route it was made for)."""
+
+    def options() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+    return route(
+        path,
+        http_method=[HttpMethod.OPTIONS],
+        name=f"options {path}",
+        include_in_schema=False,
+        sync_to_thread=False,
+    )(options)
+
+
+def job_routes(keys_on: bool) -> list[HTTPRouteHandler]:
+    """Every job route; listing the caller's jobs only when API keys say who that is."""
+    # Each OPTIONS first: a path's first handler decides whether Litestar makes its own.
+    routes = [_allow("/jobs/{job_id:str}", ["DELETE", "GET", "OPTIONS"])]
+    if keys_on:
+        routes += [_allow("/jobs", ["GET", "OPTIONS", "POST"]), list_jobs]
+    return [*routes, submit_job, get_job, delete_job, job_events, cancel_job]
