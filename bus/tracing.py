@@ -162,6 +162,20 @@ def with_context(headers: dict[str, str] | None) -> dict[str, str] | None:
     return carrier or None
 
 
+@contextlib.contextmanager
+def continued(carrier: Mapping[str, str] | None) -> Iterator[None]:
+    """Within the block, spans are children of the span whose context ``carrier`` holds
+    (work done later, elsewhere, for a request: a job's run under its submission)."""
+    if _tracer is None or not carrier:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(dict(carrier)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def _messaging(subject: str, operation: str, request_id: str) -> dict[str, AttributeValue]:
     """The attributes of a NATS send or of serving one (OpenTelemetry messaging names)."""
     return {

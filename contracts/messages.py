@@ -352,6 +352,8 @@ class JobRecord(Message, frozen=True, tag="JobRecord"):
     request_id: str | None = None  # the X-Request-ID of the submission, which the result names
     webhook_url: str | None = None  # told when the job ends (succeeded, failed, canceled)
     idempotency_key: str | None = None  # the job-keys entry naming this job, if any
+    # The submission's trace context (W3C traceparent): the run's spans are its children.
+    trace: dict[str, str] = {}
     webhook: WebhookState | None = None
 
 

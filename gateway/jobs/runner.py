@@ -8,6 +8,7 @@ import logging
 import msgspec
 from nats.errors import Error as NatsError
 
+from bus import tracing
 from bus.blobs import BlobsUnavailable
 from bus.logs import REQUEST_ID
 from bus.rpc import CallError, RemoteFailure
@@ -78,7 +79,8 @@ class AnalysisRunner:
             kind=record.kind, uploads=uploads, prompt=record.prompt, request_id=request_id
         )
         try:
-            answer = await self.analyzer.analyze(media, on_progress=relay.progress)
+            with tracing.continued(record.trace):
+                answer = await self.analyzer.analyze(media, on_progress=relay.progress)
         except (RemoteFailure, CallError, BlobsUnavailable, NatsError) as err:
             problem = problem_of(err)
             log.info("job %s failed (%d): %s", record.id, problem.status, problem.detail)

@@ -24,7 +24,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.object_store import ObjectStore
 
-from bus import blobs
+from bus import blobs, tracing
 from bus.job_keys import JobKeys, KeyClaim
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
 from bus.rpc import BusUnavailable
@@ -163,6 +163,7 @@ class JobService:
                 request_id=request_id,
                 webhook_url=webhook_url,
                 idempotency_key=idempotency_key,
+                trace=tracing.with_context({}) or {},
             )
             created = await self.store.create(record)
         except BaseException:
