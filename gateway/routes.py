@@ -37,6 +37,8 @@ from gateway.uploads import KEEP_FIELD, ReceivedForm, UploadError, receive_form
 
 STATIC = Path(__file__).parent / "static"
 _answers = msgspec.json.Decoder(AnalyzeResponse)
+
+
 def _keep(form: ReceivedForm) -> bool:
     """The form's ``keep`` field: keep the analysis's job rather than remove it once
     answered. Raises UploadError for a value that is not a yes or a no."""

@@ -83,6 +83,7 @@ async def test_a_job_is_accepted_then_answers_what_analyze_would(gateway, openai
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
     assert done["attempts"] == 1 and done["stage"] is None
     assert done["created_at"] <= done["started_at"] <= done["finished_at"] < done["expires_at"]
+    assert done["media"] == {"kind": "image", "files": 1}
     assert done["urls"] == {
         "self": f"/jobs/{job['id']}",
         "events": f"/jobs/{job['id']}/events",
@@ -160,6 +161,13 @@ async def test_delete_leaves_nothing_in_the_bucket_the_streams_or_the_kv(
             name.startswith(f"jobs/{job['id']}/") for name in await blobs.list_names(blob_store)
         )
         await _until_finished(client, job["urls"]["self"])
+        # Its story told, nothing reads its upload: gone at once, not at expiry.
+        for _ in range(50):
+            names = await blobs.list_names(blob_store)
+            if not any(name.startswith(f"jobs/{job['id']}/") for name in names):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(name.startswith(f"jobs/{job['id']}/") for name in names)
         deleted = await client.delete(job["urls"]["self"])
         gone = await client.get(job["urls"]["self"])
         events_gone = await client.get(job["urls"]["events"])

@@ -402,6 +402,18 @@ async def test_the_pipeline_runs_with_each_process_on_its_own_user(
             )
             ready = await client.get("/readyz")
             metrics = (await client.get("/metrics")).text
+            # A durable job too: submitted, followed, replayed, deleted under these logins.
+            form = [("files", (photo.name, photo.read_bytes(), "image/png"))]
+            job = (await client.post("/jobs", files=form)).json()
+            for _ in range(200):
+                if (await client.get(job["urls"]["self"])).json()["status"] == "succeeded":
+                    break
+                await asyncio.sleep(0.05)
+            replay = await client.get(job["urls"]["events"])
+            late_cancel = await client.post(job["urls"]["cancel"])
+            deleted = await client.delete(job["urls"]["self"])
+        assert "event: result" in replay.text and late_cancel.status_code == 409
+        assert deleted.status_code == 204
         assert response.status_code == 200, response.text
         # /metrics reached every service's $SRV.STATS under the gateway's login.
         for service in ("imgstory-frames", "imgstory-story", "imgstory-translation"):

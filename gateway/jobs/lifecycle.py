@@ -59,6 +59,7 @@ async def running_jobs(
             name=name,
             on_ended=analyzer.metrics.job_ended,
         ),
+        release=service.release,
     )
     await workers.start()
     await senders.start()

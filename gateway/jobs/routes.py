@@ -189,11 +189,13 @@ async def _replay(
     store: JobStore = jobs.store
     async for heard in store.events(job_id, after):
         if heard is None:
-            # Quiet for a while: a job deleted meanwhile has no more events to come.
+            # Quiet for a while: a job deleted meanwhile has no more events to come; a
+            # client is told the stream is alive (a comment, which no client shows).
             try:
                 await jobs.get(job_id, owner)
             except JobNotFound:
                 return
+            yield ServerSentEventMessage(comment="waiting")
             continue
         number, event = heard
         yield ServerSentEventMessage(id=str(number), event=event.name, data=event.data.decode())

@@ -286,6 +286,10 @@ class JobService:
                 await self.cancel(job_id, owner)
         await self._remove(current.record)
 
+    async def release(self, record: JobRecord) -> None:
+        """Remove an ended job's stored uploads: its story is told, nothing reads them."""
+        await blobs.delete_quietly(self.media, _stored(record))
+
     async def _remove(self, record: JobRecord) -> None:
         await blobs.delete_quietly(self.media, _stored(record))
         if record.idempotency_key is not None:

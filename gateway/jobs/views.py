@@ -36,6 +36,13 @@ class WebhookView(msgspec.Struct, kw_only=True):
     delivered_at: datetime | None = None
 
 
+class JobMedia(msgspec.Struct, kw_only=True):
+    """What was uploaded: its kind (image or video) and how many files."""
+
+    kind: str
+    files: int
+
+
 class JobView(msgspec.Struct, kw_only=True):
     id: str
     status: str  # queued, running, succeeded, failed or canceled
@@ -48,6 +55,7 @@ class JobView(msgspec.Struct, kw_only=True):
     result: AnalyzeResponse | None  # the POST /analyze/ answer, once succeeded
     error: JobFailure | None  # once failed
     urls: JobLinks
+    media: JobMedia
     webhook: WebhookView | None = None
 
 
@@ -88,5 +96,6 @@ def job_view(record: JobRecord) -> JobView:
         result=_results.decode(record.result) if record.result is not None else None,
         error=JobFailure(status=error.status, detail=error.detail) if error else None,
         urls=JobLinks(self_=base, events=f"{base}/events", cancel=f"{base}/cancel"),
+        media=JobMedia(kind=record.kind.value, files=len(record.uploads)),
         webhook=webhook,
     )

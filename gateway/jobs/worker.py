@@ -53,6 +53,13 @@ def _nobody(status: str) -> None:
     """Told of each outcome a worker writes, when nobody counts them."""
 
 
+async def _nothing_to_release(record: JobRecord) -> None:
+    """What an ended job held that nobody needs any more, when nothing is to be freed."""
+
+
+Release = Callable[[JobRecord], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     workers: int = 2  # jobs this replica runs at once
@@ -71,10 +78,15 @@ class JobRun:
     """One claimed job while it runs: its latest revision and the stage changes it writes."""
 
     def __init__(
-        self, store: JobStore, claimed: Versioned, on_ended: Callable[[str], None] = _nobody
+        self,
+        store: JobStore,
+        claimed: Versioned,
+        on_ended: Callable[[str], None] = _nobody,
+        release: Release = _nothing_to_release,
     ) -> None:
         self.store = store
         self.on_ended = on_ended
+        self.release = release
         self.current = claimed
         self.stopped = False  # set when the job was cancelled or lost, not this worker
         self.task: asyncio.Future[bytes] | None = None  # the run, stopped when it is lost
@@ -157,6 +169,7 @@ class JobRun:
             self.event(JobEvent(name="error", data=_json.encode(error)))
         self.event(status_event(record))
         await self.flushed()
+        await self.release(record)
         await request_delivery(self.store, self.job_id)
         return self.current
 
@@ -165,8 +178,14 @@ class Workers:
     """Runs up to ``settings.workers`` jobs at once, taken from the shared work queue."""
 
     def __init__(
-        self, nc: Client, store: JobStore, runner: Runner, settings: WorkerSettings
+        self,
+        nc: Client,
+        store: JobStore,
+        runner: Runner,
+        settings: WorkerSettings,
+        release: Release = _nothing_to_release,
     ) -> None:
+        self.release = release  # frees what a job held once its outcome is written
         self.nc = nc
         self.store = store
         self.runner = runner
@@ -248,7 +267,7 @@ class Workers:
         if claimed is None:
             return
         log.info("job %s: attempt %d runs here", run.job_id, claimed.record.attempts)
-        job = JobRun(self.store, claimed, self.settings.on_ended)
+        job = JobRun(self.store, claimed, self.settings.on_ended, self.release)
         job.event(status_event(claimed.record))
         task = asyncio.ensure_future(self.runner(claimed.record, run.uploads, job))
         job.task = task
@@ -303,7 +322,16 @@ class Workers:
                         webhook=pending_webhook(record),
                     )
                     self.settings.on_ended(failed.record.status.value)
+                    error = {
+                        "status": 503,
+                        "detail": detail,
+                        "request_id": record.request_id or job_id,
+                    }
+                    await self.store.publish(
+                        job_id, JobEvent(name="error", data=_json.encode(error))
+                    )
                     await self.store.publish(job_id, status_event(failed.record))
+                    await self.release(failed.record)
                     await request_delivery(self.store, job_id)
                     return None
                 return await self.store.update(
