@@ -2,11 +2,15 @@
 
 Playwright's async API runs on the test event loop, next to the in-process services, so
 nothing here blocks the loop. Screenshots go to test-artifacts/browser/.
+
+The page submits each story as a job (POST /jobs), puts it in its address (`/#job=<id>`)
+and follows GET /jobs/{id}/events; the job goes on when the page is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import re
@@ -16,7 +20,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
+from nats.aio.client import Client
 from playwright.async_api import (
     Browser,
     ConsoleMessage,
@@ -27,6 +33,8 @@ from playwright.async_api import (
     expect,
 )
 
+from bus import blobs
+from bus.jobs import JobNotFound, JobStore
 from devstack.fake_answers import Delay, Reply, Status
 from devstack.gateway import running_gateway
 from devstack.processes import ROOT, free_port
@@ -48,13 +56,16 @@ STATIC = ROOT / "gateway" / "static"
 STAGE_ORDER = ["uploading", "extracting_frames", "transcribing", "writing_story", "translating"]
 THAI = re.compile(r"[\u0e00-\u0e7f]{10}")
 MIB = 1024 * 1024
+JOB_ADDRESS = re.compile(r"/#job=(job_[0-9a-f]{32})$")
 
 # Records, in the page, every stage that becomes the active one (with the text shown for it),
-# whether the English story was on screen while the work was still going on, and each
-# state of the live Thai column (with the English beside it) as it changes.
+# whether the English story was on screen while the work was still going on, each state of
+# the live English paragraphs, and each state of the live Thai column (with the English
+# beside it) as it changes.
 RECORDER = """
 window.__stages = [];
 window.__liveStory = "";
+window.__liveParagraphs = [];
 window.__englishBox = null;
 window.__liveThai = [];
 document.addEventListener("DOMContentLoaded", () => {
@@ -79,6 +90,7 @@ document.addEventListener("DOMContentLoaded", () => {
   new MutationObserver(() => {
     if (!document.getElementById("progress").hidden && live.textContent) window.__liveStory = live.innerText;
     if (!window.__englishBox && live.textContent) window.__englishBox = box(live);
+    window.__liveParagraphs.push([...live.children].map((p) => p.textContent));
   }).observe(live, {childList: true, characterData: true, subtree: true});
   new MutationObserver(() => {
     if (!thai.textContent.trim()) return;
@@ -126,6 +138,19 @@ async def site(nats_url, services, tmp_path_factory) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+@pytest.fixture(autouse=True)
+async def no_job_left(nc: Client, blob_store) -> AsyncIterator[None]:
+    """Each test's jobs are deleted after it, as their owner would, with their media (before
+    the blob store is checked for leftovers: this fixture ends first)."""
+    yield
+    store = await JobStore.open(nc.jetstream())
+    for job_id in await store.job_ids():
+        with contextlib.suppress(JobNotFound):
+            record = (await store.get(job_id)).record
+            await blobs.delete_quietly(blob_store, [u.name for u in record.uploads if u.stored])
+            await store.delete(job_id)
+
+
 @dataclass
 class Tab:
     """A page plus what it sent and what went wrong in it."""
@@ -135,8 +160,15 @@ class Tab:
     requests: list[Request] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
-    def analyze_requests(self) -> list[Request]:
-        return [r for r in self.requests if "/analyze" in r.url]
+    def story_requests(self) -> list[Request]:
+        """What was sent to write a story, or to follow one."""
+        return [r for r in self.requests if "/analyze" in r.url or "/jobs" in r.url]
+
+    def submissions(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "POST" and r.url.endswith("/jobs")]
+
+    def event_requests(self) -> list[Request]:
+        return [r for r in self.requests if is_events(r.url)]
 
     async def shot(self, name: str, full_page: bool = True) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -208,15 +240,84 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
     return events
 
 
+def sse_body(*events: tuple[str, dict], first_id: int) -> str:
+    """Events as a job's stream sends them, numbered from `first_id`."""
+    return "".join(
+        f"id: {first_id + i}\nevent: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+        for i, (name, data) in enumerate(events)
+    )
+
+
+def accepted_job(job_id: str) -> dict:
+    """What POST /jobs answers, for a page whose job is played by the test."""
+    base = f"/jobs/{job_id}"
+    return {
+        "id": job_id,
+        "status": "queued",
+        "stage": None,
+        "created_at": "2030-01-01T00:00:00Z",
+        "started_at": None,
+        "finished_at": None,
+        "expires_at": "2030-01-02T00:00:00Z",
+        "attempts": 0,
+        "result": None,
+        "error": None,
+        "urls": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},
+    }
+
+
+def is_events(url: str) -> bool:
+    return bool(re.search(r"/jobs/[^/]+/events$", url))
+
+
+def is_submission(request: Request) -> bool:
+    return request.method == "POST" and request.url.endswith("/jobs")
+
+
 async def stream_response_events(tab: Tab, action) -> list[tuple[str, dict]]:
-    """Run `action` (which submits the form) and return the events of the stream it opened."""
-    async with tab.page.expect_response(
-        lambda r: "/analyze/stream" in r.url, timeout=60_000
-    ) as info:
+    """Run `action` (which submits the form) and return the events of the job it started."""
+    async with tab.page.expect_response(lambda r: is_events(r.url), timeout=60_000) as info:
         await action()
     response = await info.value
     assert response.status == 200, await response.text()
     return sse_events(await response.text())
+
+
+def job_id_of(page: Page) -> str:
+    """The job the page's address names."""
+    found = JOB_ADDRESS.search(page.url)
+    assert found, page.url
+    return found.group(1)
+
+
+async def job_of(base: str, job_id: str) -> dict:
+    async with httpx.AsyncClient(base_url=base) as client:
+        answer = await client.get(f"/jobs/{job_id}")
+    assert answer.status_code == 200, answer.text
+    job: dict = answer.json()
+    return job
+
+
+async def until_ended(base: str, job_id: str, wait: float = 60) -> dict:
+    deadline = asyncio.get_running_loop().time() + wait
+    while (job := await job_of(base, job_id))["status"] not in {"succeeded", "failed", "canceled"}:
+        assert asyncio.get_running_loop().time() < deadline, job
+        await asyncio.sleep(0.2)
+    return job
+
+
+def paragraphs(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"\n\s*\n", text.strip())]
+
+
+def shown_in_order(states: list[list[str]], final: list[str]) -> None:
+    """Each state of the live story was the final story's beginning: no text twice, none lost."""
+    for shown in states:
+        if not shown:
+            continue
+        assert len(shown) <= len(final), (shown, final)
+        assert shown[:-1] == final[: len(shown) - 1], (shown, final)
+        assert final[len(shown) - 1].startswith(shown[-1]), (shown, final)
 
 
 async def story_boxes(page: Page) -> list[dict]:
@@ -332,11 +433,22 @@ async def test_a_story_model_that_cannot_see_is_said_kindly(new_tab, openai, blo
         "warnings": [],
     }
 
+    job_id = "job_" + "7" * 32
+
+    async def accepted(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.fallback()
+            return
+        await route.fulfill(status=202, json=accepted_job(job_id))
+
     async def as_if_text_only(route: Route) -> None:
-        body = f"event: result\ndata: {json.dumps(result, ensure_ascii=False)}\n\n"
+        body = sse_body(
+            ("result", result), ("status", {"status": "succeeded", "attempts": 1}), first_id=1
+        )
         await route.fulfill(status=200, content_type="text/event-stream", body=body)
 
-    await page.route("**/analyze/stream", as_if_text_only)
+    await page.route("**/jobs", accepted)
+    await page.route(f"**/jobs/{job_id}/events", as_if_text_only)
     await page.set_input_files("#files", sample_photo("coffee.png"))
     await page.get_by_role("button", name="Write my story").click()
     note = page.locator("#sight-note")
@@ -348,7 +460,7 @@ async def test_a_story_model_that_cannot_see_is_said_kindly(new_tab, openai, blo
     await tab.shot("photo-text-only-model")
 
     # A model that sees gets no such note.
-    await page.unroute("**/analyze/stream")
+    await page.unroute("**/jobs")
     await page.set_input_files("#files", sample_photo("coffee.png"))
     await page.get_by_role("button", name="Write my story").click()
     await expect(page.locator("#media-line")).to_contain_text("shown to the model", timeout=30_000)
@@ -370,7 +482,7 @@ async def test_video_shows_a_preview_and_the_stages_advance_in_order(new_tab, op
     assert await video.evaluate("v => v.controls")
     await tab.shot("video-1-ready")
 
-    async with page.expect_response(lambda r: "/analyze/stream" in r.url, timeout=60_000) as info:
+    async with page.expect_response(lambda r: is_events(r.url), timeout=60_000) as info:
         await page.get_by_role("button", name="Write my story").click()
         await expect(page.locator('.stage.is-active[data-stage="translating"]')).to_be_visible(
             timeout=60_000
@@ -410,7 +522,7 @@ async def test_thai_fills_its_column_while_the_english_is_still_being_written(
     live_thai = page.locator("#live-thai")
     last_paragraph = SLOW_STORY.split("\n\n")[-1]
 
-    async with page.expect_response(lambda r: "/analyze/stream" in r.url, timeout=60_000) as info:
+    async with page.expect_response(lambda r: is_events(r.url), timeout=60_000) as info:
         await page.get_by_role("button", name="Write my story").click()
         # The title and the first paragraph, in Thai, in the Thai column...
         await expect(live_thai.locator("p").nth(1)).to_be_attached(timeout=30_000)
@@ -430,11 +542,11 @@ async def test_thai_fills_its_column_while_the_english_is_still_being_written(
     await expect(page.locator("#results")).to_be_visible(timeout=60_000)
     await expect(page.locator("#progress")).to_be_hidden()
 
-    kinds = [name for name, _ in events]
+    kinds = [name for name, _ in events if name != "status"]
     assert kinds[-1] == "result", kinds
     # Thai was sent between pieces of the English, not after it.
     assert kinds.index("thai") < len(kinds) - 1 - kinds[::-1].index("story"), kinds
-    result = events[-1][1]
+    result = dict(events)["result"]
 
     seen = await page.evaluate("window.__liveThai")
     assert seen, "the Thai column never showed any Thai before the result"
@@ -492,7 +604,7 @@ async def test_oversized_files_are_refused_without_a_request(new_tab, tmp_path):
     await page.get_by_role("button", name="Write my story").click()
     await expect(error).to_contain_text("Add at least one photo or a video first")
     await page.wait_for_timeout(300)
-    assert tab.analyze_requests() == []
+    assert tab.story_requests() == []
 
 
 async def test_wrong_type_mixed_media_and_too_many_photos_are_refused_in_the_browser(
@@ -529,7 +641,7 @@ async def test_wrong_type_mixed_media_and_too_many_photos_are_refused_in_the_bro
     await expect(page.locator("#previews li")).to_have_count(10)
     await expect(error).to_contain_text("“photo-10.png” was not added: at most 10 photos per story")
     await tab.shot("too-many-photos")
-    assert tab.analyze_requests() == []
+    assert tab.story_requests() == []
 
 
 async def test_server_detail_is_shown_when_the_server_refuses(new_tab, tmp_path, blob_store):
@@ -538,7 +650,7 @@ async def test_server_detail_is_shown_when_the_server_refuses(new_tab, tmp_path,
     # Named like a photo, so the browser lets it through; the server reads its bytes.
     fake = write_garbage(tmp_path / "not-really.jpg", size=2048)
     await page.set_input_files("#files", fake)
-    async with page.expect_response(lambda r: "/analyze/stream" in r.url) as info:
+    async with page.expect_response(lambda r: is_submission(r.request)) as info:
         await page.get_by_role("button", name="Write my story").click()
     response = await info.value
     assert response.status == 400
@@ -559,14 +671,271 @@ async def test_failure_after_the_stream_began_shows_its_status_and_detail(
     events = await stream_response_events(
         tab, lambda: page.get_by_role("button", name="Write my story").click()
     )
-    name, payload = events[-1]
-    assert name == "error", events
+    (name, payload), (_, last) = events[-2:]
+    assert name == "error" and last == {"status": "failed", "attempts": 1}, events
     await expect(page.locator("#error")).to_be_visible()
     await expect(page.locator("#error-title")).to_contain_text(f"HTTP {payload['status']}")
     await expect(page.locator("#error-detail")).to_have_text(payload["detail"])
     await expect(page.locator(".stage.is-failed")).to_have_count(1)
     await expect(page.get_by_role("button", name="Write my story")).to_be_enabled()
     await tab.shot("stream-error")
+
+    # The failed job's address says the same, from the job.
+    await page.reload()
+    await expect(page.locator("#error-title")).to_contain_text(f"HTTP {payload['status']}")
+    await expect(page.locator("#error-detail")).to_have_text(payload["detail"])
+    await expect(page.locator("#progress")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Write my story")).to_be_enabled()
+
+
+# ---- the story as a job: it outlives the page, and its address brings it back --------------
+
+
+async def write_a_slow_story(tab: Tab) -> str:
+    """Submit a photo for SLOW_STORY (scripted by the caller) and wait until two of its
+    paragraphs are on screen; returns the job's id, from the page's address."""
+    page = tab.page
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page).to_have_url(JOB_ADDRESS)
+    await expect(page.locator("#live-text p").nth(1)).to_be_attached(timeout=30_000)
+    return job_id_of(page)
+
+
+async def test_a_story_goes_on_when_its_page_is_closed_and_its_address_shows_it(
+    new_tab, site, openai, blob_store
+):
+    # The issue's test: start a story, close the page mid-story, reopen the address.
+    openai.script(Reply(SLOW_STORY, pace=0.1))
+    tab = await new_tab()
+    job_id = await write_a_slow_story(tab)
+    note = tab.page.locator("#leave-note")
+    await expect(note).to_be_visible()
+    await expect(note).to_contain_text("You can close this tab")
+    await expect(note).to_contain_text("come back to this page's address until")
+    await tab.shot("job-1-desktop-running")
+    address = tab.page.url
+    await tab.page.get_by_role("button", name="Copy link").click()
+    await expect(tab.page.locator("#copy-link")).to_have_text("Link copied ✓")
+    assert await tab.page.evaluate("navigator.clipboard.readText()") == address
+    assert (await job_of(site, job_id))["status"] == "running"
+    await tab.page.context.close()  # the tab, its connection and its session storage
+
+    # No page is open, and the story is written all the same, once.
+    job = await until_ended(site, job_id)
+    assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    result = job["result"]
+    assert paragraphs(result["english"])[-1] == paragraphs(SLOW_STORY)[-1]
+
+    again = await new_tab(path=address)
+    page = again.page
+    await expect(page.locator("#results")).to_be_visible()
+    assert [p.strip() for p in await page.locator("#english p").all_inner_texts()] == paragraphs(
+        result["english"]
+    )
+    assert [p.strip() for p in await page.locator("#thai p").all_inner_texts()] == paragraphs(
+        result["thai"]
+    )
+    await expect(page.locator("#media-line")).to_contain_text("1 photo, 1 picture")
+    await expect(page.locator("#progress")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Write my story")).to_be_enabled()
+    # A finished job is read once, not replayed.
+    assert [r.url for r in again.story_requests()] == [f"{site}/jobs/{job_id}"]
+    await again.shot("job-2-desktop-reopened")
+
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Download .md").click()
+    markdown = Path(await (await info.value).path()).read_text(encoding="utf-8")
+    assert result["english"].strip() in markdown and result["thai"].strip() in markdown
+
+    # Starting again leaves the story's address.
+    await page.get_by_role("button", name="Start again").click()
+    assert JOB_ADDRESS.search(page.url) is None
+    await expect(page.locator("#results")).to_be_hidden()
+
+
+async def test_a_reload_mid_story_shows_it_again_with_no_text_twice_on_a_phone(
+    new_tab, site, openai, blob_store
+):
+    openai.script(Reply(SLOW_STORY, pace=0.1))
+    tab = await new_tab(width=360, height=740)
+    page = tab.page
+    job_id = await write_a_slow_story(tab)
+    await expect(page.locator("#leave-note")).to_be_visible()
+    assert await tab.scroll_width() <= 360
+    await tab.shot("job-phone-1-running")
+
+    await page.reload()
+    # The same job: the story so far from its start, then on as it is written.
+    assert job_id_of(page) == job_id
+    await expect(page.locator("#leave-note")).to_be_visible()
+    await expect(page.locator("#live-text p").nth(1)).to_be_attached()
+    assert await page.locator("#results").is_hidden(), "the story ended before the reload"
+    await expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    assert await tab.scroll_width() <= 360
+    await tab.shot("job-phone-2-reloaded")
+
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+    result = (await job_of(site, job_id))["result"]
+    final = paragraphs(result["english"])
+    states = await page.evaluate("window.__liveParagraphs")
+    assert states and states[-1] == final, states
+    shown_in_order(states, final)
+    assert len(tab.submissions()) == 1  # the reload sent nothing again
+    assert await tab.scroll_width() <= 360
+    await tab.shot("job-phone-3-result")
+
+
+async def test_a_dropped_connection_resumes_after_the_last_event_seen(
+    new_tab, site, openai, blob_store
+):
+    openai.script(Reply(SLOW_STORY, pace=0.1))
+    tab = await new_tab()
+    page = tab.page
+    cut: dict[str, str] = {}
+
+    async def drop_the_first(route: Route) -> None:
+        if cut:
+            await route.continue_()
+            return
+        # The first connection gets what the server sends up to some story text, then a
+        # half event, and ends: as a connection lost mid-story.
+        text = complete = ""
+        async with (
+            httpx.AsyncClient(base_url=site, timeout=30) as client,
+            client.stream("GET", route.request.url) as answer,
+        ):
+            async for piece in answer.aiter_text():
+                text += piece.replace("\r\n", "\n")
+                complete = text[: text.rfind("\n\n") + 2] if "\n\n" in text else ""
+                if len(re.findall(r"^event: story$", complete, re.M)) >= 3:
+                    break
+        cut["after"] = re.findall(r"^id: (\d+)$", complete, re.M)[-1]
+        half = 'id: 999999999\nevent: story\ndata: {"text": " NEVER SHOWN"}'
+        await route.fulfill(status=200, content_type="text/event-stream", body=complete + half)
+
+    await page.route(lambda url: is_events(url), drop_the_first)
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+
+    first, second = tab.event_requests()
+    assert "last-event-id" not in first.headers
+    assert second.headers.get("last-event-id") == cut["after"]
+    result = (await job_of(site, job_id_of(page)))["result"]
+    final = paragraphs(result["english"])
+    states = await page.evaluate("window.__liveParagraphs")
+    assert states[-1] == final, states
+    shown_in_order(states, final)
+    assert "NEVER SHOWN" not in await page.content()
+
+
+async def test_cancel_from_the_page_stops_the_story_and_its_address_says_so(
+    new_tab, site, openai, blob_store
+):
+    openai.script(Reply("The Long Road\n\n" + "They walked on. " * 200, pace=0.05))
+    tab = await new_tab()
+    page = tab.page
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page.locator("#live-text p").nth(1)).to_be_attached(timeout=30_000)
+    cancel = page.get_by_role("button", name="Cancel")
+    async with page.expect_response(lambda r: r.url.endswith("/cancel")) as info:
+        await cancel.click()
+    assert (await info.value).status == 200
+    notice = page.locator("#error")
+    await expect(notice).to_contain_text("This story was cancelled")
+    await expect(cancel).to_be_hidden()
+    await expect(page.locator("#progress")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Write my story")).to_be_enabled()
+    calls = openai.stats()["chat_calls"]
+    await asyncio.sleep(1.5)
+    after = openai.stats()
+    assert after["in_flight"] == 0 and after["chat_calls"] == calls  # stopped, none after
+    job = await job_of(site, job_id_of(page))
+    assert job["status"] == "canceled" and job["result"] is None, job
+    await tab.shot("job-cancelled")
+
+    await page.reload()
+    await expect(notice).to_contain_text("This story was cancelled")
+    await expect(page.get_by_role("button", name="Write my story")).to_be_enabled()
+
+
+async def test_a_job_run_again_starts_its_story_again(new_tab):
+    """A gateway lost mid-job: the job's next attempt (a `status` running with a higher
+    attempt) writes the story from the start, and the page shows only that one."""
+    tab = await new_tab()
+    page = tab.page
+    job_id = "job_" + "a" * 32
+    usage = {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30}
+    result = {
+        "english": "The Second Try\n\nIt went all the way.",
+        "thai": "ครั้งที่สองของการเดินทาง\n\nมันไปได้ตลอดทางจนถึงปลายทาง",
+        "token_usage": usage,
+        "usage_by_stage": {"story": usage, "translation": usage},
+        "models": {"story": "fake", "translation": "fake"},
+        "media": "image",
+        "frames_used": 1,
+        "request_id": job_id,
+        "warnings": [],
+    }
+    writing = {"stage": "writing_story", "detail": "Writing the story"}
+    # Three connections, each ended by the server: the page resumes after the last id.
+    parts = [
+        sse_body(
+            ("status", {"status": "queued", "attempts": 0}),
+            ("status", {"status": "running", "attempts": 1}),
+            ("stage", {"stage": "uploading", "detail": "Storing your files"}),
+            ("stage", writing),
+            ("story", {"text": "The First Try\n\nIt began"}),
+            first_id=1,
+        ),
+        sse_body(
+            ("status", {"status": "running", "attempts": 2}),
+            ("stage", {"stage": "uploading", "detail": "Storing your files"}),
+            ("stage", writing),
+            ("story", {"text": "The Second Try\n\nIt went"}),
+            first_id=6,
+        ),
+        sse_body(
+            ("story", {"text": " all the way."}),
+            ("result", result),
+            ("status", {"status": "succeeded", "attempts": 2}),
+            first_id=10,
+        ),
+    ]
+    resumed_after: list[str | None] = []
+
+    async def accepted(route: Route) -> None:
+        await route.fulfill(status=202, json=accepted_job(job_id))
+
+    async def events(route: Route) -> None:
+        resumed_after.append(route.request.headers.get("last-event-id"))
+        body = parts[min(len(resumed_after), len(parts)) - 1]
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    await page.route("**/jobs", accepted)
+    await page.route(f"**/jobs/{job_id}/events", events)
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page.locator("#results")).to_be_visible()
+    assert resumed_after == [None, "5", "9"]
+    states = await page.evaluate("window.__liveParagraphs")
+    assert ["The First Try", "It began"] in states, states
+    restarted = states.index(["The First Try", "It began"]) + 1
+    assert all("The First Try" not in state for state in states[restarted:]), states
+    assert states[-1] == ["The Second Try", "It went all the way."], states
+    await expect(page.locator("#english")).to_have_text(re.compile("It went all the way"))
+
+
+async def test_an_unknown_or_expired_job_address_says_so(new_tab):
+    tab = await new_tab(path="/#job=job_" + "0" * 32)
+    page = tab.page
+    await expect(page.locator("#error-title")).to_contain_text("HTTP 404")
+    await expect(page.locator("#error-detail")).to_contain_text("expired or been deleted")
+    await expect(page.locator("#progress")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Write my story")).to_be_enabled()
+    await tab.shot("job-unknown")
 
 
 async def test_page_fits_a_360px_phone_and_the_stories_stack(new_tab, tmp_path, openai, blob_store):
@@ -751,7 +1120,7 @@ async def test_the_page_asks_for_the_api_key_once_and_keeps_it_for_the_tab(
         await page.get_by_role("button", name="Write my story").click()
         # The page knew a key is needed: it asks before sending anything.
         await expect(dialog).to_be_visible()
-        assert tab.analyze_requests() == []
+        assert tab.story_requests() == []
         await page.fill("#api-key", "not-the-key")
         await page.get_by_role("button", name="Use this key").click()
         # The server refuses it: the page forgets it and asks again.
@@ -761,14 +1130,34 @@ async def test_the_page_asks_for_the_api_key_once_and_keeps_it_for_the_tab(
         await page.get_by_role("button", name="Use this key").click()
         await expect(page.locator("#results")).to_be_visible()
         await expect(page.locator("#english")).to_contain_text("a story about 1 picture")
+        # Coming back to the story's address takes the key again: it is kept for this tab only.
+        assert await page.locator("#leave-key").get_attribute("hidden") is None
         # A second story in the same tab sends the kept key without asking.
-        async with page.expect_response(lambda r: "/analyze/stream" in r.url) as info:
+        async with page.expect_response(lambda r: is_submission(r.request)) as info:
             await page.get_by_role("button", name="Write my story").click()
-        assert (await info.value).status == 200
+        assert (await info.value).status == 202
         await expect(dialog).to_be_hidden()
-        sent = [r.headers.get("authorization") for r in tab.analyze_requests()]
+        await expect(page.locator("#results")).to_be_visible()
+        sent = [r.headers.get("authorization") for r in tab.submissions()]
         assert sent == ["Bearer not-the-key", f"Bearer {key}", f"Bearer {key}"]
+        # EventSource could not have sent it: the job's events are read with the key too.
+        followed = [r.headers.get("authorization") for r in tab.event_requests()]
+        assert len(followed) >= 2 and set(followed) == {f"Bearer {key}"}, followed
         assert await page.evaluate("sessionStorage.getItem('imgstory.apiKey')") == key
         assert await page.evaluate("localStorage.length") == 0
         assert tab.problems == []
+
+        # The story's link opened in a new tab (no key kept there) asks for the key first.
+        shared = await open_tab(browser, f"http://127.0.0.1:{port}", path=page.url)
+        await expect(shared.page.locator("#key-dialog")).to_be_visible()
+        await expect(shared.page.locator("#key-reason")).to_contain_text("written with an API key")
+        await shared.page.fill("#api-key", key)
+        await shared.page.get_by_role("button", name="Use this key").click()
+        await expect(shared.page.locator("#results")).to_be_visible()
+        english = page.locator("#english p")
+        assert await shared.page.locator("#english p").all_inner_texts() == (
+            await english.all_inner_texts()
+        )
+        assert shared.problems == []
+        await shared.page.context.close()
         await tab.page.context.close()

@@ -1,14 +1,20 @@
-// ImgStory page: pick or drop media, check it here first, then POST /analyze/stream and show
-// the upload percentage, the server's stages, the English story as it is written, its Thai
-// translation paragraph by paragraph, and the result.
+// ImgStory page: pick or drop media, check it here first, then submit it as a job (POST /jobs)
+// and show the upload percentage, the server's stages, the English story as it is written,
+// its Thai translation paragraph by paragraph, and the result. The job is in the address
+// (`/#job=<id>`): a reload, a bookmark or a shared link shows its progress, then its story.
 // This entry module wires the page's controls to the modules that do the work:
 // limits.js (the checks), selection.js (the chosen files), controls.js (prompt, presets, busy),
-// request.js (the upload and its event stream), progress.js (the stages), results.js (the stories).
+// request.js (the upload), follow.js (the job's events), address.js (the job in the address),
+// progress.js (the stages), results.js (the stories), notices.js (errors).
 
-import { $, scrollBehavior } from "./dom.js";
+import { clearAddress, jobInAddress, jobLink } from "./address.js";
+import { $, copyText, scrollBehavior } from "./dom.js";
 import { clearPrompt, isBusy, syncPrompt, wirePresets } from "./controls.js";
+import { nudge, openJob, shownJob, stopFollowing } from "./follow.js";
 import { LIMITS, showLimits } from "./limits.js";
-import { cancelRequest, hideError, send } from "./request.js";
+import { hideError } from "./notices.js";
+import { announce, closeProgress } from "./progress.js";
+import { cancelRequest, send, uploading } from "./request.js";
 import { clearResult, copyStory, download } from "./results.js";
 import { addFiles, clearSelection, selectedItems, showFileProblems } from "./selection.js";
 
@@ -89,6 +95,39 @@ form.addEventListener("submit", (event) => {
 
 $("#cancel").addEventListener("click", cancelRequest);
 
+// ---- the job in the address ------------------------------------------------------------
+
+/** Show the job the address names (Back, Forward, a pasted link), or the bare form. */
+function showAddressedJob() {
+  const id = jobInAddress();
+  if (uploading() || (id && id === shownJob())) return;
+  stopFollowing();
+  closeProgress();
+  clearResult();
+  hideError();
+  if (id) openJob(id);
+}
+window.addEventListener("hashchange", showAddressedJob);
+
+const copyLink = $("#copy-link");
+copyLink.addEventListener("click", async () => {
+  try {
+    await copyText(jobLink());
+    copyLink.textContent = "Link copied ✓";
+    announce("The link to this story is copied.");
+  } catch {
+    copyLink.textContent = "Copy failed";
+    announce("Could not copy the link; copy the page's address instead.");
+  }
+  setTimeout(() => { copyLink.textContent = "Copy link"; }, 2000);
+});
+
+// A phone that wakes up, or a network that comes back: the job's events are read again now.
+window.addEventListener("online", nudge);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") nudge();
+});
+
 // ---- results --------------------------------------------------------------------------
 
 for (const button of document.querySelectorAll("[data-copy]")) {
@@ -97,6 +136,8 @@ for (const button of document.querySelectorAll("[data-copy]")) {
 $("#download-txt").addEventListener("click", () => download("txt"));
 $("#download-md").addEventListener("click", () => download("md"));
 $("#again").addEventListener("click", () => {
+  stopFollowing();
+  clearAddress();
   clearSelection();
   clearPrompt();
   clearResult();
@@ -106,3 +147,4 @@ $("#again").addEventListener("click", () => {
 });
 
 syncPrompt();
+if (jobInAddress()) showAddressedJob();

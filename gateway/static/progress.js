@@ -1,6 +1,8 @@
 // The progress card: the stages as the server reports them, the upload bar, the story so far
-// in English and in Thai, and the status line that screen readers hear.
+// in English and in Thai, the note that the person may leave and come back, and the status
+// line that screen readers hear.
 
+import { keyNeeded } from "./apikey.js";
 import { $, scrollBehavior } from "./dom.js";
 import { formatBytes } from "./limits.js";
 import { hasTitle, renderStory, thaiHasTitle } from "./story.js";
@@ -13,12 +15,14 @@ const live = $("#live");
 const liveText = $("#live-text");
 const liveThai = $("#live-thai");
 const thaiWaiting = $("#live-thai-waiting");
+const leaveNote = $("#leave-note");
 
 // What the current run has shown; reset for each run by openProgress().
 let stageIndex = -1;
 let story = "";
 let thai = "";
 let lastAnnounced = -1;
+let video = null; // true, false, or null when not known (a job opened from its address)
 
 export function announce(text) {
   $("#status").textContent = text;
@@ -32,12 +36,16 @@ function part(item, name) {
   return item.querySelector(`.stage__${name}`);
 }
 
-function resetStages(isVideo) {
+function resetStages() {
+  stageIndex = -1;
+  story = "";
+  thai = "";
+  lastAnnounced = -1;
   for (const item of stageItems) {
     item.classList.remove("is-active", "is-done", "is-skipped", "is-failed");
     part(item, "detail").textContent = "";
     part(item, "state").textContent = ", waiting";
-    if ("videoOnly" in item.dataset) item.hidden = !isVideo;
+    if ("videoOnly" in item.dataset) item.hidden = !video;
   }
   uploadBar.hidden = false;
   uploadBar.value = 0;
@@ -48,20 +56,52 @@ function resetStages(isVideo) {
   thaiWaiting.hidden = false;
 }
 
-/** Show the card for a new run, at its first stage. */
-export function openProgress(isVideo) {
-  stageIndex = -1;
-  story = "";
-  thai = "";
-  lastAnnounced = -1;
-  resetStages(isVideo);
+/**
+ * Show the card for a new run, at its first stage: the upload about to start, or, for a
+ * job opened from its address (`uploaded`), done already. `isVideo` is null when unknown.
+ */
+export function openProgress(isVideo, uploaded = false) {
+  video = isVideo;
+  resetStages();
+  leaveNote.hidden = true;
   progress.hidden = false;
-  setStage("uploading", "Starting the upload…");
+  if (uploaded) {
+    uploadBar.hidden = true;
+    setStage("uploading", "Uploaded");
+  } else {
+    setStage("uploading", "Starting the upload…");
+  }
   progress.scrollIntoView({ block: "start", behavior: scrollBehavior() });
 }
 
 export function closeProgress() {
   progress.hidden = true;
+}
+
+/** The job is accepted: the person may leave, and come back to this address until `expiresAt`. */
+export function showLeaveNote(expiresAt) {
+  const until = new Date(expiresAt);
+  $("#leave-until").textContent = Number.isNaN(until.getTime()) ? "" : ` until ${until.toLocaleString(
+    undefined, { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" })}`;
+  $("#leave-key").hidden = !keyNeeded(); // the key is kept for this tab only
+  leaveNote.hidden = false;
+}
+
+/** The job waits for a free worker: say so at the upload, which is done. */
+export function waitingInLine() {
+  if (stageIndex > 0) return;
+  uploadBar.hidden = true;
+  uploadDetail().textContent = "Uploaded; waiting for its turn…";
+  announce("Uploaded; waiting for its turn.");
+}
+
+/** The job is run again from the start (the server running it was lost): so is the story. */
+export function restartProgress(attempt) {
+  resetStages();
+  uploadBar.hidden = true;
+  setStage("uploading", "Starting again");
+  setTitle("Working on your story (started again)");
+  announce(`The server writing your story stopped; another one starts it again (attempt ${attempt}).`);
 }
 
 /** Translation starts on the first finished paragraph: the story goes on being written. */
@@ -87,6 +127,7 @@ export function setStage(stage, detail) {
     return;
   }
   if (index < stageIndex) return; // never go backwards
+  if (stageItems[index].hidden) stageItems[index].hidden = false; // a video not known as one
   stageItems.forEach((item, i) => {
     if (i < index && !writesOnWhile(item, stage)) {
       const reached = item.classList.contains("is-active") || item.classList.contains("is-done");
@@ -174,5 +215,6 @@ export function failStages() {
     }
   }
   setTitle("The story could not be finished");
+  leaveNote.hidden = true;
   live.hidden = !story && !thai;
 }

@@ -1,6 +1,6 @@
 // The finished stories: both languages, the token usage, copying and downloading.
 
-import { $, scrollBehavior } from "./dom.js";
+import { $, copyText, scrollBehavior } from "./dom.js";
 import { plural } from "./limits.js";
 import { announce } from "./progress.js";
 import { asMarkdown, asText, fileStem, hasTitle, renderStory } from "./story.js";
@@ -106,8 +106,11 @@ function showSight(result) {
   english.setAttribute("aria-describedby", "sight-note");
 }
 
-/** Show the stories of `result`, made from `photos` photos (or a video). */
-export function showResult(result, photos) {
+/**
+ * Show the stories of `result`, made from `photos` photos (or a video). Unknown for a job
+ * opened from its address: each photo is one picture shown to the model.
+ */
+export function showResult(result, photos = null) {
   lastResult = result;
   const titled = hasTitle(result.english);
   renderStory($("#english"), result.english, titled);
@@ -117,7 +120,7 @@ export function showResult(result, photos) {
   showSight(result);
   showUsage(result);
 
-  const media = result.media === "video" ? "1 video" : plural(photos, "photo");
+  const media = result.media === "video" ? "1 video" : plural(photos ?? result.frames_used, "photo");
   const frames = typeof result.frames_used === "number"
     ? `, ${plural(result.frames_used, result.media === "video" ? "frame" : "picture")} ${
       result.models?.story_saw_pictures === false ? "described to" : "shown to"} the model` : "";
@@ -136,23 +139,6 @@ export function showResult(result, photos) {
 export function clearResult() {
   results.hidden = true;
   lastResult = null;
-}
-
-async function copyText(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    await navigator.clipboard.writeText(text);
-    return;
-  }
-  // Plain-HTTP pages have no clipboard API: copy through a selected, off-screen textarea.
-  const area = document.createElement("textarea");
-  area.value = text;
-  area.setAttribute("readonly", "");
-  area.className = "visually-hidden";
-  document.body.append(area);
-  area.select();
-  const ok = document.execCommand("copy");
-  area.remove();
-  if (!ok) throw new Error("copy refused");
 }
 
 /** Copy the story `button` names (data-copy="english" or "thai") and say how it went. */
