@@ -166,3 +166,43 @@ async def _writing_story(client: httpx.AsyncClient, job_id: str) -> bool:
     job = (await client.get(f"/jobs/{job_id}")).json()
     assert job["status"] not in FINISHED, job
     return job["stage"] == "writing_story"
+
+
+# --- NATS restarted mid-job -------------------------------------------------------------
+
+
+async def test_a_job_outlives_a_nats_restart_mid_story(
+    bus: NatsServer, fake: FakeOpenAI, logs: Path, upload_dir: Path
+) -> None:
+    gateway_env = {"IMGSTORY_JOB_LEASE": LEASE, "IMGSTORY_UPLOAD_DIR": str(upload_dir)}
+    port = free_port()
+    async with running_services(bus.url, fake, logs, **QUICK_SERVICES):
+        async with running_gateway(bus.url, port, **gateway_env):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                fake.script(SLOW_STORY)
+                job = await submit(client)
+                await eventually(lambda: _writing_story(client, job["id"]), timeout=20)
+                await eventually(lambda: len(fake.requests) >= 1, timeout=10)
+                stopped_at = time.monotonic()
+                bus.stop()
+                # Longer than the gateway waits for a silent replica (IMGSTORY_LIVENESS_WINDOW,
+                # 3 s): the story call is given up on while the bus is away.
+                await asyncio.sleep(4)
+                bus.start()
+                done = await until_finished(client, job["id"], timeout=30)
+                finished_in = time.monotonic() - stopped_at
+                events = await events_of(client, job["id"])
+                # The interrupted attempt's story call was dropped, not left running.
+                await eventually(lambda: fake.stats()["in_flight"] == 0, timeout=5)
+    log.info("finished %.1f s after NATS stopped", finished_in)
+    # Interrupted by the outage, the job went back to the queue and its next attempt
+    # succeeded, rather than ending failed for a fault that was not its own.
+    assert done["status"] == "succeeded" and done["error"] is None, done
+    assert done["attempts"] == 2
+    assert "They walked on" not in done["result"]["english"]
+    assert fake.abandoned == 1  # the first story, cut off
+    names = [name for _, name, _ in events]
+    statuses = [data["status"] for _, name, data in events if name == "status"]
+    assert names.count("result") == 1 and names[-2:] == ["result", "status"], names
+    assert statuses == ["queued", "running", "running", "succeeded"], statuses
+    assert finished_in < 20, finished_in

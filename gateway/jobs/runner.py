@@ -11,12 +11,12 @@ from nats.errors import Error as NatsError
 
 from bus.blobs import BlobsUnavailable
 from bus.logs import REQUEST_ID
-from bus.rpc import CallError, RemoteFailure
+from bus.rpc import BusUnavailable, CallError, RemoteFailure
 from contracts.messages import Cancel, JobEvent, JobRecord, JobUpload, Progress, Stage
 from contracts.subjects import cancel_subject
 from gateway.analysis import Analyzer, Media
 from gateway.errors import problem_of
-from gateway.jobs.worker import JobFailed, JobRun
+from gateway.jobs.worker import JobFailed, JobInterrupted, JobRun
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ class AnalysisRunner:
         self.analyzer = analyzer
 
     async def __call__(self, record: JobRecord, uploads: list[JobUpload], job: JobRun) -> bytes:
-        """Raises JobFailed with what the synchronous call would have answered."""
+        """Raises JobFailed with what the synchronous call would have answered
+        (JobInterrupted when the bus or the bucket failed it)."""
         relay = EventRelay(job)
         request_id = record.request_id or record.id
         token = REQUEST_ID.set(request_id)  # the job's log lines name its submission
@@ -99,7 +100,11 @@ class AnalysisRunner:
             retry_after = None
             if problem.headers and "Retry-After" in problem.headers:
                 retry_after = float(problem.headers["Retry-After"])
-            raise JobFailed(problem.status, problem.detail, retry_after) from err
+            # The bus or the bucket failing is the system's fault, not the job's: the job
+            # is handed back to the queue for another attempt rather than failed.
+            interrupted = isinstance(err, BusUnavailable | BlobsUnavailable | NatsError)
+            failed = JobInterrupted if interrupted else JobFailed
+            raise failed(problem.status, problem.detail, retry_after) from err
         finally:
             relay.flush()
             REQUEST_ID.reset(token)
