@@ -273,11 +273,14 @@ class JobStore:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
             opt_start_seq=after + 1 if after else None,
         )
-        subscription = await self.js.subscribe(
-            job_events_subject(job_id),
-            stream=JOB_EVENTS_STREAM,
-            config=start,
-            ordered_consumer=True,
+        subscription = await through_elections(
+            lambda: self.js.subscribe(
+                job_events_subject(job_id),
+                stream=JOB_EVENTS_STREAM,
+                config=start,
+                ordered_consumer=True,
+            ),
+            f"reading job {job_id}'s events",
         )
         try:
             while True:

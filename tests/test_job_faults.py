@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 FINISHED = {"succeeded", "failed", "canceled"}
 # A story the provider writes slowly: about a minute, far longer than any fault here takes.
 SLOW_STORY = Reply("The Long Road\n\n" + "They walked on. " * 400, pace=0.05)
-# Quick frames: the faults are about the jobs, not about perceiving pictures.
-QUICK_SERVICES = {"IMGSTORY_PERCEPTION": "0"}
 LEASE = "3"  # seconds (the least allowed): a dead worker's job is delivered again soon
 
 
@@ -119,7 +117,8 @@ async def test_a_job_whose_gateway_is_killed_finishes_once_on_the_other(
 ) -> None:
     gateway_env = {"IMGSTORY_JOB_LEASE": LEASE, "IMGSTORY_UPLOAD_DIR": str(upload_dir)}
     port_a, port_b = free_port(), free_port()
-    async with running_services(bus.url, fake, logs, **QUICK_SERVICES):
+    # Quick frames (no scene facts): the fault is about the jobs, not the pictures.
+    async with running_services(bus.url, fake, logs, IMGSTORY_PERCEPTION="0"):
         async with running_gateway(bus.url, port_a, **gateway_env) as gateway_a:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_a}", timeout=10) as a:
                 # What one quiet run costs, to compare the faulted job's bill with.
@@ -184,7 +183,7 @@ async def test_a_job_outlives_a_nats_restart_mid_story(
 ) -> None:
     gateway_env = {"IMGSTORY_JOB_LEASE": LEASE, "IMGSTORY_UPLOAD_DIR": str(upload_dir)}
     port = free_port()
-    async with running_services(bus.url, fake, logs, **QUICK_SERVICES):
+    async with running_services(bus.url, fake, logs, IMGSTORY_PERCEPTION="0"):
         async with running_gateway(bus.url, port, **gateway_env):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
                 fake.script(SLOW_STORY)
@@ -331,6 +330,7 @@ async def test_jobs_running_when_the_node_leading_their_state_dies_all_succeed_o
         statuses = [data["status"] for _, name, data in job_events if name == "status"]
         assert names.count("result") == 1 and statuses.count("succeeded") == 1, names
         assert statuses[-1] == "succeeded"
+        assert {"stage", "story", "thai"} <= set(names), names  # none lost to the election
     stories = [r for r in fake.requests if r["model"] == "fake-story"]
     assert len(stories) == count + sum(job["attempts"] - 1 for job in done)
     client_ = await connection.connect(survivor.url, "test-jobs")

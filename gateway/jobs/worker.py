@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 
+from bus.blobs import BlobsUnavailable, through_elections
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
 from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUpload, RunJob, Stage
 from contracts.subjects import job_cancel_subject
@@ -243,8 +244,10 @@ class Workers:
         except JobNotFound:
             log.info("job %s: deleted while it ran", run.job_id)
         # The outcome is written (or the job is someone else's, or gone): done with it.
-        with contextlib.suppress(NatsError):
-            await msg.ack_sync()
+        # Acked through an election of the queue's leader: else the work would stay on
+        # the queue, counted as unfinished, until its lease ran out.
+        with contextlib.suppress(NatsError, BlobsUnavailable):
+            await through_elections(msg.ack_sync, f"acking job {run.job_id}")
 
     async def _run(self, msg: Msg, run: RunJob) -> None:
         claimed = await self._claim(msg, run.job_id)
