@@ -21,6 +21,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import (
     BadRequestError,
     BucketNotFoundError,
+    NoStreamResponseError,
     NotFoundError,
     ServiceUnavailableError,
 )
@@ -166,7 +167,15 @@ async def through_elections(operation: Callable[[], Awaitable[T]], what: str) ->
     while True:
         try:
             return await operation()
-        except (TimeoutError, NatsTimeoutError, NoRespondersError, ServiceUnavailableError) as err:
+        # A publish to a stream with no leader is refused as "no response from stream"
+        # (NoStreamResponseError): nothing was stored, so it too is sent again.
+        except (
+            TimeoutError,
+            NatsTimeoutError,
+            NoRespondersError,
+            NoStreamResponseError,
+            ServiceUnavailableError,
+        ) as err:
             if time.monotonic() >= give_up:
                 raise BlobsUnavailable(
                     f"the blob store did not answer for {ELECTION_GRACE:g} s"

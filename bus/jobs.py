@@ -59,6 +59,7 @@ _events = msgspec.msgpack.Decoder(JobEvent)
 _encoder = msgspec.msgpack.Encoder()
 _STREAM_NAME_IN_USE = 10058  # JetStream's error code when a stream exists already
 _CONSUMER_EXISTS = 10148  # ... and when a durable exists, otherwise configured
+DUPLICATE_WINDOW = 120.0  # seconds within which the same job queued again is dropped
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class JobsConfig:
     ttl: float = 24 * 3600.0  # a job, its events and its media live this long at most
     replicas: int = 1
     ack_wait: float = 30.0  # a worker silent this long (no progress ack) has lost its job
+    # Seconds the record and the events outlive ``ttl`` in JetStream: a sweep must find
+    # the job expired, to remove its media, before JetStream drops its record by itself.
+    grace: float = 0.0
 
 
 class JobNotFound(Exception):
@@ -108,7 +112,9 @@ class JobStore:
                 storage=StorageType.FILE,
                 num_replicas=config.replicas,
                 max_age=config.ttl,
-                duplicate_window=120.0,
+                # JetStream refuses a window longer than max_age (IMGSTORY_JOB_TTL=60, the
+                # least allowed, kept every gateway from starting).
+                duplicate_window=min(DUPLICATE_WINDOW, config.ttl),
             ),
         )
         workers = ConsumerConfig(
@@ -126,7 +132,7 @@ class JobStore:
                 subjects=[f"{JOB_EVENTS_PREFIX}.*"],
                 storage=StorageType.FILE,
                 num_replicas=config.replicas,
-                max_age=config.ttl,
+                max_age=config.ttl + config.grace,
             ),
         )
         return cls(js, kv, config)
@@ -203,7 +209,8 @@ class JobStore:
 
     async def enqueue(self, run: RunJob, submitter: str = "anyone") -> None:
         """Put the job's work on ``submitter``'s queue, once: a resend within two minutes
-        is dropped. ``submitter`` is a subject token (letters, digits, - and _)."""
+        (or the jobs' ttl, if shorter) is dropped. ``submitter`` is a subject token
+        (letters, digits, - and _)."""
         data = _encoder.encode(run)
         subject = job_work_subject(submitter)
         await through_elections(
@@ -266,11 +273,14 @@ class JobStore:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
             opt_start_seq=after + 1 if after else None,
         )
-        subscription = await self.js.subscribe(
-            job_events_subject(job_id),
-            stream=JOB_EVENTS_STREAM,
-            config=start,
-            ordered_consumer=True,
+        subscription = await through_elections(
+            lambda: self.js.subscribe(
+                job_events_subject(job_id),
+                stream=JOB_EVENTS_STREAM,
+                config=start,
+                ordered_consumer=True,
+            ),
+            f"reading job {job_id}'s events",
         )
         try:
             while True:
@@ -301,7 +311,7 @@ async def _key_value(js: JetStreamContext, config: JobsConfig) -> KeyValue:
             KeyValueConfig(
                 bucket=JOBS_BUCKET,
                 history=1,
-                ttl=config.ttl,
+                ttl=config.ttl + config.grace,
                 storage=StorageType.FILE,
                 replicas=config.replicas,
             )

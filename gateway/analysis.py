@@ -75,6 +75,9 @@ class Media:
     uploads: list[JobUpload]
     prompt: str | None = None
     request_id: str | None = None  # the id the answer carries; the current one if None
+    # The key of this run's calls and stored objects (what a Cancel names); a new one
+    # made from the request id if None.
+    pipeline_key: str | None = None
 
 
 @dataclass
@@ -126,7 +129,7 @@ class Analyzer:
         if not self.nc.is_connected:
             raise rpc.BusUnavailable()
         visible_id = media.request_id or request_ids.current()
-        request_id = request_ids.pipeline_key(visible_id)
+        request_id = media.pipeline_key or request_ids.pipeline_key(visible_id)
         stored = _Stored(uploads=[], frames=[])
         channel = RequestChannel(self.nc, request_id)
         if on_progress is not None:

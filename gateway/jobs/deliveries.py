@@ -32,6 +32,7 @@ from nats.js.client import JetStreamContext
 
 from bus.blobs import through_elections
 from bus.jobs import (
+    DUPLICATE_WINDOW,
     JobConflict,
     JobNotFound,
     JobsConfig,
@@ -86,7 +87,7 @@ async def open_deliveries(js: JetStreamContext, config: JobsConfig) -> None:
         storage=StorageType.FILE,
         num_replicas=config.replicas,
         max_age=config.ttl,
-        duplicate_window=120.0,
+        duplicate_window=min(DUPLICATE_WINDOW, config.ttl),  # no longer than max_age
     )
     await ensure_stream(js, stream)
     senders = ConsumerConfig(

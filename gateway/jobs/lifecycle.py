@@ -41,7 +41,13 @@ async def running_jobs(
 ) -> AsyncIterator[JobService]:
     """The job service, with this gateway's workers running and its sweep going."""
     jobs = settings.jobs
-    config = JobsConfig(ttl=jobs.ttl, replicas=settings.bucket.replicas, ack_wait=jobs.lease)
+    sweep_every = min(jobs.ttl / 10, 300.0)
+    config = JobsConfig(
+        ttl=jobs.ttl,
+        replicas=settings.bucket.replicas,
+        ack_wait=jobs.lease,
+        grace=2 * sweep_every,  # two sweeps see every job expired before JetStream drops it
+    )
     js = blobs.jetstream(nc)
     store = await JobStore.open(js, config)
     await open_deliveries(js, config)
@@ -64,9 +70,7 @@ async def running_jobs(
     await workers.start()
     await senders.start()
     stop_sweeping = asyncio.Event()
-    sweeper = asyncio.create_task(
-        _sweep_forever(service, every=min(jobs.ttl / 10, 300.0), stop=stop_sweeping)
-    )
+    sweeper = asyncio.create_task(_sweep_forever(service, every=sweep_every, stop=stop_sweeping))
     try:
         yield service
     finally:

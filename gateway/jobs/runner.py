@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import msgspec
@@ -11,15 +12,17 @@ from nats.errors import Error as NatsError
 from bus import tracing
 from bus.blobs import BlobsUnavailable
 from bus.logs import REQUEST_ID
-from bus.rpc import CallError, RemoteFailure
-from contracts.messages import JobEvent, JobRecord, JobUpload, Progress, Stage
+from bus.rpc import BusUnavailable, CallError, RemoteFailure
+from contracts.messages import Cancel, JobEvent, JobRecord, JobUpload, Progress, Stage
+from contracts.subjects import cancel_subject
 from gateway.analysis import Analyzer, Media
 from gateway.errors import problem_of
-from gateway.jobs.worker import JobFailed, JobRun
+from gateway.jobs.worker import JobFailed, JobInterrupted, JobRun
 
 log = logging.getLogger(__name__)
 
 _json = msgspec.json.Encoder()
+_encoder = msgspec.msgpack.Encoder()
 # Pieces of text are gathered this long into one event: a story is hundreds of pieces,
 # and each event is a stored message.
 TEXT_EVERY_SECONDS = 0.1
@@ -64,6 +67,12 @@ class EventRelay:
         self._pieces = []
 
 
+def attempt_key(job_id: str, attempt: int) -> str:
+    """The pipeline key of one attempt of a job: what its service calls are known by, so
+    a later attempt can name an earlier one's calls."""
+    return f"{job_id}-{attempt}"
+
+
 class AnalysisRunner:
     """Runs a job as the synchronous call would, and answers with its JSON."""
 
@@ -71,12 +80,18 @@ class AnalysisRunner:
         self.analyzer = analyzer
 
     async def __call__(self, record: JobRecord, uploads: list[JobUpload], job: JobRun) -> bytes:
-        """Raises JobFailed with what the synchronous call would have answered."""
+        """Raises JobFailed with what the synchronous call would have answered
+        (JobInterrupted when the bus or the bucket failed it)."""
         relay = EventRelay(job)
         request_id = record.request_id or record.id
         token = REQUEST_ID.set(request_id)  # the job's log lines name its submission
+        await self._abandon_earlier(record)
         media = Media(
-            kind=record.kind, uploads=uploads, prompt=record.prompt, request_id=request_id
+            kind=record.kind,
+            uploads=uploads,
+            prompt=record.prompt,
+            request_id=request_id,
+            pipeline_key=attempt_key(record.id, record.attempts),
         )
         try:
             with tracing.continued(record.trace):
@@ -87,8 +102,24 @@ class AnalysisRunner:
             retry_after = None
             if problem.headers and "Retry-After" in problem.headers:
                 retry_after = float(problem.headers["Retry-After"])
-            raise JobFailed(problem.status, problem.detail, retry_after) from err
+            # The bus or the bucket failing is the system's fault, not the job's: the job
+            # is handed back to the queue for another attempt rather than failed.
+            interrupted = isinstance(err, BusUnavailable | BlobsUnavailable | NatsError)
+            failed = JobInterrupted if interrupted else JobFailed
+            raise failed(problem.status, problem.detail, retry_after) from err
         finally:
             relay.flush()
             REQUEST_ID.reset(token)
         return _json.encode(answer)
+
+    async def _abandon_earlier(self, record: JobRecord) -> None:
+        """Tell every replica to drop the calls of the job's earlier attempts.
+
+        A gateway that died mid-job told no one: its story call would run on at the
+        provider, billed, holding a model slot, with no one to read it.
+        """
+        for attempt in range(1, record.attempts):
+            key = attempt_key(record.id, attempt)
+            cancel = Cancel(request_id=key, reason="a later attempt of the job runs")
+            with contextlib.suppress(NatsError):  # queued for the reconnect if the bus is down
+                await self.analyzer.nc.publish(cancel_subject(key), _encoder.encode(cancel))

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 
+from bus.blobs import BlobsUnavailable, through_elections
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
 from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUpload, RunJob, Stage
 from contracts.subjects import job_cancel_subject
@@ -32,6 +33,8 @@ from gateway.jobs.loops import stopped
 log = logging.getLogger(__name__)
 
 _runs = msgspec.msgpack.Decoder(RunJob)
+# Seconds before an interrupted job is delivered again: the bus is usually back by then.
+RETRY_DELAY = 1.0
 _json = msgspec.json.Encoder()
 
 
@@ -41,6 +44,11 @@ class JobFailed(Exception):
     def __init__(self, status: int, detail: str, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.error = JobError(status=status, detail=detail, retry_after=retry_after)
+
+
+class JobInterrupted(JobFailed):
+    """The job could not go on for the system's fault, not its own (the bus was down):
+    handed back to the queue for another attempt; its ``error`` only if none is left."""
 
 
 EventSink = Callable[[JobEvent], None]
@@ -254,13 +262,20 @@ class Workers:
             with contextlib.suppress(NatsError):
                 await asyncio.shield(msg.nak())
             raise
+        except JobInterrupted as interruption:
+            log.warning("job %s: interrupted (%s); back to the queue", run.job_id, interruption)
+            with contextlib.suppress(NatsError):  # unacked, it comes back after the lease
+                await msg.nak(delay=RETRY_DELAY)
+            return
         except JobConflict:
             log.info("job %s: lost to another writer; this worker stops", run.job_id)
         except JobNotFound:
             log.info("job %s: deleted while it ran", run.job_id)
         # The outcome is written (or the job is someone else's, or gone): done with it.
-        with contextlib.suppress(NatsError):
-            await msg.ack_sync()
+        # Acked through an election of the queue's leader: else the work would stay on
+        # the queue, counted as unfinished, until its lease ran out.
+        with contextlib.suppress(NatsError, BlobsUnavailable):
+            await through_elections(msg.ack_sync, f"acking job {run.job_id}")
 
     async def _run(self, msg: Msg, run: RunJob) -> None:
         claimed = await self._claim(msg, run.job_id)
@@ -280,6 +295,12 @@ class Workers:
         keeper = asyncio.create_task(self._keep(msg, job, task))
         try:
             result = await task
+        except JobInterrupted as interruption:
+            if (msg.metadata.num_delivered or 1) < self.settings.max_attempts:
+                job.lost()  # this attempt writes nothing more; the next one takes over
+                raise
+            await job.finish(status=JobStatus.FAILED, error=interruption.error, stage=None)
+            return
         except JobFailed as failure:
             await job.finish(status=JobStatus.FAILED, error=failure.error, stage=None)
             return
