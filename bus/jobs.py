@@ -34,7 +34,6 @@ from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
@@ -199,11 +198,18 @@ class JobStore:
         )
 
     async def job_ids(self) -> list[str]:
-        """Every job's id (for sweeps and listings)."""
-        try:
-            return list(await self.kv.keys())
-        except NoKeysError:
-            return []
+        """Every job's id (for sweeps and listings).
+
+        Read from the bucket's stream in one request: nats-py's ``kv.keys()`` watches the
+        bucket until it has seen as many entries as were pending when it began, and a key
+        purged meanwhile (a job deleted) can leave it waiting for ever.
+        """
+        prefix = f"$KV.{JOBS_BUCKET}."
+        info = await through_elections(
+            lambda: self.js.stream_info(f"KV_{JOBS_BUCKET}", subjects_filter=f"{prefix}>"),
+            "listing the jobs",
+        )
+        return [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
 
     # --- the work -------------------------------------------------------------------
 
