@@ -67,10 +67,11 @@ class EventRelay:
         self._pieces = []
 
 
-def attempt_key(job_id: str, attempt: int) -> str:
+def attempt_key(record: JobRecord, attempt: int) -> str:
     """The pipeline key of one attempt of a job: what its service calls are known by, so
-    a later attempt can name an earlier one's calls."""
-    return f"{job_id}-{attempt}"
+    a later attempt can name an earlier one's calls. It starts with the submission's
+    request id, as every request's key does (found by the id in the services' logs)."""
+    return f"{record.request_id or record.id}-{record.id}-{attempt}"
 
 
 class AnalysisRunner:
@@ -91,7 +92,7 @@ class AnalysisRunner:
             uploads=uploads,
             prompt=record.prompt,
             request_id=request_id,
-            pipeline_key=attempt_key(record.id, record.attempts),
+            pipeline_key=attempt_key(record, record.attempts),
         )
         try:
             with tracing.continued(record.trace):
@@ -119,7 +120,7 @@ class AnalysisRunner:
         provider, billed, holding a model slot, with no one to read it.
         """
         for attempt in range(1, record.attempts):
-            key = attempt_key(record.id, attempt)
+            key = attempt_key(record, attempt)
             cancel = Cancel(request_id=key, reason="a later attempt of the job runs")
             with contextlib.suppress(NatsError):  # queued for the reconnect if the bus is down
                 await self.analyzer.nc.publish(cancel_subject(key), _encoder.encode(cancel))
