@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import secrets
 import tempfile
 import time
@@ -50,7 +49,7 @@ import nats
 from nats.aio.msg import Msg
 
 from bench.concurrency import analyze, burst_cpu, setting, wait_ready, write_photo
-from bench.jobs_report import Burst, Side, report
+from bench.jobs_report import Burst, Side, floor, report
 from bench.stacks import (
     Stack,
     export_tree,
@@ -63,9 +62,6 @@ from contracts.messages import JobEvent, JobStatus
 from contracts.subjects import JOB_EVENTS_PREFIX
 from devstack.fake_openai import RESET_PATH, STATS_PATH
 from devstack.processes import ROOT
-from gateway import config as gateway_config
-from story_service import config as story_config
-from translation_service import config as translation_config
 
 BASELINE = "4ad4c0c"  # main just before durable jobs (issue 17)
 CONCURRENT = 32  # bench.concurrency's burst of synchronous requests
@@ -79,6 +75,8 @@ _status = msgspec.json.Decoder(dict[str, Any])
 
 @dataclass
 class Options:
+    """The command line's choices (see the module's docstring)."""
+
     jobs: int = 500
     phone_jobs: int = 200
     latency: float = 1.0
@@ -123,6 +121,7 @@ class Heard:
 
 @contextlib.asynccontextmanager
 async def listening(nats_url: str) -> AsyncIterator[Heard]:
+    """A connection of the benchmark's own to the stack's NATS, hearing every job's events."""
     heard = Heard()
     nc = await nats.connect(nats_url, name="bench-jobs")
     try:
@@ -318,6 +317,7 @@ async def burst(stack: Stack, kind: str, photo: bytes, jobs: int, options: Optio
         await check_all(client, ids, result)
         result.check_seconds = time.perf_counter() - checking
         result.rss_deleted = memory_kib(pid)
+        result.nats_deleted = memory_kib(nats_pid) if nats_pid else None
     return result
 
 
@@ -364,22 +364,6 @@ async def check_all(client: httpx.AsyncClient, ids: list[str], result: Burst) ->
             await client.delete(f"/jobs/{job_id}")
 
     await asyncio.gather(*(check(job_id) for job_id in ids))
-
-
-def floor(env: dict[str, str], jobs: int, latency: float) -> tuple[float, str]:
-    """The least time N jobs can take with the in-flight limits of ``env``: each job is
-    two provider calls one after the other (its story, then its two paragraphs'
-    translations side by side), and only so many jobs run at once."""
-    workers = gateway_config.load(env).jobs.workers  # one gateway
-    story = story_config.load(env).max_in_flight
-    translations = translation_config.load(env).max_in_flight // 2
-    at_once = min(workers, story, translations)
-    note = (
-        f"ceil({jobs} jobs / {at_once} at once) x 2 calls in a row x {latency:.1f} s; "
-        f"{at_once} = min({workers} job workers x 1 gateway, {story} story calls in flight, "
-        f"{translations * 2} translation calls in flight / 2 a job)"
-    )
-    return math.ceil(jobs / at_once) * 2 * latency, note
 
 
 async def main(options: Options) -> None:

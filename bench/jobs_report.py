@@ -1,4 +1,4 @@
-"""What bench.jobs measured, and its printout: the synchronous path side by side, then the bursts."""
+"""What bench.jobs measured, the floor it is held against, and its printout."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from gateway import config as gateway_config
+from story_service import config as story_config
+from translation_service import config as translation_config
 
 ADDED_GOAL_MS = 10.0  # issue 17: what running as a job may add to a synchronous request
 
@@ -56,6 +60,23 @@ class Burst:
     rss_after: int | None = None
     rss_deleted: int | None = None
     nats_peak: int | None = None
+    nats_deleted: int | None = None
+
+
+def floor(env: dict[str, str], jobs: int, latency: float) -> tuple[float, str]:
+    """The least time N jobs can take with the in-flight limits of ``env``: each job is
+    two provider calls one after the other (its story, then its two paragraphs'
+    translations side by side), and only so many jobs run at once."""
+    workers = gateway_config.load(env).jobs.workers  # one gateway
+    story = story_config.load(env).max_in_flight
+    translations = translation_config.load(env).max_in_flight // 2
+    at_once = min(workers, story, translations)
+    note = (
+        f"ceil({jobs} jobs / {at_once} at once) x 2 calls in a row x {latency:.1f} s; "
+        f"{at_once} = min({workers} job workers x 1 gateway, {story} story calls in flight, "
+        f"{translations * 2} translation calls in flight / 2 a job)"
+    )
+    return math.ceil(jobs / at_once) * 2 * latency, note
 
 
 def median(values: Sequence[float]) -> float:
@@ -172,6 +193,7 @@ def report_bursts(bursts: list[Burst]) -> None:
         ("all done after (first sent -> last ended)", *each(done), "all finish"),
         ("  floor the in-flight limits allow", *each(lambda b: f"{b.floor:.1f} s"), ""),
         ("  ratio to the floor", *each(ratio), ""),
+        ("  CPU all processes used / cores", *each(lambda b: f"{sum(b.cpu.values()) / (os.cpu_count() or 1):.1f} s"), ""),
         ("succeeded (none lost)", *each(lambda b: _only(b.statuses, "succeeded", b.jobs)), "all"),
         ("  ended otherwise / never heard to end", *each(lambda b: f"{sum(b.ended.values()) - b.ended['succeeded']} / {b.unfinished}"), "0 / 0"),
         ("attempts 1 (none run twice)", *each(lambda b: _only(b.attempts, 1, b.jobs)), "all"),
@@ -184,7 +206,7 @@ def report_bursts(bursts: list[Burst]) -> None:
         ("job ran (started -> finished), p50 / p99", *each(lambda b: f"{median(b.ran) * 1000:.0f} / {percentile(b.ran, 0.99) * 1000:.0f} ms"), "2 calls: 2000 ms"),
         ("gateway RSS idle -> peak in the burst", *each(growth), "flat"),
         ("  after all ended / after deleting them", *each(lambda b: f"{mib(b.rss_after)} / {mib(b.rss_deleted)}"), ""),
-        ("nats-server peak RSS in the burst", *each(lambda b: mib(b.nats_peak)), ""),
+        ("nats-server RSS peak / after deleting the jobs", *each(lambda b: f"{mib(b.nats_peak)} / {mib(b.nats_deleted)}"), ""),
         ("gateway CPU a job (submit + run)", *each(lambda b: f"{b.cpu.get('gateway', 0.0) / b.jobs * 1000:.1f} ms"), ""),
         ("all read, replayed and deleted in", *each(lambda b: f"{b.check_seconds:.1f} s"), ""),
     ]  # fmt: skip  # one figure a line reads as the table it prints
