@@ -53,6 +53,7 @@ from bench.jobs_report import Burst, Side, floor, report
 from bench.stacks import (
     Stack,
     export_tree,
+    log_problems,
     memory_kib,
     reset_peak,
     running_stack,
@@ -270,6 +271,8 @@ async def burst(stack: Stack, kind: str, photo: bytes, jobs: int, options: Optio
     pid = stack.gateway_pid
     nats_pid = stack.bus.process.pid if stack.bus.process else None
     post = JobPost(stack.url, photo)
+    gateway_log = stack.logs / "gateway.log"
+    since = gateway_log.stat().st_size
     pool = asyncio.Semaphore(options.connections or jobs)
 
     async def submit() -> tuple[int, float, str | None]:
@@ -318,6 +321,7 @@ async def burst(stack: Stack, kind: str, photo: bytes, jobs: int, options: Optio
         result.check_seconds = time.perf_counter() - checking
         result.rss_deleted = memory_kib(pid)
         result.nats_deleted = memory_kib(nats_pid) if nats_pid else None
+        result.problems = log_problems(gateway_log, since)
     return result
 
 

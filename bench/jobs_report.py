@@ -61,6 +61,7 @@ class Burst:
     rss_deleted: int | None = None
     nats_peak: int | None = None
     nats_deleted: int | None = None
+    problems: Counter[str] = field(default_factory=Counter)  # the gateway's warnings, errors
 
 
 def floor(env: dict[str, str], jobs: int, latency: float) -> tuple[float, str]:
@@ -216,6 +217,8 @@ def report_bursts(bursts: list[Burst]) -> None:
     print("POST /jobs keeps every upload in the blob bucket (a kept job's media outlive the "
           "request); only the synchronous path's uploads up to 512 kB ride the queue message")  # fmt: skip
     for b in bursts:
+        for problem, count in b.problems.most_common(8):
+            print(f"gateway log, {b.kind}-photo burst: {count} x {problem[:300]}")
         if b.cpu:
             total = sum(b.cpu.values())
             busiest = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in

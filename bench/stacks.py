@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import subprocess
 import tarfile
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ class Stack:
     processes: ProcessGroup
     bus: NatsServer
     env: dict[str, str]  # every service's and the gateway's environment
+    logs: Path  # <process>.log for each process
 
     @property
     def gateway_pid(self) -> int:
@@ -96,7 +99,31 @@ async def running_stack(
             for module in (*SERVICES, "gateway"):
                 group.python(module, module, env=env, log=logs / f"{module}.log", cwd=root)
             url = f"http://127.0.0.1:{port}"
-            yield Stack(name, url, fake_url.removesuffix("/v1"), group, bus, env)
+            yield Stack(name, url, fake_url.removesuffix("/v1"), group, bus, env, logs)
+
+
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) (?P<rest>.*)$")
+_IDS = re.compile(r"job_[0-9a-f]{32}|\b[0-9a-f]{32}\b")
+
+
+def log_problems(log: Path, since: int = 0) -> Counter[str]:
+    """The warnings and errors a process logged after byte ``since`` of its log, counted
+    by message (ids blanked out; an error's exception, the last line of its traceback,
+    appended)."""
+    with log.open("rb") as file:
+        file.seek(since)
+        lines = file.read().decode(errors="replace").splitlines()
+    problems: Counter[str] = Counter()
+    current: list[str] = []
+    for line in [*lines, "0000-00-00 00:00:00,0 END"]:
+        if _RECORD.match(line) and current:
+            head = _RECORD.match(current[0])
+            if head and head["level"] in {"WARNING", "ERROR", "CRITICAL"}:
+                tail = f" | {current[-1].strip()}" if len(current) > 1 else ""
+                problems[_IDS.sub("<id>", f"{head['level']} {head['rest']}{tail}")] += 1
+            current = []
+        current.append(line)
+    return problems
 
 
 def memory_kib(pid: int, field: str = "VmRSS") -> int | None:
