@@ -364,6 +364,7 @@ async def check_all(client: httpx.AsyncClient, ids: list[str], result: Burst) ->
             lines = replay.splitlines()
             numbers = [line.removeprefix("id:").strip() for line in lines if line.startswith("id:")]
             result.replayed_results[lines.count("event: result")] += 1
+            result.replayed_statuses[lines.count("event: status")] += 1
             result.replay_ids_unique &= len(numbers) == len(set(numbers))
             await client.delete(f"/jobs/{job_id}")
 

@@ -50,6 +50,7 @@ class Burst:
     statuses: Counter[str] = field(default_factory=Counter)  # GET /jobs/{id} after
     attempts: Counter[int] = field(default_factory=Counter)
     replayed_results: Counter[int] = field(default_factory=Counter)
+    replayed_statuses: Counter[int] = field(default_factory=Counter)  # queued, running, end
     replay_ids_unique: bool = True
     waited: list[float] = field(default_factory=list)  # created -> started, seconds
     ran: list[float] = field(default_factory=list)  # started -> finished, seconds
@@ -199,6 +200,7 @@ def report_bursts(bursts: list[Burst]) -> None:
         ("  ended otherwise / never heard to end", *each(lambda b: f"{sum(b.ended.values()) - b.ended['succeeded']} / {b.unfinished}"), "0 / 0"),
         ("attempts 1 (none run twice)", *each(lambda b: _only(b.attempts, 1, b.jobs)), "all"),
         ("  events replayed hold one `result`", *each(lambda b: _only(b.replayed_results, 1, b.jobs) + ("" if b.replay_ids_unique else ", ids repeated")), "all"),
+        ("  events replayed hold 3 `status`", *each(lambda b: _only(b.replayed_statuses, 3, b.jobs)), "all"),
         ("  heard live: one `running`", *each(lambda b: _only(b.live_runs, 1, b.jobs)), "all"),
         ("  heard live: one `result`", *each(lambda b: _only(b.live_results, 1, b.jobs)), "all"),
         ("  provider calls a job (billed once)", *each(lambda b: f"{b.provider.get('chat_calls', 0) / b.jobs:.2f}"), "3.00"),
@@ -217,6 +219,16 @@ def report_bursts(bursts: list[Burst]) -> None:
     print("POST /jobs keeps every upload in the blob bucket (a kept job's media outlive the "
           "request); only the synchronous path's uploads up to 512 kB ride the queue message")  # fmt: skip
     for b in bursts:
+        for what, counter, expected in (
+            ("attempts", b.attempts, 1),
+            ("`result` events replayed", b.replayed_results, 1),
+            ("`status` events replayed", b.replayed_statuses, 3),
+            ("`running` events heard", b.live_runs, 1),
+            ("`result` events heard", b.live_results, 1),
+        ):
+            odd = ", ".join(f"{n} job(s) {v}" for v, n in sorted(counter.items()) if v != expected)
+            if odd:
+                print(f"{b.kind}-photo jobs with {what} other than {expected}: {odd}")
         for problem, count in b.problems.most_common(8):
             print(f"gateway log, {b.kind}-photo burst: {count} x {problem[:300]}")
         if b.cpu:
