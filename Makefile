@@ -14,7 +14,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-fast lint install install-lint install-test nats-server system-packages model engine bench bench-concurrency bench-faults bench-frames bench-engine clean
+.PHONY: run test test-fast lint install install-lint install-test nats-server system-packages model engine bench bench-concurrency bench-jobs bench-faults bench-frames bench-engine clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,10 +82,17 @@ test-fast: install-test nats-server model engine
 bench: install-test nats-server model engine
 	$(PY) -m bench.offline
 	$(PY) -m bench.concurrency
+	$(PY) -m bench.jobs
 
 # 32 concurrent photo requests through every part as a process, on a fake 1.0 s provider.
 bench-concurrency: install-test nats-server
 	$(PY) -m bench.concurrency
+
+# 500 jobs at once, then 200 phone photos, on a fake 1.0 s provider: submit latency, time to
+# done against the floor, none lost or run twice, gateway memory; and the synchronous path
+# side by side with the commit before jobs.
+bench-jobs: install-test nats-server
+	$(PY) -m bench.jobs
 
 # Each fault the request core survives, timed on real parts, and what it left behind.
 bench-faults: install-test nats-server
