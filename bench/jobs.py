@@ -209,8 +209,9 @@ async def alone(
     return (answer.seconds - busy) * 1000, answer.timings_ms.get("frames", 0.0)
 
 
-async def concurrent(stack: Stack, client: httpx.AsyncClient, fake: httpx.AsyncClient,
-                     photo: bytes) -> dict[str, float]:  # fmt: skip
+async def concurrent(
+    stack: Stack, client: httpx.AsyncClient, fake: httpx.AsyncClient, photo: bytes
+) -> dict[str, float]:
     """bench.concurrency's burst: CONCURRENT synchronous requests at once."""
     await fake.post(RESET_PATH)
     before = burst_cpu(stack.processes, stack.bus)

@@ -115,8 +115,10 @@ def _verdict(ok: bool) -> str:
 
 def report(latency: float, sides: list[Side], bursts: list[Burst]) -> None:
     load = os.getloadavg()[0]
-    print(f"Durable jobs, provider latency {latency:.1f} s, {os.cpu_count()} cores, "
-          f"load average at the end {load:.1f}")  # fmt: skip
+    print(
+        f"Durable jobs, provider latency {latency:.1f} s, {os.cpu_count()} cores, "
+        f"load average at the end {load:.1f}"
+    )
     print()
     report_sync(sides)
     print()
@@ -137,7 +139,7 @@ def report_sync(sides: list[Side]) -> None:
         rows += [
             (f"POST /analyze/ alone, {kind} photo, p50 of {count}", *(f"{v:.0f} ms" for v in beyond), f"{added:+.0f} ms", goal),
             ("  of it the frame stage (timings_ms.frames)", *(f"{v:.0f} ms" for v in frames), "", ""),
-        ]  # fmt: skip
+        ]  # fmt: skip  # one figure a line reads as the table it prints
     walls = [side.concurrent["wall"] for side in sides]
     as_fast = _verdict(walls[-1] <= walls[0] * 1.1)
     rows += [
@@ -155,14 +157,18 @@ def report_sync(sides: list[Side]) -> None:
         "goal",
     ]
     _table(header, rows, [48, *(16 for _ in header[1:-1])])
-    print("p50 of client wall time minus the time the provider held a call (1 s x 2), one "
-          "request alone; requests alternate between the stacks")  # fmt: skip
+    print(
+        "p50 of client wall time minus the time the provider held a call (1 s x 2), one "
+        "request alone; requests alternate between the stacks"
+    )
 
 
 def report_bursts(bursts: list[Burst]) -> None:
     heads = [f"{b.jobs} x {b.kind} photo {b.photo_bytes / 1e6:.2f} MB" for b in bursts]
-    print("POST /jobs all at once, one connection each; then every job read, its events "
-          "replayed and deleted")  # fmt: skip
+    print(
+        "POST /jobs all at once, one connection each; then every job read, its events "
+        "replayed and deleted"
+    )
 
     def each(make: Any) -> list[str]:
         return [make(b) for b in bursts]
@@ -216,8 +222,10 @@ def report_bursts(bursts: list[Burst]) -> None:
     _table(["figure", *heads, "goal"], rows, [48, *(26 for _ in heads)])
     for b in bursts:
         print(f"floor, {b.kind} photo: {b.floor_note}")
-    print("POST /jobs keeps every upload in the blob bucket (a kept job's media outlive the "
-          "request); only the synchronous path's uploads up to 512 kB ride the queue message")  # fmt: skip
+    print(
+        "POST /jobs keeps every upload in the blob bucket (a kept job's media outlive the "
+        "request); only the synchronous path's uploads up to 512 kB ride the queue message"
+    )
     for b in bursts:
         for what, counter, expected in (
             ("attempts", b.attempts, 1),
@@ -233,6 +241,8 @@ def report_bursts(bursts: list[Burst]) -> None:
             print(f"gateway log, {b.kind}-photo burst: {count} x {problem[:300]}")
         if b.cpu:
             total = sum(b.cpu.values())
-            busiest = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in
-                                sorted(b.cpu.items(), key=lambda item: -item[1])[:4])  # fmt: skip
+            busiest = ", ".join(
+                f"{name} {seconds:.1f} s"
+                for name, seconds in sorted(b.cpu.items(), key=lambda item: -item[1])[:4]
+            )
             print(f"CPU in the {b.kind}-photo burst: {total:.0f} s in all; {busiest}")
