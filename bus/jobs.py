@@ -146,6 +146,10 @@ class JobStore:
                 lambda: self.kv.create(record.id, data), f"creating job {record.id}"
             )
         except KeyWrongLastSequenceError as err:
+            # A create whose answer was lost (an election) and sent again finds itself.
+            now = await self.get(record.id)
+            if now.record == record:
+                return now
             raise JobConflict(f"job {record.id} exists already") from err
         return Versioned(record, revision)
 

@@ -168,6 +168,8 @@ class JobService:
             created = await self.store.create(record)
         except BaseException:
             await blobs.delete_quietly(self.media, stored)
+            with contextlib.suppress(NatsError, blobs.BlobsUnavailable, JobNotFound):
+                await self.store.delete(job_id)  # a create that went through unanswered
             raise
         try:
             await self.store.publish(job_id, status_event(record))
