@@ -8,11 +8,8 @@ job it made and with what request. Entries expire with the jobs they name.
 from __future__ import annotations
 
 import msgspec
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
-    BadRequestError,
-    BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
@@ -20,10 +17,8 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from bus.blobs import through_elections
-from bus.jobs import JobsConfig
+from bus.jobs import JobsConfig, ensure_key_value
 from contracts.subjects import JOB_KEYS_BUCKET
-
-_STREAM_NAME_IN_USE = 10058
 
 
 class KeyClaim(msgspec.Struct, frozen=True):
@@ -43,23 +38,9 @@ class JobKeys:
 
     @classmethod
     async def open(cls, js: JetStreamContext, config: JobsConfig) -> JobKeys:
-        try:
-            return cls(js, await js.key_value(JOB_KEYS_BUCKET))
-        except BucketNotFoundError:
-            pass
-        bucket = KeyValueConfig(
-            bucket=JOB_KEYS_BUCKET,
-            history=1,
-            ttl=config.ttl,
-            storage=StorageType.FILE,
-            replicas=config.replicas,
-        )
-        try:
-            return cls(js, await js.create_key_value(bucket))
-        except BadRequestError as err:
-            if err.err_code != _STREAM_NAME_IN_USE:
-                raise
-            return cls(js, await js.key_value(JOB_KEYS_BUCKET))
+        """The keys' bucket, made unless it exists; a key lives as long as its job."""
+        kv = await ensure_key_value(js, JOB_KEYS_BUCKET, config.ttl, config.replicas)
+        return cls(js, kv)
 
     async def claim(self, name: str, claim: KeyClaim) -> KeyClaim | None:
         """Claim ``name`` for ``claim``; None when this call claimed it, else the claim

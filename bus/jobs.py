@@ -101,7 +101,7 @@ class JobStore:
     async def open(cls, js: JetStreamContext, config: JobsConfig | None = None) -> JobStore:
         """Bind to the jobs' bucket and streams, creating any that is missing."""
         config = config or JobsConfig()
-        kv = await _key_value(js, config)
+        kv = await ensure_key_value(js, JOBS_BUCKET, config.ttl + config.grace, config.replicas)
         await ensure_stream(
             js,
             StreamConfig(
@@ -311,25 +311,23 @@ class JobStore:
                 await subscription.unsubscribe()
 
 
-async def _key_value(js: JetStreamContext, config: JobsConfig) -> KeyValue:
+async def ensure_key_value(
+    js: JetStreamContext, bucket: str, ttl: float, replicas: int
+) -> KeyValue:
+    """The KV bucket, made as given unless it exists (another process's is used)."""
     try:
-        return await js.key_value(JOBS_BUCKET)
+        return await js.key_value(bucket)
     except BucketNotFoundError:
         pass
+    config = KeyValueConfig(
+        bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE, replicas=replicas
+    )
     try:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=JOBS_BUCKET,
-                history=1,
-                ttl=config.ttl + config.grace,
-                storage=StorageType.FILE,
-                replicas=config.replicas,
-            )
-        )
+        return await js.create_key_value(config)
     except BadRequestError as err:
         if err.err_code != _STREAM_NAME_IN_USE:
             raise
-        return await js.key_value(JOBS_BUCKET)
+        return await js.key_value(bucket)
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
