@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
 from nats.aio.client import Client
 
-from bus import connection
-from bus.jobs import JobsConfig, JobStore, Versioned
+from bus.jobs import JobStore, Versioned
 from contracts.messages import (
     JobEvent,
     JobRecord,
@@ -25,19 +23,7 @@ from contracts.subjects import job_cancel_subject
 from gateway.jobs.worker import JobFailed, JobRun, Workers, WorkerSettings
 
 
-@pytest.fixture
-async def client(empty_nats_url: str) -> AsyncIterator[Client]:
-    nc = await connection.connect(empty_nats_url, "test-workers")
-    yield nc
-    await nc.drain()
-
-
-@pytest.fixture
-async def store(client: Client) -> JobStore:
-    return await JobStore.open(client.jetstream(timeout=2), JobsConfig(ack_wait=1.0))
-
-
-async def _submit(store: JobStore, job_id: str = "job-1") -> None:
+async def _submit(job_store: JobStore, job_id: str = "job-1") -> None:
     now = time.time()
     record = JobRecord(
         id=job_id,
@@ -47,25 +33,27 @@ async def _submit(store: JobStore, job_id: str = "job-1") -> None:
         kind=MediaKind.IMAGE,
         uploads=[JobUpload(name="u", size=3, stored=False)],
     )
-    await store.create(record)
-    await store.enqueue(RunJob(job_id=job_id, uploads=[JobUpload(name="u", size=3, data=b"abc")]))
+    await job_store.create(record)
+    await job_store.enqueue(
+        RunJob(job_id=job_id, uploads=[JobUpload(name="u", size=3, data=b"abc")])
+    )
 
 
-async def _until(store: JobStore, job_id: str, *states: JobStatus) -> Versioned:
+async def _until(job_store: JobStore, job_id: str, *states: JobStatus) -> Versioned:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        current = await store.get(job_id)
+        current = await job_store.get(job_id)
         if current.record.status in states:
             return current
         await asyncio.sleep(0.05)
     raise AssertionError(f"job {job_id} never reached {states}: {current.record.status}")
 
 
-async def _events(store: JobStore, job_id: str) -> list[JobEvent]:
+async def _events(job_store: JobStore, job_id: str) -> list[JobEvent]:
     seen: list[JobEvent] = []
 
     async def read() -> None:
-        async for heard in store.events(job_id):
+        async for heard in job_store.events(job_id):
             if heard is not None:
                 seen.append(heard[1])
 
@@ -74,7 +62,9 @@ async def _events(store: JobStore, job_id: str) -> list[JobEvent]:
     return seen
 
 
-async def test_a_job_runs_once_and_its_result_is_recorded(client: Client, store: JobStore) -> None:
+async def test_a_job_runs_once_and_its_result_is_recorded(
+    job_nc: Client, job_store: JobStore
+) -> None:
     calls: list[tuple[str, list[JobUpload]]] = []
 
     async def runner(record: JobRecord, uploads: list[JobUpload], job: JobRun) -> bytes:
@@ -83,36 +73,36 @@ async def test_a_job_runs_once_and_its_result_is_recorded(client: Client, store:
         job.event(JobEvent(name="story", data=b'{"text":"Once"}'))
         return b'{"english":"Once"}'
 
-    workers = Workers(client, store, runner, WorkerSettings(workers=2))
+    workers = Workers(job_nc, job_store, runner, WorkerSettings(workers=2))
     await workers.start()
     try:
-        await _submit(store)
-        done = await _until(store, "job-1", JobStatus.SUCCEEDED)
+        await _submit(job_store)
+        done = await _until(job_store, "job-1", JobStatus.SUCCEEDED)
     finally:
         await workers.close()
     assert calls == [("job-1", [JobUpload(name="u", size=3, data=b"abc")])]
     assert done.record.result == b'{"english":"Once"}'
     assert done.record.attempts == 1
     assert done.record.finished_at is not None and done.record.started_at is not None
-    events = await _events(store, "job-1")
+    events = await _events(job_store, "job-1")
     assert [(e.name, e.data) for e in events] == [
         ("status", b'{"status":"running","attempts":1}'),
         ("story", b'{"text":"Once"}'),
         ("result", b'{"english":"Once"}'),
         ("status", b'{"status":"succeeded","attempts":1}'),
     ]
-    assert await store.queued() == 0
+    assert await job_store.queued() == 0
 
 
-async def test_a_failure_is_recorded_with_its_status(client: Client, store: JobStore) -> None:
+async def test_a_failure_is_recorded_with_its_status(job_nc: Client, job_store: JobStore) -> None:
     async def runner(record: JobRecord, uploads: list[JobUpload], job: JobRun) -> bytes:
         raise JobFailed(422, "the video has no video stream")
 
-    workers = Workers(client, store, runner, WorkerSettings(workers=1))
+    workers = Workers(job_nc, job_store, runner, WorkerSettings(workers=1))
     await workers.start()
     try:
-        await _submit(store)
-        failed = await _until(store, "job-1", JobStatus.FAILED)
+        await _submit(job_store)
+        failed = await _until(job_store, "job-1", JobStatus.FAILED)
     finally:
         await workers.close()
     assert failed.record.error is not None
@@ -123,7 +113,7 @@ async def test_a_failure_is_recorded_with_its_status(client: Client, store: JobS
 
 
 async def test_cancel_stops_the_running_job_and_keeps_it_canceled(
-    client: Client, store: JobStore
+    job_nc: Client, job_store: JobStore
 ) -> None:
     started, stopped = asyncio.Event(), asyncio.Event()
 
@@ -136,25 +126,25 @@ async def test_cancel_stops_the_running_job_and_keeps_it_canceled(
             raise
         return b"{}"
 
-    workers = Workers(client, store, runner, WorkerSettings(workers=1))
+    workers = Workers(job_nc, job_store, runner, WorkerSettings(workers=1))
     await workers.start()
     try:
-        await _submit(store)
+        await _submit(job_store)
         await asyncio.wait_for(started.wait(), 10)
-        running = await store.get("job-1")
-        await store.update(running, status=JobStatus.CANCELED, finished_at=time.time())
-        await client.publish(job_cancel_subject("job-1"), b"")
+        running = await job_store.get("job-1")
+        await job_store.update(running, status=JobStatus.CANCELED, finished_at=time.time())
+        await job_nc.publish(job_cancel_subject("job-1"), b"")
         await asyncio.wait_for(stopped.wait(), 5)
         await asyncio.sleep(0.3)
-        assert (await store.get("job-1")).record.status is JobStatus.CANCELED
+        assert (await job_store.get("job-1")).record.status is JobStatus.CANCELED
         assert workers.running == 0
     finally:
         await workers.close()
-    assert await store.queued() == 0
+    assert await job_store.queued() == 0
 
 
 async def test_a_job_whose_worker_went_away_runs_again_elsewhere(
-    client: Client, store: JobStore
+    job_nc: Client, job_store: JobStore
 ) -> None:
     first_started = asyncio.Event()
     attempts: list[int] = []
@@ -169,39 +159,41 @@ async def test_a_job_whose_worker_went_away_runs_again_elsewhere(
         attempts.append(record.attempts)
         return b'{"english":"again"}'
 
-    first = Workers(client, store, stuck, WorkerSettings(workers=1, name="first"))
+    first = Workers(job_nc, job_store, stuck, WorkerSettings(workers=1, name="first"))
     await first.start()
-    await _submit(store)
+    await _submit(job_store)
     await asyncio.wait_for(first_started.wait(), 10)
     await first.close()  # stops without an ack, as a killed process would
-    second = Workers(client, store, quick, WorkerSettings(workers=1, name="second"))
+    second = Workers(job_nc, job_store, quick, WorkerSettings(workers=1, name="second"))
     await second.start()
     try:
-        done = await _until(store, "job-1", JobStatus.SUCCEEDED)
+        done = await _until(job_store, "job-1", JobStatus.SUCCEEDED)
     finally:
         await second.close()
     assert attempts == [1, 2]
     assert (done.record.attempts, done.record.worker) == (2, "second")
 
 
-async def test_the_last_attempt_lost_ends_the_job_failed(client: Client, store: JobStore) -> None:
+async def test_the_last_attempt_lost_ends_the_job_failed(
+    job_nc: Client, job_store: JobStore
+) -> None:
     async def stuck(record: JobRecord, uploads: list[JobUpload], job: JobRun) -> bytes:
         await asyncio.sleep(60)
         return b"{}"
 
     settings = WorkerSettings(workers=1, max_attempts=1)
-    first = Workers(client, store, stuck, settings)
+    first = Workers(job_nc, job_store, stuck, settings)
     await first.start()
-    await _submit(store)
-    await _until(store, "job-1", JobStatus.RUNNING)
+    await _submit(job_store)
+    await _until(job_store, "job-1", JobStatus.RUNNING)
     await first.close()
-    second = Workers(client, store, stuck, settings)
+    second = Workers(job_nc, job_store, stuck, settings)
     await second.start()
     try:
-        failed = await _until(store, "job-1", JobStatus.FAILED)
+        failed = await _until(job_store, "job-1", JobStatus.FAILED)
     finally:
         await second.close()
     assert failed.record.error is not None
     assert failed.record.error.status == 503
     assert "interrupted" in failed.record.error.detail
-    assert msgspec.json.decode((await _events(store, "job-1"))[-1].data)["status"] == "failed"
+    assert msgspec.json.decode((await _events(job_store, "job-1"))[-1].data)["status"] == "failed"

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client
 
-from bus import connection
-from bus.jobs import JobConflict, JobNotFound, JobsConfig, JobStore
+from bus.jobs import JobConflict, JobNotFound, JobStore
 from contracts.messages import (
     JobEvent,
     JobRecord,
@@ -20,18 +18,6 @@ from contracts.messages import (
     RunJob,
 )
 from contracts.subjects import JOB_EVENTS_STREAM, JOBS_BUCKET, job_events_subject
-
-
-@pytest.fixture
-async def client(empty_nats_url: str) -> AsyncIterator[Client]:
-    nc = await connection.connect(empty_nats_url, "test-jobs")
-    yield nc
-    await nc.drain()
-
-
-@pytest.fixture
-async def store(client: Client) -> JobStore:
-    return await JobStore.open(client.jetstream(timeout=2), JobsConfig(ack_wait=1.0))
 
 
 def _record(job_id: str = "job-1") -> JobRecord:
@@ -46,52 +32,52 @@ def _record(job_id: str = "job-1") -> JobRecord:
     )
 
 
-async def test_a_second_writer_from_the_same_revision_loses(store: JobStore) -> None:
-    created = await store.create(_record())
-    first = await store.update(created, status=JobStatus.RUNNING, attempts=1, worker="a")
+async def test_a_second_writer_from_the_same_revision_loses(job_store: JobStore) -> None:
+    created = await job_store.create(_record())
+    first = await job_store.update(created, status=JobStatus.RUNNING, attempts=1, worker="a")
     with pytest.raises(JobConflict):
-        await store.update(created, status=JobStatus.RUNNING, attempts=1, worker="b")
-    now = await store.get("job-1")
+        await job_store.update(created, status=JobStatus.RUNNING, attempts=1, worker="b")
+    now = await job_store.get("job-1")
     assert now.record.worker == "a"
     assert now.revision == first.revision
 
 
-async def test_an_id_is_created_once(store: JobStore) -> None:
-    await store.create(_record())
+async def test_an_id_is_created_once(job_store: JobStore) -> None:
+    await job_store.create(_record())
     with pytest.raises(JobConflict):
-        await store.create(_record())
+        await job_store.create(_record())
 
 
 async def test_a_deleted_job_is_not_found_and_its_events_are_gone(
-    store: JobStore, client: Client
+    job_store: JobStore, job_nc: Client
 ) -> None:
-    await store.create(_record())
-    await store.publish("job-1", JobEvent(name="status", data=b'{"status":"queued"}'))
-    await store.delete("job-1")
+    await job_store.create(_record())
+    await job_store.publish("job-1", JobEvent(name="status", data=b'{"status":"queued"}'))
+    await job_store.delete("job-1")
     with pytest.raises(JobNotFound):
-        await store.get("job-1")
-    events = await client.jetstream().stream_info(
+        await job_store.get("job-1")
+    events = await job_nc.jetstream().stream_info(
         JOB_EVENTS_STREAM, subjects_filter=job_events_subject("job-1")
     )
     assert events.state.messages == 0
-    bucket = await client.jetstream().stream_info(f"KV_{JOBS_BUCKET}")
+    bucket = await job_nc.jetstream().stream_info(f"KV_{JOBS_BUCKET}")
     assert bucket.state.messages == 0
-    assert await store.job_ids() == []
+    assert await job_store.job_ids() == []
 
 
-async def test_work_queued_twice_is_delivered_once(store: JobStore) -> None:
-    await store.enqueue(RunJob(job_id="job-1"))
-    await store.enqueue(RunJob(job_id="job-1"))
-    assert await store.queued() == 1
-    work = await store.work()
+async def test_work_queued_twice_is_delivered_once(job_store: JobStore) -> None:
+    await job_store.enqueue(RunJob(job_id="job-1"))
+    await job_store.enqueue(RunJob(job_id="job-1"))
+    assert await job_store.queued() == 1
+    work = await job_store.work()
     [msg] = await work.fetch(1, timeout=2)
     await msg.ack_sync()
-    assert await store.queued() == 0
+    assert await job_store.queued() == 0
 
 
-async def test_work_a_silent_worker_held_is_delivered_again(store: JobStore) -> None:
-    await store.enqueue(RunJob(job_id="job-1"))
-    work = await store.work()
+async def test_work_a_silent_worker_held_is_delivered_again(job_store: JobStore) -> None:
+    await job_store.enqueue(RunJob(job_id="job-1"))
+    work = await job_store.work()
     [first] = await work.fetch(1, timeout=2)
     assert first.metadata.num_delivered == 1
     # No ack and no progress: after ack_wait (1 s here) another worker gets it.
@@ -101,9 +87,9 @@ async def test_work_a_silent_worker_held_is_delivered_again(store: JobStore) -> 
     await again.ack_sync()
 
 
-async def test_progress_acks_keep_work_with_its_worker(store: JobStore) -> None:
-    await store.enqueue(RunJob(job_id="job-1"))
-    work = await store.work()
+async def test_progress_acks_keep_work_with_its_worker(job_store: JobStore) -> None:
+    await job_store.enqueue(RunJob(job_id="job-1"))
+    work = await job_store.work()
     [msg] = await work.fetch(1, timeout=2)
     for _ in range(4):  # twice the ack wait in all
         await asyncio.sleep(0.5)
@@ -114,15 +100,16 @@ async def test_progress_acks_keep_work_with_its_worker(store: JobStore) -> None:
     await work.unsubscribe()
 
 
-async def test_events_resume_after_the_last_one_seen(store: JobStore) -> None:
+async def test_events_resume_after_the_last_one_seen(job_store: JobStore) -> None:
     numbers = [
-        await store.publish("job-1", JobEvent(name="stage", data=str(i).encode())) for i in range(3)
+        await job_store.publish("job-1", JobEvent(name="stage", data=str(i).encode()))
+        for i in range(3)
     ]
-    await store.publish("job-2", JobEvent(name="stage", data=b"other job"))
+    await job_store.publish("job-2", JobEvent(name="stage", data=b"other job"))
 
     async def read(after: int, count: int) -> list[tuple[int, bytes]]:
         seen = []
-        async for heard in store.events("job-1", after=after):
+        async for heard in job_store.events("job-1", after=after):
             assert heard is not None
             number, event = heard
             seen.append((number, event.data))
@@ -136,5 +123,5 @@ async def test_events_resume_after_the_last_one_seen(store: JobStore) -> None:
     follower = asyncio.ensure_future(read(numbers[2], 1))
     await asyncio.sleep(0.2)
     assert not follower.done()
-    later = await store.publish("job-1", JobEvent(name="result", data=b"{}"))
+    later = await job_store.publish("job-1", JobEvent(name="result", data=b"{}"))
     assert await asyncio.wait_for(follower, 5) == [(later, b"{}")]

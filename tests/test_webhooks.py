@@ -8,14 +8,13 @@ import base64
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import standardwebhooks
 from nats.aio.client import Client
 
-from bus import connection
-from bus.jobs import JobsConfig, JobStore, Versioned
+from bus.jobs import JobStore, Versioned
 from bus.settings import Env, SettingsError
 from contracts.messages import JobRecord, JobStatus, JobUpload, MediaKind, WebhookStatus
 from contracts.subjects import WEBHOOKS_SENDERS, WEBHOOKS_STREAM
@@ -242,18 +241,10 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def client(empty_nats_url: str) -> AsyncIterator[Client]:
-    nc = await connection.connect(empty_nats_url, "test-webhooks")
-    yield nc
-    await nc.drain()
-
-
-@pytest.fixture
-async def store(client: Client) -> JobStore:
-    config = JobsConfig(ack_wait=1.0)
-    store = await JobStore.open(client.jetstream(timeout=2), config)
-    await open_deliveries(store.js, config)
-    return store
+async def store(job_store: JobStore) -> JobStore:
+    """The jobs' store with the webhooks' queue beside it."""
+    await open_deliveries(job_store.js, job_store.config)
+    return job_store
 
 
 def render(record: JobRecord) -> bytes:
@@ -421,7 +412,7 @@ async def test_a_target_turned_private_is_refused_before_the_try(
 
 
 async def test_a_deleted_job_drops_its_delivery(
-    client: Client, store: JobStore, receiver: Receiver
+    job_nc: Client, store: JobStore, receiver: Receiver
 ) -> None:
     await _ended(store, receiver.url)
     await store.delete("job-1")
@@ -434,16 +425,16 @@ async def test_a_deleted_job_drops_its_delivery(
     finally:
         await senders.close()
     assert receiver.seen == []
-    info = await client.jetstream().stream_info(WEBHOOKS_STREAM)
+    info = await job_nc.jetstream().stream_info(WEBHOOKS_STREAM)
     assert info.state.messages == 0
 
 
 async def test_a_delivery_is_requested_once_and_only_for_a_webhook(
-    client: Client, store: JobStore, receiver: Receiver
+    job_nc: Client, store: JobStore, receiver: Receiver
 ) -> None:
     await _ended(store, receiver.url)
     assert await request_delivery(store, "job-1")  # the same job again: dropped by the queue
-    consumer = await client.jetstream().consumer_info(WEBHOOKS_STREAM, WEBHOOKS_SENDERS)
+    consumer = await job_nc.jetstream().consumer_info(WEBHOOKS_STREAM, WEBHOOKS_SENDERS)
     assert consumer.num_pending == 1
     record = (await store.get("job-1")).record
     assert record.webhook is not None and record.webhook.id == "msg_job-1"

@@ -15,7 +15,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
-from bus import blobs
+from bus import blobs, connection
+from bus.jobs import JobsConfig, JobStore
 from devstack.fake_openai import FAKE_API_KEY, FakeOpenAI
 from devstack.gateway import gateway_client
 from devstack.nats_server import NatsServer
@@ -135,3 +136,17 @@ async def blob_store(nc: Client, services: dict) -> AsyncIterator[ObjectStore]:
     while (left := await blobs.list_names(store)) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert left == [], "a request left objects in the blob store"
+
+
+@pytest.fixture
+async def job_nc(empty_nats_url: str) -> AsyncIterator[Client]:
+    """A connection to a NATS of the test's own, for the jobs' JetStream parts."""
+    nc = await connection.connect(empty_nats_url, "test-jobs")
+    yield nc
+    await nc.drain()
+
+
+@pytest.fixture
+async def job_store(job_nc: Client) -> JobStore:
+    """The jobs' bucket and streams on that NATS; a silent worker loses its job in 1 s."""
+    return await JobStore.open(job_nc.jetstream(timeout=2), JobsConfig(ack_wait=1.0))
