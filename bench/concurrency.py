@@ -31,7 +31,6 @@ import contextlib
 import io
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -43,15 +42,15 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from devstack.fake_openai import FAKE_API_KEY, RESET_PATH, STATS_PATH
+from bench import stacks
+from bench.stacks import TOKEN_MODEL
+from devstack.fake_openai import RESET_PATH, STATS_PATH
 from devstack.media import sample_photo
 from devstack.nats_server import NatsServer
-from devstack.processes import ProcessGroup, free_port, service_env
+from devstack.processes import ROOT, ProcessGroup
 from llm.image_tokens import image_tokens
 
-SERVICES = ("frame_service", "story_service", "translation_service")
 PHOTO_SIZE = (1920, 1080)
-TOKEN_MODEL = "gpt-4.1-mini"  # the default story model, whose price the goal is set in
 # Issue 11's goals, for 32 requests and a 1.0 s provider.
 SEED_SECONDS = 34.3  # the seed's synchronous prototype, measured
 GOAL_RATIO = 1.2  # 2.4 s over the 2.0 s floor
@@ -83,24 +82,6 @@ def write_photo(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-async def start_fake(stack: ProcessGroup, latency: float, env: dict[str, str], logs: Path) -> str:
-    """Start the fake provider in `stack`; returns its base URL (the first line it prints)."""
-    args = ["--model", TOKEN_MODEL, "--latency", str(latency)]
-    process = stack.python(
-        "fake_openai",
-        "devstack.fake_openai",
-        *args,
-        env=env,
-        stdout=subprocess.PIPE,
-        log=logs / "fake_openai.log",
-    )
-    assert process.stdout is not None  # piped just above
-    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)
-    if not line:
-        raise RuntimeError(f"the fake provider did not start; see {logs}")
-    return line.decode().strip()
-
-
 def cpu_seconds(stack: ProcessGroup) -> dict[str, float]:
     """CPU seconds (user + system) each process of `stack` has used so far; {} off Linux."""
     used = {}
@@ -124,30 +105,11 @@ def _process_cpu(pid: int) -> float | None:
 async def running_stack(
     tmp: Path, latency: float, extra: dict[str, str]
 ) -> AsyncIterator[tuple[str, str, ProcessGroup, NatsServer]]:
-    """NATS, the fake provider, the services and the gateway; yields (gateway URL, fake URL,
-    the processes, NATS). Each process's output is in tmp/logs/<name>.log."""
-    for folder in ("nats", "logs", "uploads", "work"):
-        (tmp / folder).mkdir()
-    logs = tmp / "logs"
-    with NatsServer(tmp / "nats") as bus:
-        async with ProcessGroup(grace=20) as stack:
-            fake_url = await start_fake(stack, latency, service_env(bus.url), logs)
-            port = free_port()
-            env = service_env(
-                bus.url,
-                None,
-                OPENAI_API_KEY=FAKE_API_KEY,
-                OPENAI_BASE_URL=fake_url,
-                IMGSTORY_PORT=str(port),
-                IMGSTORY_UPLOAD_DIR=str(tmp / "uploads"),
-                IMGSTORY_WORK_DIR=str(tmp / "work"),
-                **extra,
-            )
-            for module in (*SERVICES, "gateway"):
-                stack.python(module, module, env=env, log=logs / f"{module}.log")
-            gateway_url = f"http://127.0.0.1:{port}"
-            await wait_ready(gateway_url, stack)
-            yield gateway_url, fake_url.removesuffix("/v1"), stack, bus
+    """NATS, the fake provider, the services and the gateway, ready; yields (gateway URL,
+    fake URL, the processes, NATS). Each process's output is in tmp/stack/logs/<name>.log."""
+    async with stacks.running_stack("stack", tmp, ROOT, latency, extra) as stack:
+        await wait_ready(stack.url, stack.processes)
+        yield stack.url, stack.fake_url, stack.processes, stack.bus
 
 
 async def wait_ready(url: str, stack: ProcessGroup, timeout: float = 120) -> None:

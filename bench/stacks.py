@@ -10,6 +10,7 @@ the instrument is the same on both sides.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import re
@@ -23,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.concurrency import SERVICES, start_fake
 from devstack.fake_openai import FAKE_API_KEY
 from devstack.media import sample_photo
 from devstack.nats_server import NatsServer
@@ -32,6 +32,8 @@ from devstack.processes import ROOT, ProcessGroup, free_port, service_env
 PHONE_SIZE = (4032, 3024)  # a 12-megapixel phone camera, 4:3
 PHONE_GRAIN = 6.0  # sensor noise (standard deviation, 8-bit levels): what makes it MBs
 PHONE_QUALITY = 95
+SERVICES = ("frame_service", "story_service", "translation_service")
+TOKEN_MODEL = "gpt-4.1-mini"  # the fake provider's story model (the price goals are set in)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,24 @@ def export_tree(commit: str, dest: Path) -> str:
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(dest, filter="data")
     return short.stdout.strip()
+
+
+async def start_fake(stack: ProcessGroup, latency: float, env: dict[str, str], logs: Path) -> str:
+    """Start the fake provider in `stack`; returns its base URL (the first line it prints)."""
+    args = ["--model", TOKEN_MODEL, "--latency", str(latency)]
+    process = stack.python(
+        "fake_openai",
+        "devstack.fake_openai",
+        *args,
+        env=env,
+        stdout=subprocess.PIPE,
+        log=logs / "fake_openai.log",
+    )
+    assert process.stdout is not None  # piped just above
+    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)
+    if not line:
+        raise RuntimeError(f"the fake provider did not start; see {logs}")
+    return line.decode().strip()
 
 
 @contextlib.asynccontextmanager
