@@ -241,7 +241,12 @@ class JobStore:
         """Jobs queued or running: in all, and ``submitter``'s (work leaves the queue
         only when its job's outcome is written)."""
         subject = job_work_subject(submitter)
-        info = await self.js.stream_info(JOBS_STREAM, subjects_filter=subject)
+        # Asked before every submission: while the queue's stream elects a leader it is
+        # asked again, rather than turning the submission away (a 503).
+        info = await through_elections(
+            lambda: self.js.stream_info(JOBS_STREAM, subjects_filter=subject),
+            "counting the queued jobs",
+        )
         mine = (info.state.subjects or {}).get(subject, 0)
         return int(info.state.messages), int(mine)
 

@@ -152,6 +152,36 @@ class NatsCluster:
         finally:
             await client.close()
 
+    async def lead(self, streams: list[str], node: ClusterNode, timeout: float = 20) -> None:
+        """Move each stream's leadership to ``node`` (fails after ``timeout`` s).
+
+        JetStream does not let a client name the next leader: a leader asked to step
+        down hands over to a peer of its choosing, so it is asked again until the
+        leader is ``node`` (about two tries each with three nodes).
+        """
+        deadline = time.monotonic() + timeout
+        client = await nats.connect(node.url, connect_timeout=2)
+        try:
+            js = client.jetstream(timeout=1)
+            for stream in streams:
+                while True:
+                    try:
+                        info = await js.stream_info(stream)
+                        leader = info.cluster.leader if info.cluster else None
+                        if leader == node.name:
+                            break
+                        if leader is not None:
+                            await client.request(
+                                f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=1
+                            )
+                    except (NatsError, TimeoutError):
+                        pass  # electing: ask again
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{stream} is not led by {node.name} in {timeout} s")
+                    await asyncio.sleep(0.2)
+        finally:
+            await client.close()
+
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL ``node``: no goodbye to its clients or its peers, as a lost machine."""
         self.group.kill(node.name)

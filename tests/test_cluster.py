@@ -19,7 +19,7 @@ from nats.errors import Error as NatsError
 from bus import blobs, connection
 from bus.blobs import Bucket
 from bus.server import Server
-from contracts.subjects import BLOB_BUCKET
+from contracts.subjects import BLOB_BUCKET, JOB_EVENTS_STREAM, JOBS_BUCKET, JOBS_STREAM
 from devstack.fake_answers import Delay
 from devstack.fake_openai import FakeOpenAI
 from devstack.faults import eventually, photo_upload
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 REPLICATED = Bucket(replicas=3)
 STREAM = f"OBJ_{BLOB_BUCKET}"
+JOB_STREAMS = [JOBS_STREAM, f"KV_{JOBS_BUCKET}", JOB_EVENTS_STREAM]
 PROVIDER_DELAY = 1.5  # seconds the fake provider takes over each story and translation
 # The parts that can share a node with the bucket's leader: each gets a node of its own.
 PARTS = ("gateway", "story", "frames")
@@ -156,6 +157,7 @@ async def test_requests_in_flight_survive_the_loss_of_the_node_leading_the_bucke
     count = 8
     fake.script(*[Delay(PROVIDER_DELAY)] * (2 * count))  # a story and a translation each
     async with spread_over(cluster, fake, upload_dir, beside_the_leader) as spread:
+        await cluster.lead(JOB_STREAMS, spread.leader)  # the jobs lose their leaders too
         sent = asyncio.gather(*(post_photo(spread.client) for _ in range(count)))
         # Every request has stored its photo and frames and waits on the provider...
         await eventually(lambda: _at_least(fake, count), timeout=20)
@@ -171,7 +173,11 @@ async def test_requests_that_store_while_the_bucket_elects_a_leader_still_answer
 ) -> None:
     count = 4
     async with spread_over(cluster, fake, upload_dir, "story") as spread:
-        # The gateway and frames+translation keep their nodes; only the bucket is leaderless.
+        # The jobs' queue, records and events are led from the same node, so that every
+        # stream a submission writes to is leaderless at once (CI once found the queue's
+        # admission count asked only once, and answered 503).
+        await cluster.lead(JOB_STREAMS, spread.leader)
+        # The gateway and frames+translation keep their nodes; only the streams are leaderless.
         killed_at = time.monotonic()
         cluster.kill(spread.leader)
         sent = asyncio.gather(*(post_photo(spread.client) for _ in range(count)))
