@@ -187,8 +187,9 @@ class JobStore:
         """``replace`` with ``current``'s record changed as ``changes`` say."""
         return await self.replace(current, msgspec.structs.replace(current.record, **changes))
 
-    async def delete(self, job_id: str) -> None:
-        """Remove the record and every event, leaving no tombstone; missing parts are fine."""
+    async def delete(self, job_id: str, events: bool = True) -> None:
+        """Remove the record and every event, leaving no tombstone; missing parts are fine.
+        ``events=False``: the job stored none (it was not kept), so none are looked for."""
         # Purged from the bucket's stream itself: kv.purge would leave a marker behind.
         await through_elections(
             lambda: self.js.purge_stream(
@@ -196,6 +197,8 @@ class JobStore:
             ),
             f"purging job {job_id}",
         )
+        if not events:
+            return
         await through_elections(
             lambda: self.js.purge_stream(JOB_EVENTS_STREAM, subject=job_events_subject(job_id)),
             f"purging job {job_id}'s events",

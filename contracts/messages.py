@@ -348,7 +348,10 @@ class JobRecord(Message, frozen=True, tag="JobRecord"):
     worker: str | None = None  # the replica running it (a gateway's client name)
     result: bytes | None = None
     error: JobError | None = None
-    keep: bool = True  # False: removed once its synchronous caller has the answer
+    # False: removed once its synchronous caller has the answer. Such a job's events are
+    # told to that caller alone, as they happen, and not stored; its stage is not kept.
+    keep: bool = True
+    watched: bool = False  # its caller follows the story as it is written (/analyze/stream)
     request_id: str | None = None  # the X-Request-ID of the submission, which the result names
     webhook_url: str | None = None  # told when the job ends (succeeded, failed, canceled)
     idempotency_key: str | None = None  # the job-keys entry naming this job, if any

@@ -129,6 +129,9 @@ JOBS_WORKERS = "workers"  # the work queue's one durable pull consumer, shared b
 JOB_EVENTS_STREAM = "imgstory-job-events"
 JOB_EVENTS_PREFIX = "imgstory.v1.jobs.events"
 JOB_CANCEL_PREFIX = "imgstory.v1.jobs.cancel"
+# An unkept job's events, told only to whoever listens as they happen (its synchronous
+# caller): outside the events stream's subjects, so nothing is stored.
+JOB_LIVE_PREFIX = "imgstory.v1.jobs.live"
 # Webhook deliveries: a work queue of their own, retried with backoff by negative acks.
 WEBHOOKS_STREAM = "imgstory-webhooks"
 WEBHOOKS_SUBJECT = "imgstory.v1.jobs.webhooks"
@@ -143,6 +146,11 @@ def job_work_subject(submitter: str) -> str:
 def job_events_subject(job_id: str) -> str:
     """Where one job's events are stored, in order."""
     return f"{JOB_EVENTS_PREFIX}.{job_id}"
+
+
+def job_live_subject(job_id: str) -> str:
+    """Where an unkept job's events are told to its caller, not stored."""
+    return f"{JOB_LIVE_PREFIX}.{job_id}"
 
 
 def job_cancel_subject(job_id: str) -> str:

@@ -17,7 +17,8 @@ from standardwebhooks import Webhook
 
 from bus import blobs
 from bus.jobs import JobNotFound, JobStore
-from contracts.subjects import JOB_EVENTS_STREAM, JOBS_BUCKET, JOBS_STREAM
+from contracts.messages import JobEvent, Progress
+from contracts.subjects import JOB_EVENTS_STREAM, JOB_LIVE_PREFIX, JOBS_BUCKET, JOBS_STREAM
 from devstack.fake_answers import Reply
 from devstack.media import sample_photo
 from gateway.auth import ApiKeys
@@ -319,6 +320,48 @@ async def test_a_kept_analysis_stays_as_a_job(gateway, openai):
     assert answer.status_code == 200 and where.startswith("/jobs/job_")
     assert job["status"] == "succeeded" and job["result"] == answer.json()
     assert unkept.status_code == 200 and "content-location" not in unkept.headers
+
+
+async def test_a_synchronous_analysis_stores_no_event_and_writes_its_record_thrice(
+    gateway, openai, nc: Client
+):
+    """An unkept job is read by nobody but its caller: its events are told to it live,
+    none is stored, and its record is written when made, claimed and ended, no more
+    (no stage); it is gone once the caller has the answer."""
+    js = nc.jetstream()
+    told: list[str] = []
+
+    async def heard(msg) -> None:
+        told.append(msgspec.msgpack.decode(msg.data, type=JobEvent).name)
+
+    pieces: list[str] = []
+
+    async def progress(msg) -> None:
+        with contextlib.suppress(msgspec.ValidationError):
+            pieces.append(msgspec.msgpack.decode(msg.data, type=Progress).text or "")
+
+    live = await nc.subscribe(f"{JOB_LIVE_PREFIX}.*", cb=heard)
+    side = await nc.subscribe("imgstory.v1.progress.*", cb=progress)
+    events_before = (await js.stream_info(JOB_EVENTS_STREAM)).state.last_seq
+    records_before = (await js.stream_info(f"KV_{JOBS_BUCKET}")).state.last_seq
+    async with gateway() as client:
+        answer = await client.post("/analyze/", files=files_of(sample_photo("coffee.png")))
+    await nc.flush()
+    await live.unsubscribe()
+    await side.unsubscribe()
+    events = await js.stream_info(JOB_EVENTS_STREAM)
+    records = await js.stream_info(f"KV_{JOBS_BUCKET}")
+    assert answer.status_code == 200, answer.text
+    assert events.state.last_seq == events_before
+    assert records.state.last_seq - records_before == 3
+    assert told == ["status", "status", "result", "status"]  # queued, running, the end
+    for _ in range(50):  # removed just after the answer
+        if (await js.stream_info(f"KV_{JOBS_BUCKET}")).state.messages == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (await js.stream_info(f"KV_{JOBS_BUCKET}")).state.messages == 0
+    # Nobody was shown the story as it was written: no piece of it was sent.
+    assert not any(pieces)
 
 
 async def test_a_webhook_is_signed_and_delivered_when_the_job_ends(

@@ -84,6 +84,10 @@ class AnalysisRunner:
         """Raises JobFailed with what the synchronous call would have answered
         (JobInterrupted when the bus or the bucket failed it)."""
         relay = EventRelay(job)
+        # Progress is told only to someone who can read it: a kept job's events are
+        # stored for later readers; an unkept one's reach its caller, who shows them
+        # only when it streams (/analyze/stream). Else no story piece is even sent.
+        listener = relay.progress if record.keep or record.watched else None
         request_id = record.request_id or record.id
         token = REQUEST_ID.set(request_id)  # the job's log lines name its submission
         await self._abandon_earlier(record)
@@ -96,7 +100,7 @@ class AnalysisRunner:
         )
         try:
             with tracing.continued(record.trace):
-                answer = await self.analyzer.analyze(media, on_progress=relay.progress)
+                answer = await self.analyzer.analyze(media, on_progress=listener)
         except (RemoteFailure, CallError, BlobsUnavailable, NatsError) as err:
             problem = problem_of(err)
             log.info("job %s failed (%d): %s", record.id, problem.status, problem.detail)

@@ -29,11 +29,11 @@ from bus.job_keys import JobKeys, KeyClaim
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
 from bus.rpc import BusUnavailable
 from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUpload, RunJob
-from contracts.subjects import job_cancel_subject, job_events_subject
+from contracts.subjects import job_cancel_subject, job_events_subject, job_live_subject
 from gateway.cleanup import JOBS_MEDIA_PREFIX
 from gateway.config import Jobs
 from gateway.jobs.deliveries import pending_webhook, request_delivery
-from gateway.jobs.worker import JobFailed, status_event
+from gateway.jobs.worker import JobFailed, status_event, tell
 from gateway.uploads import ReceivedForm
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class JobService:
         submitter: Submitter,
         *,
         keep: bool = True,
+        watched: bool = False,
         request_id: str | None = None,
         webhook_url: str | None = None,
         job_id: str | None = None,
@@ -160,6 +161,7 @@ class JobService:
                 owner=submitter.owner,
                 prompt=form.prompt,
                 keep=keep,
+                watched=watched,
                 request_id=request_id,
                 webhook_url=webhook_url,
                 idempotency_key=idempotency_key,
@@ -172,7 +174,7 @@ class JobService:
                 await self.store.delete(job_id)  # a create that went through unanswered
             raise
         try:
-            await self.store.publish(job_id, status_event(record))
+            await tell(self.nc, self.store, record, status_event(record))
             await self.store.enqueue(RunJob(job_id=job_id, uploads=uploads), submitter.queue)
         except BaseException:
             await self._remove(record)
@@ -275,7 +277,7 @@ class JobService:
             self.on_ended(canceled.record.status.value)
         with contextlib.suppress(NatsError):
             await self.nc.publish(job_cancel_subject(job_id), b"")
-        await self.store.publish(job_id, status_event(canceled.record))
+        await tell(self.nc, self.store, canceled.record, status_event(canceled.record))
         await blobs.delete_quietly(self.media, _stored(canceled.record))
         await request_delivery(self.store, job_id)
         return canceled
@@ -296,16 +298,17 @@ class JobService:
         await blobs.delete_quietly(self.media, _stored(record))
         if record.idempotency_key is not None:
             await self.keys.forget(record.idempotency_key)
-        await self.store.delete(record.id)
+        await self.store.delete(record.id, events=record.keep)
 
     async def owned(self, owner: str) -> list[JobRecord]:
-        """The owner's live jobs, newest first."""
+        """The owner's live kept jobs, newest first (a synchronous request's own job,
+        removed once it answers, is not one to list)."""
         now = time.time()
         records = []
         for job_id in await self.store.job_ids():
             with contextlib.suppress(JobNotFound):
                 record = (await self.store.get(job_id)).record
-                if record.owner == owner and record.expires_at > now:
+                if record.owner == owner and record.keep and record.expires_at > now:
                     records.append(record)
         records.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return records
@@ -341,9 +344,12 @@ class JobService:
             raise BusUnavailable()
         job_id = new_job_id()
         follower = Follower(self.nc, on_event)
-        await follower.follow(job_id)
+        await follower.follow(job_id, keep)
+        watched = on_event is not None
         try:
-            await self.submit(form, submitter, keep=keep, request_id=request_id, job_id=job_id)
+            await self.submit(
+                form, submitter, keep=keep, watched=watched, request_id=request_id, job_id=job_id
+            )
         except BaseException:
             await follower.close()
             raise
@@ -359,15 +365,19 @@ class JobService:
             if record.status.finished:
                 return record
 
-    def discard_soon(self, job_id: str) -> None:
-        """Cancel the job if it still runs and remove it, whatever befalls the caller."""
-        task = asyncio.ensure_future(self._discard(job_id))
+    def discard_soon(self, job_id: str, ended: JobRecord | None = None) -> None:
+        """Cancel the job if it still runs and remove it, whatever befalls the caller;
+        ``ended`` is its record when it is known to have ended (nothing to read again)."""
+        task = asyncio.ensure_future(self._discard(job_id, ended))
         self._discarding.add(task)
         task.add_done_callback(self._discarding.discard)
 
-    async def _discard(self, job_id: str) -> None:
+    async def _discard(self, job_id: str, ended: JobRecord | None) -> None:
         try:
-            await self.delete(job_id, (await self.store.get(job_id)).record.owner)
+            if ended is not None:
+                await self._remove(ended)
+            else:
+                await self.delete(job_id, (await self.store.get(job_id)).record.owner)
         except JobNotFound:
             pass
         except (NatsError, blobs.BlobsUnavailable) as err:
@@ -397,12 +407,13 @@ class AwaitedJob:
         """The answer's JSON. Raises JobFailed with what the job ended with (canceled:
         503). Unless kept, the job is removed either way, cancelled first when this wait
         is (its caller left); a kept job runs on and stays for GET /jobs/{id}."""
+        record: JobRecord | None = None
         try:
             record = await self.service.outcome(self.job_id, self.follower.ended)
         finally:
             await self.follower.close()
             if not self.keep:
-                self.service.discard_soon(self.job_id)
+                self.service.discard_soon(self.job_id, record)
         if record.result is not None:
             return record.result
         error = record.error or JobError(status=503, detail="the job was canceled")
@@ -412,8 +423,9 @@ class AwaitedJob:
 class Follower:
     """A synchronous caller's ear on one job: its events as they are published.
 
-    A core NATS subscription on the job's event subject hears each event as the stream
-    stores it, without a consumer; ``ended`` is set when a status event says the job
+    A core NATS subscription hears each event as it is published, without a consumer:
+    a kept job's on the subject its events are stored under, an unkept job's on the
+    subject they are only told on. ``ended`` is set when a status event says the job
     is over (the record is then read for the outcome).
     """
 
@@ -423,8 +435,9 @@ class Follower:
         self.ended = asyncio.Event()
         self._subscription: Subscription | None = None
 
-    async def follow(self, job_id: str) -> None:
-        self._subscription = await self.nc.subscribe(job_events_subject(job_id), cb=self._heard)
+    async def follow(self, job_id: str, kept: bool) -> None:
+        subject = job_events_subject(job_id) if kept else job_live_subject(job_id)
+        self._subscription = await self.nc.subscribe(subject, cb=self._heard)
 
     async def _heard(self, msg: Msg) -> None:
         try:
