@@ -32,10 +32,10 @@ from pathlib import Path
 
 import nats
 import numpy as np
-from nats.js.object_store import ObjectStore
 from PIL import Image
 
 from bus import blobs
+from bus.blobs import BlobStore
 from contracts.messages import ExtractFrames, FramesExtracted, MediaKind
 from devstack.media import sample_photo
 from devstack.nats_server import NatsServer
@@ -127,7 +127,7 @@ class Timing:
 
 async def time_extract(
     extractor: FrameExtractor,
-    store: ObjectStore,
+    store: BlobStore,
     path: Path,
     kind: MediaKind,
     runs: int,
@@ -160,7 +160,7 @@ async def time_extract(
 
 
 async def time_parts(
-    store: ObjectStore, path: Path, work: Callable[[Path], object], runs: int
+    store: BlobStore, path: Path, work: Callable[[Path], object], runs: int
 ) -> tuple[float, float]:
     """Median ms of fetching path from the blob store alone, and of work on the file alone."""
     await blobs.put_file(store, "bench/parts-0", path)

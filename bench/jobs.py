@@ -19,7 +19,7 @@ and the gateway, default settings). In one run it:
      and the gateway's peak RSS during the burst against its RSS idle (VmHWM of
      /proc/<pid>/status, reset before each burst). Every job is deleted once checked.
 
-Options: --jobs N (500), --phone-jobs N (200), --latency S (1.0), --connections C (a
+Options: --jobs N (500), --phone-jobs N (200; 0 skips a burst), --latency S (1.0), --connections C (a
 connection a job), --singles K (12 requests alone per stack with the small photo;
 --phone-singles 4 with the phone photo), --baseline COMMIT (4ad4c0c; "none" skips the
 comparison), --env KEY=VALUE (repeatable, for every process of both stacks, e.g.
@@ -397,8 +397,9 @@ async def main(options: Options) -> None:
                 sides = await side_by_side(stacks, photos, options)
             # The baseline is stopped: the bursts have the machine to themselves.
             bursts = [
-                await burst(here, "small", photos["small"], options.jobs, options),
-                await burst(here, "phone", photos["phone"], options.phone_jobs, options),
+                await burst(here, kind, photos[kind], jobs, options)
+                for kind, jobs in (("small", options.jobs), ("phone", options.phone_jobs))
+                if jobs > 0  # 0: that burst is not run
             ]
         report(options.latency, sides, bursts)
 

@@ -121,8 +121,9 @@ def report(latency: float, sides: list[Side], bursts: list[Burst]) -> None:
     )
     print()
     report_sync(sides)
-    print()
-    report_bursts(bursts)
+    if bursts:
+        print()
+        report_bursts(bursts)
 
 
 def report_sync(sides: list[Side]) -> None:

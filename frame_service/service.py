@@ -15,10 +15,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from nats.aio.client import Client
 from nats.js.errors import ObjectNotFoundError
-from nats.js.object_store import ObjectStore
 from PIL import Image
 
 from bus import blobs
+from bus.blobs import BlobStore
 from bus.reporter import Reporter
 from bus.server import Server
 from contracts.messages import (
@@ -84,7 +84,7 @@ class FrameExtractor:
     def __init__(
         self,
         nc: Client,
-        store: ObjectStore,
+        store: BlobStore,
         settings: Settings,
         perceiver: Perceiver | None = None,
         transcriber: Transcriber | None = None,

@@ -6,9 +6,9 @@ import asyncio
 
 from nats.aio.client import Client
 from nats.js.errors import ObjectNotFoundError
-from nats.js.object_store import ObjectStore
 
 from bus import blobs
+from bus.blobs import BlobStore
 from bus.reporter import Reporter
 from bus.server import Server
 from contracts.messages import FailureCode, Frame, Stage, StoryWritten, WriteStory
@@ -30,7 +30,7 @@ ERRORS = {
 
 
 class StoryWriter:
-    def __init__(self, nc: Client, chat: ChatModel, store: ObjectStore, settings: Settings) -> None:
+    def __init__(self, nc: Client, chat: ChatModel, store: BlobStore, settings: Settings) -> None:
         self.nc = nc
         self.chat = chat
         self.store = store
