@@ -22,6 +22,7 @@ from contracts.subjects import JOB_EVENTS_STREAM, JOB_LIVE_PREFIX, JOBS_BUCKET, 
 from devstack.fake_answers import Reply
 from devstack.media import sample_photo
 from gateway.auth import ApiKeys
+from gateway.jobs.service import STORES_AT_ONCE
 from tests.support.receiver import running_receiver
 
 KEY_A, KEY_B = "key-a-" + "a" * 20, "key-b-" + "b" * 20
@@ -362,6 +363,38 @@ async def test_a_synchronous_analysis_stores_no_event_and_writes_its_record_thri
     assert (await js.stream_info(f"KV_{JOBS_BUCKET}")).state.messages == 0
     # Nobody was shown the story as it was written: no piece of it was sent.
     assert not any(pieces)
+
+
+async def test_a_burst_of_submissions_stores_a_few_uploads_at_a_time(
+    gateway, openai, monkeypatch: pytest.MonkeyPatch
+):
+    """Uploads are copied into the bucket STORES_AT_ONCE at a time, the rest waiting on
+    disk: memory does not grow with the burst (bench.jobs measures how much)."""
+    storing = {"now": 0, "most": 0}
+    put_file = blobs.put_file
+
+    async def counted(store, name, path) -> None:
+        storing["now"] += 1
+        storing["most"] = max(storing["most"], storing["now"])
+        try:
+            await asyncio.sleep(0.01)  # long enough for every submission to get here
+            await put_file(store, name, path)
+        finally:
+            storing["now"] -= 1
+
+    monkeypatch.setattr(blobs, "put_file", counted)
+    count = 3 * STORES_AT_ONCE
+    async with gateway() as client:
+        sent = await asyncio.gather(
+            *(
+                client.post("/jobs", files=files_of(sample_photo("coffee.png")))
+                for _ in range(count)
+            )
+        )
+        assert [r.status_code for r in sent] == [202] * count
+        ended = [await _until_finished(client, r.json()["urls"]["self"]) for r in sent]
+    assert {job["status"] for job in ended} == {"succeeded"}
+    assert storing["most"] == STORES_AT_ONCE
 
 
 async def test_a_webhook_is_signed_and_delivered_when_the_job_ends(

@@ -44,6 +44,11 @@ _SUBMITTER_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # How often a synchronous caller reads the record, besides hearing the job's events:
 # an event missed while the connection to NATS was re-established is not waited for.
 _RECHECK_SECONDS = 5.0
+# Uploads a gateway copies into the bucket at once; the other submissions wait their turn
+# with their upload on disk. Each store holds a few copies of a 256 kB chunk: 500
+# submissions at once took the gateway from 90 MiB to 599 MiB unbounded, to 165 MiB
+# with 8 (2: 182, 16: 185), and submitted faster (p50 1.4 s against 1.8 s; bench.jobs).
+STORES_AT_ONCE = 8
 
 
 class QueueFull(Exception):
@@ -109,6 +114,7 @@ class JobService:
         self.media = media
         self.settings = settings
         self._discarding: set[asyncio.Future[None]] = set()
+        self._storing = asyncio.Semaphore(STORES_AT_ONCE)
 
     async def submit(
         self,
@@ -146,7 +152,8 @@ class JobService:
                     uploads.append(JobUpload(name=name, size=received.size, data=data))
                 else:
                     stored.append(name)
-                    await blobs.put_file(self.media, name, received.path)
+                    async with self._storing:
+                        await blobs.put_file(self.media, name, received.path)
                     uploads.append(JobUpload(name=name, size=received.size))
                 received.path.unlink(missing_ok=True)  # in the bucket or in memory now
             record = JobRecord(
