@@ -1,9 +1,15 @@
-"""Photos to pictures: Pillow decodes, orients, converts to RGB and re-encodes without metadata."""
+"""Photos to pictures: Pillow decodes, orients, converts to RGB and re-encodes without metadata.
+
+JPEG, PNG, WebP, GIF and AVIF are Pillow's own decoders; HEIC and HEIF are pillow-heif's
+(libheif with libde265), which applies the file's rotation and mirroring (``irot``,
+``imir``) and brings 10- and 12-bit pictures down to 8 bits as it decodes.
+"""
 
 import io
 import logging
 import os
 
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from frame_service.cancellation import CancelToken
@@ -11,11 +17,18 @@ from frame_service.frames import FrameBounds, MediaError, Picture
 
 log = logging.getLogger(__name__)
 
+# HEIF's primary image only (a burst, depth map or stereo pair has others; their
+# thumbnails are not decoded). pillow-heif's opener decodes at 8 bits a sample and
+# applies the file's transformations once, then reports its EXIF orientation as
+# upright, so exif_transpose does not turn it again.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
 # Restricting Pillow to these plugins means hostile files never reach the
 # dozens of rarely used decoders Pillow ships.
-IMAGE_PLUGINS = ("JPEG", "PNG")
+IMAGE_PLUGINS = ("JPEG", "PNG", "WEBP", "GIF", "AVIF", "HEIF")
 # Phone cameras write JPEGs with an MPF segment, which Pillow reports as "MPO".
-_ACCEPTED_IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG"})
+_ACCEPTED_IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "AVIF", "HEIF"})
+IMAGE_FORMATS = "JPEG, PNG, HEIC, HEIF, AVIF, WebP or GIF"
 _DRAFTABLE_FORMATS = frozenset({"JPEG", "MPO"})
 # Pillow can only resample these modes properly; palette, bilevel and 16-bit
 # images are converted to RGB before resizing instead.
@@ -35,9 +48,9 @@ _CORRUPT_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 def prepare_image(
     path: str | os.PathLike[str], bounds: FrameBounds, cancel: CancelToken | None = None
 ) -> Picture:
-    """Decode a JPEG or PNG photo, apply its EXIF orientation, and re-encode it within bounds.
+    """Decode a photo, apply its orientation, and re-encode it within bounds.
 
-    Raises MediaError if the file is not a JPEG or PNG, is corrupt or truncated, has
+    Raises MediaError if the file is not one of IMAGE_FORMATS, is corrupt or truncated, has
     more pixels than bounds.max_pixels (or than Pillow's decompression-bomb limit) or
     would take more memory than bounds.max_decoded_mb; Cancelled once cancel is set
     (checked before decoding and between strips of a conversion).
@@ -53,7 +66,7 @@ def prepare_image(
             log.info("Pillow refused a decompression bomb: %s", err)
             raise MediaError("the image is too large to decode safely") from err
         except UnidentifiedImageError as err:
-            raise MediaError("the file is not a JPEG or PNG image") from err
+            raise MediaError(f"the file is not a {IMAGE_FORMATS} image") from err
         except _CORRUPT_IMAGE_ERRORS as err:
             # Pillow's words describe its decoder's state; the client gets ours.
             log.info("Pillow cannot decode the image: %s", err)
@@ -96,7 +109,7 @@ def to_picture(
 
 def _prepare_opened(img: Image.Image, bounds: FrameBounds, cancel: CancelToken) -> Picture:
     if img.format not in _ACCEPTED_IMAGE_FORMATS:
-        raise MediaError(f"unsupported image format {img.format}; only JPEG and PNG are accepted")
+        raise MediaError(f"unsupported image format {img.format}; send {IMAGE_FORMATS}")
     width, height = img.size
     bounds.check_pixels(width, height, "image")
     target = bounds.fit_size(width, height)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 # Box types that can start an ISO base media file (MP4, MOV, 3GP).
 _ISO_BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+_EBML = b"\x1a\x45\xdf\xa3"  # the start of every Matroska and WebM file
 
 _CANDIDATES_PER_FRAME = 3
 _MAX_CANDIDATES = 48
@@ -79,19 +80,24 @@ def extract_video(
 
 
 def open_video(path: str | os.PathLike[str]) -> InputContainer:
-    """Open an MP4/MOV file with PyAV's ISO-BMFF demuxer and nothing else; close it when done.
+    """Open a video with the one demuxer its first bytes name, and nothing else: ISO base
+    media (MP4, MOV, M4V) or Matroska (MKV, WebM); close it when done.
 
-    Raises MediaError if the file does not start like an ISO base media file or FFmpeg
-    cannot read its container; OSError if the file itself cannot be opened.
+    Raises MediaError if the file starts like neither or FFmpeg cannot read its
+    container; OSError if the file itself cannot be opened.
     """
     with open(path, "rb") as fh:
         head = fh.read(12)
-    if head[4:8] not in _ISO_BMFF_BOXES:
-        raise MediaError("the file is not an MP4 or MOV video")
+    if head[4:8] in _ISO_BMFF_BOXES:
+        demuxer = "mov"
+    elif head.startswith(_EBML):
+        demuxer = "matroska"  # WebM is Matroska with fewer codecs
+    else:
+        raise MediaError("the file is not an MP4, MOV, M4V, WebM or MKV video")
     try:
         # Naming the demuxer stops FFmpeg probing the file as a playlist, image
         # sequence or other format that could read further files or URLs.
-        return av.open(os.fspath(path), mode="r", format="mov")
+        return av.open(os.fspath(path), mode="r", format=demuxer)
     except av.error.FFmpegError as err:
         # FFmpeg's words name the server's file; they are for the log, not the client.
         log.info("FFmpeg cannot read the video container: %s", err)

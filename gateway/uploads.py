@@ -45,7 +45,13 @@ _ISOBMFF_IMAGE_BRANDS = {
     b"avif",
     b"avis",
 }
-SUPPORTED = "JPG or PNG images, or one MP4 video"
+# What the photos and videos people have are, told by their first bytes, never by name.
+SUPPORTED = (
+    "JPG, PNG, HEIC, HEIF, AVIF, WebP or GIF images, or one MP4, MOV, M4V, WebM or MKV video"
+)
+_EBML = b"\x1a\x45\xdf\xa3"  # Matroska and WebM
+# Older QuickTime movies start with one of these boxes instead of ``ftyp``.
+_QUICKTIME_BOXES = {b"moov", b"mdat", b"wide", b"free", b"pnot"}
 UPLOAD_PREFIX = "imgstory-upload-"  # every upload's temp file starts so (see cleanup)
 
 
@@ -59,9 +65,14 @@ class SlowUpload(Exception):
 
 def sniff(head: bytes) -> MediaKind | None:
     """The media kind the first bytes of a file announce, or None if unsupported."""
-    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")):
         return MediaKind.IMAGE
-    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] not in _ISOBMFF_IMAGE_BRANDS:
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return MediaKind.IMAGE
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        # ISO base media: HEIF, HEIC and AVIF photos, or MP4, MOV and M4V videos.
+        return MediaKind.IMAGE if head[8:12] in _ISOBMFF_IMAGE_BRANDS else MediaKind.VIDEO
+    if head[4:8] in _QUICKTIME_BOXES or head.startswith(_EBML):
         return MediaKind.VIDEO
     return None
 

@@ -188,8 +188,9 @@ def write_video(
     band: RGB | None = None,
     container_format: str | None = None,
     container_options: dict[str, str] | None = None,
+    codec: str = "libx264",
 ) -> Path:
-    """Write an H.264 video whose colour changes at known times, optionally with silent AAC audio.
+    """Write a video (H.264 unless ``codec`` says) whose colour changes at known times, optionally with silent AAC audio.
 
     scenes are (start seconds, colour) pairs; frame i shows the scene at i / fps, plus
     a small square drifting around the top-left quarter so frames within a scene are
@@ -200,7 +201,11 @@ def write_video(
     frame_count = max(1, round(seconds * fps))
     options = container_options or {}
     with av.open(os.fspath(path), "w", format=container_format, options=options) as out:
-        video = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        quick = {"preset": "ultrafast"} if codec in {"libx264", "libx265"} else {}
+        if codec == "libx265":
+            quick["x265-params"] = "log-level=error"
+        video = out.add_stream(codec, rate=fps, options=quick)
+        assert isinstance(video, av.VideoStream)
         video.width, video.height = size
         video.pix_fmt = "yuv420p"
         if keyframe_interval is not None:

@@ -119,11 +119,11 @@ async def test_photo_bytes_sent_upstream_carry_no_gps(gateway, openai, tmp_path)
             "unsupported file type",
         ),
         (lambda d: _write(d / "empty.png", b""), "empty"),
-        (lambda d: _write(d / "fake.gif", b"GIF89a" + b"\0" * 64), "unsupported file type"),
+        (lambda d: _write(d / "fake.gif", b"GIF89a" + b"\0" * 64), "image"),
         (lambda d: _write(d / "broken.jpg", b"\xff\xd8\xff\xe0" + b"\x13" * 500), "image"),
         (lambda d: _write(d / "broken.mp4", b"\0\0\0\x18ftypmp42" + b"\x07" * 500), "video"),
     ],
-    ids=["text-as-jpg", "empty", "gif", "corrupt-jpeg", "corrupt-mp4"],
+    ids=["text-as-jpg", "empty", "corrupt-gif", "corrupt-jpeg", "corrupt-mp4"],
 )
 async def test_bad_files_are_400_with_detail(gateway, openai, upload_dir, tmp_path, make, message):
     bad = make(tmp_path)

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from nats.aio.client import Client
+from PIL import Image
 from playwright.async_api import (
     Browser,
     ConsoleMessage,
@@ -38,7 +39,13 @@ from bus.jobs import JobNotFound, JobStore
 from devstack.fake_answers import Delay, Reply, Status
 from devstack.gateway import running_gateway
 from devstack.processes import ROOT, free_port
-from tests.media import sample_photo, sample_video, write_garbage, write_other_image
+from tests.media import (
+    sample_photo,
+    sample_video,
+    write_garbage,
+    write_other_image,
+    write_video,
+)
 from tests.test_faithful import LAMP, LAMP_BLUE
 
 pytestmark = pytest.mark.slow
@@ -614,12 +621,14 @@ async def test_wrong_type_mixed_media_and_too_many_photos_are_refused_in_the_bro
     page = tab.page
     error = page.locator("#files-error")
 
-    await page.set_input_files("#files", write_other_image(tmp_path / "cat.gif", "GIF"))
-    await expect(error).to_contain_text("“cat.gif” is not a JPG, PNG or MP4 file")
+    await page.set_input_files("#files", write_other_image(tmp_path / "cat.bmp", "BMP"))
+    await expect(error).to_contain_text("“cat.bmp” is not a photo or video this service reads")
     notes = tmp_path / "notes.txt"
     notes.write_text("not a picture")
     await page.set_input_files("#files", notes)
-    await expect(error).to_contain_text("“notes.txt” is not a JPG, PNG or MP4 file")
+    await expect(error).to_contain_text(
+        "“notes.txt” is not a photo or video this service reads. Choose JPG, PNG, HEIC"
+    )
     await tab.shot("wrong-type")
 
     # A photo, then a video: the video must be sent on its own.
@@ -642,6 +651,37 @@ async def test_wrong_type_mixed_media_and_too_many_photos_are_refused_in_the_bro
     await expect(error).to_contain_text("“photo-10.png” was not added: at most 10 photos per story")
     await tab.shot("too-many-photos")
     assert tab.story_requests() == []
+
+
+async def test_a_heic_photo_and_a_webm_video_are_taken_and_a_heic_makes_a_story(
+    new_tab, openai, blob_store, tmp_path
+):
+    tab = await new_tab()
+    page = tab.page
+    heic = tmp_path / "IMG_0001.HEIC"
+    Image.open(sample_photo("rocket.jpg")).save(heic, format="HEIF")
+    webm = write_video(tmp_path / "capture.webm", 1, container_format="webm", codec="libvpx-vp9")
+
+    # Chromium plays WebM: its preview is a player.
+    await page.set_input_files("#files", webm)
+    await expect(page.locator("#files-error")).to_be_hidden()
+    await expect(page.locator("#previews video")).to_have_count(1)
+    await page.get_by_role("button", name="Remove capture.webm").click()
+
+    # Chromium cannot draw HEIC: a named placeholder stands in, and the story is told.
+    await page.set_input_files("#files", heic)
+    await expect(page.locator("#files-error")).to_be_hidden()
+    await expect(page.locator("#previews .preview__none")).to_have_text(
+        "HEIC: no preview here, the story will use it"
+    )
+    await expect(page.locator("#selection-summary")).to_contain_text("1 photo selected")
+    await tab.shot("heic-placeholder")
+    events = await stream_response_events(
+        tab, lambda: page.get_by_role("button", name="Write my story").click()
+    )
+    assert "result" in dict(events), events
+    await expect(page.locator("#english")).to_contain_text("a story about 1 picture")
+    assert len(openai.requests[0].image_urls) == 1
 
 
 async def test_server_detail_is_shown_when_the_server_refuses(new_tab, tmp_path, blob_store):

@@ -384,7 +384,9 @@ async def test_work_files_are_removed_after_success_and_after_failure(
         await blobs.put_file(store, "good/upload-0", media.sample_photo("coffee.png"))
         await blobs.put_file(store, "bad/upload-0", broken)
         done = await extract(nc, "good/upload-0", MediaKind.IMAGE)
-        with pytest.raises(rpc.RemoteFailure, match="not a JPEG or PNG"):
+        with pytest.raises(
+            rpc.RemoteFailure, match="not a JPEG, PNG, HEIC, HEIF, AVIF, WebP or GIF image"
+        ):
             await extract(nc, "bad/upload-0", MediaKind.IMAGE)
         assert list(work.iterdir()) == []
         await blobs.delete_quietly(

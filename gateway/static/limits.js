@@ -12,9 +12,18 @@ export const LIMITS = {
   maxPrompt: Number(form.dataset.maxPrompt),
 };
 const KINDS = {
-  image: { types: ["image/jpeg", "image/jpg", "image/pjpeg", "image/png"], extensions: ["jpg", "jpeg", "png"] },
-  video: { types: ["video/mp4"], extensions: ["mp4", "m4v"] },
+  image: {
+    types: ["image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/heic", "image/heif",
+      "image/heic-sequence", "image/heif-sequence", "image/avif", "image/webp", "image/gif"],
+    extensions: ["jpg", "jpeg", "png", "heic", "heif", "avif", "webp", "gif"],
+  },
+  video: {
+    types: ["video/mp4", "video/quicktime", "video/x-m4v", "video/webm", "video/x-matroska"],
+    extensions: ["mp4", "m4v", "mov", "webm", "mkv"],
+  },
 };
+/** What a person may choose, as the hint and the refusals say it. */
+export const ACCEPTED = "JPG, PNG, HEIC, AVIF, WebP or GIF photos, or one MP4, MOV, WebM or MKV video";
 
 /** Write the limits into the hints that name them, and cap the prompt. */
 export function showLimits() {
@@ -48,7 +57,7 @@ export function kindOf(file) {
   const known = Object.entries(KINDS);
   const byType = known.find(([, rule]) => rule.types.includes(type));
   if (byType) return byType[0];
-  // A type the browser knows and we don't take (GIF, HEIC, MOV...) is refused whatever its name.
+  // A type the browser knows and we don't take (BMP, TIFF, AVI...) is refused whatever its name.
   if (type && type !== "application/octet-stream") return null;
   const byName = known.find(([, rule]) => rule.extensions.includes(extension));
   return byName ? byName[0] : null;
@@ -57,7 +66,7 @@ export function kindOf(file) {
 /** Why this file cannot join the selection `items` ({file, kind}), or null if it can. */
 export function refusal(file, kind, items) {
   const name = `“${file.name}”`;
-  if (!kind) return `${name} is not a JPG, PNG or MP4 file. Choose JPG or PNG photos, or one MP4 video.`;
+  if (!kind) return `${name} is not a photo or video this service reads. Choose ${ACCEPTED}.`;
   if (file.size === 0) return `${name} is empty.`;
   if (kind === "image" && file.size > LIMITS.imageBytes) {
     return `${name} is too large (${formatBytes(file.size)}): each photo can be at most ${LIMITS.imageBytes / MIB} MB.`;

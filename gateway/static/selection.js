@@ -84,19 +84,25 @@ function previewMedia(item) {
     video.preload = "metadata";
     video.playsInline = true;
     video.setAttribute("aria-label", `Preview of ${item.file.name}`);
+    video.addEventListener("error", () => video.replaceWith(noPreview(item)), { once: true });
     return video;
   }
   const img = document.createElement("img");
   img.src = item.url;
   img.alt = `Preview of ${item.file.name}`;
   img.decoding = "async";
-  img.addEventListener("error", () => {
-    const none = document.createElement("div");
-    none.className = "preview__none";
-    none.textContent = "No preview";
-    img.replaceWith(none);
-  }, { once: true });
+  img.addEventListener("error", () => img.replaceWith(noPreview(item)), { once: true });
   return img;
+}
+
+/** A named placeholder for a file this browser cannot show (HEIC in Chromium, say): the
+ * server still reads it. */
+function noPreview(item) {
+  const none = document.createElement("div");
+  none.className = "preview__none";
+  const extension = (item.file.name.split(".").pop() || "").toUpperCase();
+  none.textContent = extension ? `${extension}: no preview here, the story will use it` : "No preview";
+  return none;
 }
 
 function span(className, text) {

@@ -1,0 +1,246 @@
+"""The photos and videos people have: HEIC, HEIF, AVIF, WebP, GIF, MOV, WebM and MKV,
+recognised by their bytes, decoded the right way up, and refused clearly when damaged."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pillow_heif
+import pytest
+from PIL import Image
+
+from contracts.messages import MediaKind
+from frame_service.frames import FrameBounds, MediaError
+from frame_service.images import prepare_image
+from frame_service.video import extract_video
+from gateway.uploads import sniff
+from tests import media
+
+BOUNDS = FrameBounds()
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+EXIF_ORIENTATION = 0x0112
+# Pillow's format name and the file's extension for each photo format.
+PHOTO_FORMATS = [
+    ("JPEG", "jpg"),
+    ("PNG", "png"),
+    ("WEBP", "webp"),
+    ("AVIF", "avif"),
+    ("HEIF", "heic"),
+]
+
+
+def upright() -> Image.Image:
+    """600x400, red on top, blue below: which way is up is plain to see."""
+    pixels = np.zeros((400, 600, 3), np.uint8)
+    pixels[:200], pixels[200:] = RED, BLUE
+    return Image.fromarray(pixels)
+
+
+def write_sideways(path: Path, image_format: str) -> Path:
+    """The picture stored on its side, as a phone held upright stores it, with EXIF
+    orientation 6 (turn 90 degrees clockwise to show)."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    sideways = upright().transpose(Image.Transpose.ROTATE_90)
+    sideways.save(path, format=image_format, exif=exif.tobytes())
+    return path
+
+
+def top_and_bottom(jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
+    pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=float)
+    quarter = pixels.shape[0] // 4
+    return pixels[:quarter].mean(axis=(0, 1)), pixels[-quarter:].mean(axis=(0, 1))
+
+
+def near(color: np.ndarray, expected: tuple[int, int, int], tolerance: float = 30) -> bool:
+    return bool(np.abs(color - np.array(expected)).max() <= tolerance)
+
+
+@pytest.mark.parametrize(("image_format", "ext"), PHOTO_FORMATS)
+def test_a_sideways_photo_of_each_format_comes_out_upright(tmp_path, image_format, ext):
+    path = write_sideways(tmp_path / f"phone.{ext}", image_format)
+    assert sniff(path.read_bytes()[:16]) is MediaKind.IMAGE
+    picture = prepare_image(path, BOUNDS)
+    assert (picture.width, picture.height) == (600, 400)
+    top, bottom = top_and_bottom(picture.jpeg)
+    assert near(top, RED) and near(bottom, BLUE), (top, bottom)
+
+
+def test_a_still_gif_is_a_photo(tmp_path):
+    path = tmp_path / "still.gif"
+    upright().save(path, format="GIF")
+    assert sniff(path.read_bytes()[:16]) is MediaKind.IMAGE
+    top, bottom = top_and_bottom(prepare_image(path, BOUNDS).jpeg)
+    assert near(top, RED) and near(bottom, BLUE)
+
+
+def test_a_10_bit_heic_comes_out_as_the_same_8_bit_colours(tmp_path):
+    # 16-bit samples, saved by libheif at 10 bits: no washed-out or green picture.
+    pixels = np.zeros((400, 600, 3), np.uint16)
+    pixels[:200], pixels[200:] = (np.array(RED) * 257), (np.array(BLUE) * 257)
+    heif = pillow_heif.from_bytes("RGB;16", (600, 400), pixels.tobytes())
+    path = tmp_path / "hdr.heic"
+    heif.save(path, quality=-1)
+    assert pillow_heif.open_heif(path, convert_hdr_to_8bit=False).info["bit_depth"] > 8
+    top, bottom = top_and_bottom(prepare_image(path, BOUNDS).jpeg)
+    assert near(top, RED) and near(bottom, BLUE), (top, bottom)
+
+
+def test_a_heic_with_several_images_is_told_by_its_primary_one(tmp_path):
+    heif = pillow_heif.from_pillow(upright())
+    heif.add_from_pillow(Image.new("RGB", (300, 300), (0, 200, 0)))  # a burst's second shot
+    path = tmp_path / "burst.heic"
+    heif.save(path, quality=90)
+    picture = prepare_image(path, BOUNDS)
+    assert (picture.width, picture.height) == (600, 400)
+    top, bottom = top_and_bottom(picture.jpeg)
+    assert near(top, RED) and near(bottom, BLUE)
+
+
+@pytest.mark.parametrize(("image_format", "ext"), [*PHOTO_FORMATS[2:], ("GIF", "gif")])
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_a_damaged_photo_of_each_format_is_refused_clearly(tmp_path, image_format, ext, damage):
+    path = tmp_path / f"bad.{ext}"
+    buffer = io.BytesIO()
+    Image.effect_noise((640, 480), 60).convert("RGB").save(buffer, format=image_format)
+    data = buffer.getvalue()
+    if damage == "truncated":
+        data = data[: len(data) // 3]
+    else:  # the header kept, the picture's data noise
+        noise = np.random.default_rng(7).integers(0, 256, len(data) - 12, np.uint8)
+        data = data[:12] + bytes(noise)  # what tells its kind kept, the rest noise
+    path.write_bytes(data)
+    with pytest.raises(MediaError) as refused:
+        prepare_image(path, BOUNDS)
+    detail = str(refused.value)
+    assert "corrupt" in detail or "not a" in detail or "cannot" in detail, detail
+    assert str(tmp_path) not in detail
+
+
+@pytest.mark.parametrize(
+    ("name", "container", "codec"),
+    [
+        ("phone.mov", "mov", "libx264"),
+        ("hevc.mov", "mov", "libx265"),
+        ("clip.webm", "webm", "libvpx-vp9"),
+        ("clip.mkv", "matroska", "libx264"),
+        ("vp8.webm", "webm", "libvpx"),
+        ("av1.webm", "webm", "av1"),
+    ],
+)
+def test_videos_in_each_container_are_recognised_and_decoded_upright(
+    tmp_path, name, container, codec
+):
+    path = media.write_video(
+        tmp_path / name,
+        1,
+        size=(64, 48),
+        band=BLUE,
+        scenes=[(0.0, RED)],
+        rotation=90 if container == "mov" else 0,  # a phone's MOV, recorded upright
+        container_format=container,
+        codec=codec,
+    )
+    assert sniff(path.read_bytes()[:16]) is MediaKind.VIDEO
+    meta, pictures = extract_video(path, 2, BOUNDS)
+    assert pictures
+    img = Image.open(io.BytesIO(pictures[0].jpeg)).convert("RGB")
+    if container == "mov":
+        # Stored 64x48 with the band on top, shown turned a quarter counter-clockwise:
+        # upright 48x64 with the band down its left side.
+        assert (meta.width, meta.height) == img.size == (48, 64)
+        band = np.asarray(img, dtype=float)[:, :6].mean(axis=(0, 1))
+    else:
+        assert img.size == (64, 48)
+        band = np.asarray(img, dtype=float)[:6].mean(axis=(0, 1))
+    assert near(band, BLUE, 45), band
+
+
+def test_a_damaged_webm_is_refused_clearly(tmp_path):
+    good = media.write_video(
+        tmp_path / "clip.webm", 1, container_format="webm", codec="libvpx-vp9"
+    ).read_bytes()
+    bad = tmp_path / "bad.webm"
+    bad.write_bytes(good[:40] + b"\0" * 200)
+    with pytest.raises(MediaError) as refused:
+        extract_video(bad, 2, BOUNDS)
+    assert str(tmp_path) not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"%PDF-1.7\n" + b"\0" * 8, b"RIFF\0\0\0\0WAVEfmt ", b"\0\0\0\x18ftypqt  ", b"BM" + b"\0" * 14],
+)
+def test_other_files_stay_refused_and_quicktime_is_a_video(head):
+    expected = MediaKind.VIDEO if b"qt  " in head else None
+    assert sniff(head) is expected
+
+
+def _seen(openai) -> list[Image.Image]:
+    """The pictures the story model was sent."""
+    story = openai.requests[0]
+    return [
+        Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+        for url in story.image_urls
+    ]
+
+
+@pytest.mark.usefixtures("blob_store")
+async def test_a_sideways_heic_becomes_a_story_told_from_an_upright_picture(
+    gateway, openai, tmp_path
+):
+    heic = write_sideways(tmp_path / "IMG_0001.HEIC", "HEIF")
+    async with gateway() as client:
+        response = await client.post(
+            "/analyze/", files=[("files", (heic.name, heic.read_bytes(), "image/heic"))]
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["media"] == "image" and body["english"] and body["thai"]
+    (seen,) = _seen(openai)
+    assert seen.width > seen.height
+    top, bottom = top_and_bottom(_jpeg(seen))
+    assert near(top, RED) and near(bottom, BLUE)
+
+
+@pytest.mark.usefixtures("blob_store")
+@pytest.mark.parametrize(
+    ("name", "container", "codec", "rotation"),
+    [("IMG_0002.MOV", "mov", "libx264", 90), ("capture.webm", "webm", "libvpx-vp9", 0)],
+)
+async def test_a_phone_mov_and_a_webm_become_stories(
+    gateway, openai, tmp_path, name, container, codec, rotation
+):
+    video = media.write_video(
+        tmp_path / name,
+        2,
+        size=(64, 48),
+        band=BLUE,
+        scenes=[(0.0, RED)],
+        rotation=rotation,
+        container_format=container,
+        codec=codec,
+    )
+    async with gateway() as client:
+        response = await client.post(
+            "/analyze/", files=[("files", (video.name, video.read_bytes(), "video/quicktime"))]
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["media"] == "video"
+    seen = _seen(openai)[0]
+    pixels = np.asarray(seen, dtype=float)
+    if rotation:  # recorded upright: shown upright, the band down the left
+        assert seen.height > seen.width
+        band = pixels[:, :4].mean(axis=(0, 1))
+    else:
+        band = pixels[:4].mean(axis=(0, 1))
+    assert near(band, BLUE, 45), band
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG")
+    return buffer.getvalue()
