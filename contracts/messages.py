@@ -132,6 +132,9 @@ class Frame(Part, frozen=True):
     timestamp: float | None = None  # seconds into the video; None for photos
     facts: SceneFacts | None = None
     jpeg: bytes | None = None
+    # A photo's capture time from its metadata (ISO 8601), whether or not scene facts
+    # were asked for: the gateway tells photos in the order they were taken by it.
+    taken_at: str | None = None
 
 
 class VideoInfo(Part, frozen=True):
@@ -184,6 +187,9 @@ class WriteStory(StageRequest, frozen=True, kw_only=True, tag="WriteStory"):
     video: VideoInfo | None = None
     paragraphs: bool = False
     stream_text: bool = True
+    # The photos are in the order they were taken (each frame's ``taken_at``), not the
+    # order they were uploaded: the model is told so, and the time between them.
+    by_capture: bool = False
 
 
 class StoryWritten(Message, frozen=True, tag="StoryWritten"):

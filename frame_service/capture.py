@@ -57,7 +57,7 @@ class Capture:
 _NO_CAPTURE = Capture(taken_at=None, latitude=None, longitude=None, place=None, camera=None)
 
 
-def read_capture(path: str | os.PathLike[str]) -> Capture:
+def read_capture(path: str | os.PathLike[str], *, place: bool = True) -> Capture:
     """Read when, where and with which camera a photo was taken from its EXIF metadata.
 
     path is the original upload, before images.py strips its metadata. taken_at is
@@ -65,8 +65,9 @@ def read_capture(path: str | os.PathLike[str]) -> Capture:
     offset when present; latitude and longitude are signed decimal degrees; place is
     the nearest town of an offline gazetteer within 50 km ("Town, Region, Country",
     the region left out when it repeats the town); camera is make and model. Fields
-    that are missing, damaged or implausible are None, and files that are not JPEG or
-    PNG (videos, say) give a Capture of Nones: damaged metadata never raises.
+    that are missing, damaged or implausible are None, and files that are not photos
+    (videos, say) give a Capture of Nones: damaged metadata never raises. ``place``
+    False leaves the position unlooked-up (only the time is wanted).
     Raises OSError only if the file itself cannot be opened.
     """
     # Opened here rather than by Pillow so a missing file stays an OSError.
@@ -77,7 +78,7 @@ def read_capture(path: str | os.PathLike[str]) -> Capture:
                     # Pillow would decode every pixel to look for an eXIf chunk after
                     # the image data; cameras do not write PNGs, so it is not worth it.
                     return _NO_CAPTURE
-                return _capture_from_exif(img.getexif())
+                return _capture_from_exif(img.getexif(), place)
         except UnidentifiedImageError:
             return _NO_CAPTURE
         except _EXIF_ERRORS as err:
@@ -85,7 +86,7 @@ def read_capture(path: str | os.PathLike[str]) -> Capture:
             return _NO_CAPTURE
 
 
-def _capture_from_exif(exif: Image.Exif) -> Capture:
+def _capture_from_exif(exif: Image.Exif, look_up: bool = True) -> Capture:
     if not exif:
         return _NO_CAPTURE
     details = _sub_ifd(exif, ExifTags.IFD.Exif)
@@ -99,7 +100,7 @@ def _capture_from_exif(exif: Image.Exif) -> Capture:
     else:
         # Six decimals is 0.1 m; more is rational-arithmetic noise.
         latitude, longitude = round(latitude, 6), round(longitude, 6)
-        place = _nearest_place(latitude, longitude)
+        place = _nearest_place(latitude, longitude) if look_up else None
     return Capture(
         # A few writers put the capture time in IFD0 instead of the Exif IFD.
         taken_at=_taken_at(details) or _taken_at(exif),

@@ -137,17 +137,20 @@ class FrameExtractor:
                 else:
                     bounds = self.settings.bounds
                     picture = await self._blocking(cancel, prepare_image, path, bounds, cancel)
-                    capture = await self._blocking(cancel, read_capture, path) if perceive else None
+                    # Its time orders the photos whatever the model; the place is
+                    # looked up only for scene facts.
+                    capture = await self._blocking(cancel, read_capture, path, place=perceive)
                     pictures = [picture]
                     video = None
                 if perceive:
                     facts = await self._blocking(cancel, self._describe, pictures, capture, cancel)
                 else:
                     facts = [None] * len(pictures)
+        taken_at = capture.taken_at if capture is not None else None
         if sum(len(p.jpeg) for p in pictures) <= request.inline_frames_bytes:
-            frames = _inline(pictures, facts)
+            frames = _inline(pictures, facts, taken_at)
         else:
-            frames = await self._store(request.upload, pictures, facts)
+            frames = await self._store(request.upload, pictures, facts, taken_at)
         log.info("request %s: %s -> %d frame(s)", request.request_id, request.kind, len(frames))
         return FramesExtracted(frames=frames, video=video)
 
@@ -237,14 +240,18 @@ class FrameExtractor:
             self._transcribing.release()
 
     async def _store(
-        self, upload: str, pictures: list[Picture], facts: list[SceneFacts | None]
+        self,
+        upload: str,
+        pictures: list[Picture],
+        facts: list[SceneFacts | None],
+        taken_at: str | None = None,
     ) -> list[Frame]:
         frames: list[Frame] = []
         try:
             for index, (picture, picture_facts) in enumerate(zip(pictures, facts, strict=True)):
                 name = blobs.frame_name(upload, index)
                 await blobs.put_bytes(self.store, name, picture.jpeg)
-                frames.append(_frame(picture, picture_facts, stored_as=name))
+                frames.append(_frame(picture, picture_facts, taken_at, stored_as=name))
         except BaseException:
             # Nobody will learn these names if we fail: remove what was written.
             await blobs.delete_quietly(self.store, [f.object for f in frames])
@@ -252,12 +259,16 @@ class FrameExtractor:
         return frames
 
 
-def _inline(pictures: list[Picture], facts: list[SceneFacts | None]) -> list[Frame]:
+def _inline(
+    pictures: list[Picture], facts: list[SceneFacts | None], taken_at: str | None = None
+) -> list[Frame]:
     """Frames that travel in the reply itself, stored nowhere."""
-    return [_frame(p, f) for p, f in zip(pictures, facts, strict=True)]
+    return [_frame(p, f, taken_at) for p, f in zip(pictures, facts, strict=True)]
 
 
-def _frame(picture: Picture, facts: SceneFacts | None, stored_as: str = "") -> Frame:
+def _frame(
+    picture: Picture, facts: SceneFacts | None, taken_at: str | None, stored_as: str = ""
+) -> Frame:
     """The Frame of a picture: stored under ``stored_as``, else carrying its bytes."""
     return Frame(
         object=stored_as,
@@ -266,6 +277,7 @@ def _frame(picture: Picture, facts: SceneFacts | None, stored_as: str = "") -> F
         timestamp=picture.timestamp,
         facts=facts,
         jpeg=None if stored_as else picture.jpeg,
+        taken_at=taken_at,
     )
 
 

@@ -21,6 +21,7 @@ from nats.js.object_store import ObjectStore
 from bus import blobs, rpc, tracing
 from bus.channel import ProgressListener, RequestChannel
 from bus.liveness import Liveness
+from contracts.capture import capture_order
 from contracts.messages import (
     Cancel,
     ExtractFrames,
@@ -152,6 +153,11 @@ class Analyzer:
         async with channel:
             try:
                 frames, video = await self._frames(request_id, media, stored, channel, liveness)
+                by_capture = False
+                if media.kind is MediaKind.IMAGE:  # one frame a photo, in upload order
+                    order = capture_order([frame.taken_at for frame in frames])
+                    if order is not None:
+                        frames, by_capture = [frames[i] for i in order], True
                 clock.append(time.perf_counter())
                 self.metrics.stage_ended("frames", clock[1] - clock[0])
                 _announce(channel, Stage.WRITING_STORY)
@@ -165,6 +171,7 @@ class Analyzer:
                     progress=channel.news_subject(paragraphs=True),
                     paragraphs=by_paragraph,
                     stream_text=on_progress is not None,  # pieces only for someone watching
+                    by_capture=by_capture,
                 )
                 story = await self._story(request, liveness, thai)
                 clock.append(time.perf_counter())
@@ -206,6 +213,7 @@ class Analyzer:
             ),
             media=media.kind.value,
             frames_used=len(frames),
+            order=None if video is not None else ("captured" if by_capture else "uploaded"),
             request_id=visible_id,
             timings_ms=Timings(
                 frames=_ms(clock[1] - clock[0]),

@@ -56,6 +56,9 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
     models: Models
     media: str  # "image" or "video"
     frames_used: int
+    # Photos: "captured" when every one carried its capture time and they were told in
+    # the order they were taken, else "uploaded" (the order they were sent). Null for a video.
+    order: str | None = None
     request_id: str
     timings_ms: Timings | None = None
     # US dollars, from the token usage and the operator's price table (IMGSTORY_PRICES);

@@ -20,6 +20,7 @@ IGNORED = 0.08  # below: not worth the model's attention
 class SheetPicture:
     facts: SceneFacts = field(default_factory=SceneFacts)
     timestamp: float | None = None  # seconds into the video; None for photos
+    since: str | None = None  # photos told in capture order: "two hours later", say
 
 
 def format_clock(seconds: float) -> str:
@@ -103,6 +104,8 @@ def scene_sheet(
             title = f"Frame {number} at {format_clock(picture.timestamp)}"
         else:
             title = f"Photo {number} of {total}"
+            if picture.since:
+                title += f", taken {picture.since}"
         body = "\n".join(
             f"- {line}" for line in picture_lines(picture.facts, share_place=share_place)
         )

@@ -40,7 +40,7 @@ class StoryWriter:
         """The request's frames fetched from the blob store, with their facts."""
         images = await asyncio.gather(*(self._jpeg(f) for f in request.frames))
         return [
-            StoryFrame(jpeg=jpeg, timestamp=f.timestamp, facts=f.facts)
+            StoryFrame(jpeg=jpeg, timestamp=f.timestamp, facts=f.facts, taken_at=f.taken_at)
             for jpeg, f in zip(images, request.frames, strict=True)
         ]
 
@@ -87,6 +87,7 @@ class StoryWriter:
             # not worth translating; the gateway translates what the final text adds.
             on_retry=cutter.discard if cutter is not None else None,
             deadline=request.deadline,
+            by_capture=request.by_capture,
         )
         if cutter is not None:
             cutter.close()

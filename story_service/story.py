@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.capture import capture_times, time_between
 from contracts.messages import SceneFacts
 from llm.chat import ChatModel, Completion
 from llm.errors import ModelUnavailable
@@ -81,6 +83,16 @@ class StoryFrame:
     jpeg: bytes
     timestamp: float | None = None
     facts: SceneFacts | None = None  # measured by perception, for text-only models
+    taken_at: str | None = None  # a photo's capture time, ISO 8601
+
+
+def time_since_previous(frames: Sequence[StoryFrame], by_capture: bool) -> list[str | None]:
+    """For photos told in the order they were taken, how long after the one before each
+    was taken ("two hours later"); None for the first, and for all otherwise."""
+    times = capture_times([frame.taken_at for frame in frames]) if by_capture else None
+    if times is None:
+        return [None] * len(frames)
+    return [None] + [time_between(a, b) for a, b in itertools.pairwise(times)]
 
 
 @dataclass(frozen=True)
@@ -104,10 +116,12 @@ def _fence(text: str) -> str:
     return text.strip()
 
 
-def _intro(count: int, video: VideoFacts | None) -> str:
+def _intro(count: int, video: VideoFacts | None, by_capture: bool = False) -> str:
     if video is None:
-        noun = "photo" if count == 1 else "photos"
-        return f"Here {'is' if count == 1 else 'are'} {count} {noun}, in the order the user chose."
+        if count == 1:
+            return "Here is 1 photo."
+        order = "they were taken" if by_capture else "the user chose"
+        return f"Here are {count} photos, in the order {order}."
     lines = [
         f"Here {'is' if count == 1 else 'are'} {count} "
         f"{'frame' if count == 1 else 'frames'} taken in order from one video lasting "
@@ -129,6 +143,7 @@ def build_story_messages(
     detail: str,
     *,
     words: tuple[int, int] = WORDS,
+    by_capture: bool = False,
 ) -> list[dict[str, Any]]:
     """Build the Chat Completions messages asking for a story about `frames`.
 
@@ -148,12 +163,16 @@ def build_story_messages(
     parts: list[dict[str, Any]] = [
         {
             "type": "text",
-            "text": f"{_intro(total, video)}\n\n<style_guidance>\n{guidance}\n</style_guidance>",
+            "text": f"{_intro(total, video, by_capture)}\n\n"
+            f"<style_guidance>\n{guidance}\n</style_guidance>",
         }
     ]
+    since = time_since_previous(frames, by_capture and video is None)
     for number, frame in enumerate(frames, start=1):
         if video is None:
             label = f"Photo {number} of {total}"
+            if since[number - 1]:
+                label += f", taken {since[number - 1]}"
         elif frame.timestamp is None:
             label = f"Frame {number} of {total}"
         else:
@@ -191,6 +210,7 @@ def build_sheet_messages(
     video: VideoFacts | None,
     *,
     words: tuple[int, int] = WORDS,
+    by_capture: bool = False,
 ) -> list[dict[str, Any]]:
     """Text-only messages: the scene sheet of ``frames`` instead of the pictures themselves.
 
@@ -198,8 +218,12 @@ def build_sheet_messages(
     """
     if not frames:
         raise ValueError("a story needs at least one picture")
+    since = time_since_previous(frames, by_capture and video is None)
     sheet = scene_sheet(
-        [SheetPicture(frame.facts or SceneFacts(), frame.timestamp) for frame in frames],
+        [
+            SheetPicture(frame.facts or SceneFacts(), frame.timestamp, ago)
+            for frame, ago in zip(frames, since, strict=True)
+        ],
         video_duration=video.duration if video else None,
         transcript=_fence(video.transcript or "") if video else None,
         transcript_language=video.transcript_language if video else None,
@@ -254,6 +278,7 @@ async def write_story(
     on_text: Callable[[str], None] | None = None,
     on_retry: Callable[[], None] | None = None,
     deadline: float | None = None,
+    by_capture: bool = False,
 ) -> Completion:
     """Ask `chat` for a story about `frames` and return it (repaired) with its token usage.
 
@@ -270,9 +295,11 @@ async def write_story(
     propagate unchanged.
     """
     if chat.profile.sees_images:
-        messages = build_story_messages(frames, prompt, video, detail, words=words)
+        messages = build_story_messages(
+            frames, prompt, video, detail, words=words, by_capture=by_capture
+        )
     else:
-        messages = build_sheet_messages(frames, prompt, video, words=words)
+        messages = build_sheet_messages(frames, prompt, video, words=words, by_capture=by_capture)
     source = prompt_source(messages)
 
     async def ask_again(first: Attempt[Review]) -> Completion:

@@ -519,20 +519,30 @@ async def extract_with(
         await nc.close()
 
 
-async def test_a_photo_without_scene_facts_is_neither_perceived_nor_read_for_exif(
+async def test_a_photo_without_scene_facts_is_not_perceived_and_only_its_time_is_read(
     empty_nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_capture(path: object) -> Capture:
-        raise AssertionError("the EXIF capture was read for a vision model")
+    asked: list[bool] = []
+    read_capture = service.read_capture
 
-    monkeypatch.setattr(service, "read_capture", no_capture)
+    def time_only(path: object, *, place: bool = True) -> Capture:
+        asked.append(place)
+        return read_capture(path, place=place)  # type: ignore[arg-type]  # a path
+
+    monkeypatch.setattr(service, "read_capture", time_only)
     perceiver = CountingPerceiver()
-    photo = media.write_exif_jpeg(tmp_path / "photo.jpg", make="TestCam", size=(640, 480))
+    photo = media.write_exif_jpeg(
+        tmp_path / "photo.jpg", make="TestCam", taken_at="2024:05:01 08:00:00", size=(640, 480)
+    )
 
     done = await extract_with(empty_nats_url, tmp_path, photo, MediaKind.IMAGE, perceiver, False)
 
     assert perceiver.calls == 0
-    assert [(frame.width, frame.height, frame.facts) for frame in done.frames] == [(640, 480, None)]
+    # Its time orders the photos; where it was taken is not even looked up.
+    assert asked == [False]
+    assert [(f.width, f.height, f.facts, f.taken_at) for f in done.frames] == [
+        (640, 480, None, "2024-05-01T08:00:00")
+    ]
 
 
 async def test_a_photo_with_scene_facts_is_perceived_and_its_capture_read(
