@@ -14,7 +14,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test test-fast lint install install-lint install-test nats-server system-packages model engine bench bench-concurrency bench-jobs bench-faults bench-frames bench-engine clean
+.PHONY: run test test-fast lint install install-lint install-test nats-server system-packages model engine bench bench-concurrency bench-jobs bench-faults bench-frames bench-engine bench-formats clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -79,10 +79,11 @@ test: lint install-test nats-server system-packages-test model engine
 test-fast: install-test nats-server model engine
 	$(PY) -m pytest -m "not slow"
 
-bench: install-test nats-server model engine
+bench: install-test nats-server model engine system-packages-test
 	$(PY) -m bench.offline
 	$(PY) -m bench.concurrency
 	$(PY) -m bench.jobs
+	$(PY) -m bench.formats
 
 # 32 concurrent photo requests through every part as a process, on a fake 1.0 s provider.
 bench-concurrency: install-test nats-server
@@ -105,6 +106,10 @@ bench-engine: install-test model engine
 # The frame stage per photo and per long video, scene facts on and off, against issue 11's goals.
 bench-frames: install-test nats-server system-packages-test
 	$(PY) -m bench.frames
+
+# The frame stage per format: HEIC against JPEG, MOV against MP4, a 9 MB phone JPEG (issue 18).
+bench-formats: install-test nats-server system-packages-test
+	$(PY) -m bench.formats
 
 clean:
 	rm -rf $(VENV) .cache *.egg-info

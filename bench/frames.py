@@ -74,7 +74,7 @@ def write_photo(path: Path, size: tuple[int, int]) -> Path:
     return path
 
 
-def _ffmpeg(*args: str) -> None:
+def ffmpeg(*args: str) -> None:
     found = shutil.which("ffmpeg")
     if found is None:
         raise SystemExit("ffmpeg is not installed (Debian package ffmpeg)")
@@ -90,7 +90,7 @@ def long_videos() -> tuple[Path, Path]:
     if not tone.exists():
         print(f"making {tone} with ffmpeg (once, about 90 s)...", flush=True)
         partial = tone.with_suffix(".part.mp4")
-        _ffmpeg(
+        ffmpeg(
             *("-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30"),
             *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"),
             *("-t", str(VIDEO_SECONDS), "-c:v", "libx264", "-preset", "veryfast"),
@@ -107,7 +107,7 @@ def long_videos() -> tuple[Path, Path]:
             wav = Path(scratch) / "speech.wav"
             subprocess.run([espeak, "-w", str(wav), SPEECH], check=True, capture_output=True)
             partial = speech.with_suffix(".part.mp4")
-            _ffmpeg(
+            ffmpeg(
                 *("-i", str(tone), "-i", str(wav)),
                 *("-filter_complex", "[1:a]adelay=delays=30000:all=1,apad[a]"),
                 *("-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "aac", "-b:a", "96k"),

@@ -89,6 +89,16 @@ def test_a_10_bit_heic_comes_out_as_the_same_8_bit_colours(tmp_path):
     assert near(top, RED) and near(bottom, BLUE), (top, bottom)
 
 
+def test_a_heic_past_the_limits_is_refused_naming_them_before_it_is_decoded(tmp_path):
+    path = tmp_path / "huge.heic"
+    upright().save(path, format="HEIF", quality=50)
+    with pytest.raises(MediaError, match="more than the 200000 allowed"):
+        prepare_image(path, FrameBounds(max_pixels=200_000))  # 600x400 is 240,000
+    # Its decoding counts libheif's buffer and Pillow's copy: 600x400x4 twice is 1.9 MB.
+    with pytest.raises(MediaError, match="more than the 1 MB allowed"):
+        prepare_image(path, FrameBounds(max_decoded_mb=1))
+
+
 def test_a_heic_with_several_images_is_told_by_its_primary_one(tmp_path):
     heif = pillow_heif.from_pillow(upright())
     heif.add_from_pillow(Image.new("RGB", (300, 300), (0, 200, 0)))  # a burst's second shot
