@@ -100,14 +100,17 @@ async def open_deliveries(js: JetStreamContext, config: JobsConfig) -> None:
     await ensure_consumer(js, WEBHOOKS_STREAM, senders)
 
 
-async def request_delivery(store: JobStore, job_id: str) -> bool:
+async def request_delivery(store: JobStore, job_id: str, known: JobRecord | None = None) -> bool:
     """Queue the ended job's webhook; False when it has none or it was delivered already.
 
-    Call it once the job's final status is written. The record's ``webhook`` is set
-    pending (with its fixed id) unless that final write set it already. A second request
-    within two minutes is dropped by the queue; a later one only makes a sender look
-    again. Raises JobNotFound.
+    Call it once the job's final status is written; ``known`` is its record when the
+    caller holds it (a job made without a webhook then costs no read). The record's
+    ``webhook`` is set pending (with its fixed id) unless that final write set it
+    already. A second request within two minutes is dropped by the queue; a later one
+    only makes a sender look again. Raises JobNotFound.
     """
+    if known is not None and known.webhook_url is None:
+        return False  # a job's webhook URL is set when it is made, never later
     while True:
         current = await store.get(job_id)
         state = pending_webhook(current.record)

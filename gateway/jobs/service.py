@@ -286,7 +286,7 @@ class JobService:
             await self.nc.publish(job_cancel_subject(job_id), b"")
         await tell(self.nc, self.store, canceled.record, status_event(canceled.record))
         await blobs.delete_quietly(self.media, _stored(canceled.record))
-        await request_delivery(self.store, job_id)
+        await request_delivery(self.store, job_id, canceled.record)
         return canceled
 
     async def delete(self, job_id: str, owner: str | None) -> None:

@@ -195,8 +195,7 @@ class JobRun:
         self.event(status_event(record))
         await self.flushed()
         await self.release(record)
-        if record.webhook_url is not None:
-            await request_delivery(self.store, self.job_id)
+        await request_delivery(self.store, self.job_id, record)
         return self.current
 
 
@@ -347,8 +346,7 @@ class Workers:
             if record.status.finished:
                 # Cancelled while queued, or done before a redelivery (whose webhook
                 # may not have been queued yet: asking again is harmless).
-                if record.webhook_url is not None:
-                    await request_delivery(self.store, job_id)
+                await request_delivery(self.store, job_id, record)
                 return None
             delivered = msg.metadata.num_delivered or 1
             try:
@@ -371,8 +369,7 @@ class Workers:
                     await tell(self.nc, self.store, failed.record, error_event)
                     await tell(self.nc, self.store, failed.record, status_event(failed.record))
                     await self.release(failed.record)
-                    if record.webhook_url is not None:
-                        await request_delivery(self.store, job_id)
+                    await request_delivery(self.store, job_id, record)
                     return None
                 return await self.store.update(
                     current,
