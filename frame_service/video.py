@@ -15,6 +15,7 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image, ImageChops, ImageStat
 
+from contracts.media import HEAD_BYTES, video_demuxer
 from frame_service import decoding
 from frame_service.cancellation import CancelToken
 from frame_service.decoding import DecodeMeter, DecodeStats
@@ -31,9 +32,6 @@ from frame_service.images import to_picture
 
 log = logging.getLogger(__name__)
 
-# Box types that can start an ISO base media file (MP4, MOV, 3GP).
-_ISO_BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
-_EBML = b"\x1a\x45\xdf\xa3"  # the start of every Matroska and WebM file
 
 _CANDIDATES_PER_FRAME = 3
 _MAX_CANDIDATES = 48
@@ -87,12 +85,8 @@ def open_video(path: str | os.PathLike[str]) -> InputContainer:
     container; OSError if the file itself cannot be opened.
     """
     with open(path, "rb") as fh:
-        head = fh.read(12)
-    if head[4:8] in _ISO_BMFF_BOXES:
-        demuxer = "mov"
-    elif head.startswith(_EBML):
-        demuxer = "matroska"  # WebM is Matroska with fewer codecs
-    else:
+        demuxer = video_demuxer(fh.read(HEAD_BYTES))  # WebM is Matroska with fewer codecs
+    if demuxer is None:
         raise MediaError("the file is not an MP4, MOV, M4V, WebM or MKV video")
     try:
         # Naming the demuxer stops FFmpeg probing the file as a playlist, image

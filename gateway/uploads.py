@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from contracts.media import HEAD_BYTES, sniff
 from contracts.messages import MediaKind
 from gateway.config import Limits
 
@@ -30,28 +31,12 @@ log = logging.getLogger(__name__)
 FILES_FIELD = "files"
 PROMPT_FIELD = "prompt"
 KEEP_FIELD = "keep"  # /analyze/: keep the job it runs as
-_SNIFF_BYTES = 16
+_SNIFF_BYTES = HEAD_BYTES
 _MAX_OTHER_FIELD_BYTES = 8 * 1024
-_ISOBMFF_IMAGE_BRANDS = {
-    b"heic",
-    b"heix",
-    b"hevc",
-    b"heim",
-    b"heis",
-    b"hevm",
-    b"hevs",
-    b"mif1",
-    b"msf1",
-    b"avif",
-    b"avis",
-}
-# What the photos and videos people have are, told by their first bytes, never by name.
+# What the photos and videos people have are, told by their first bytes (contracts.media).
 SUPPORTED = (
     "JPG, PNG, HEIC, HEIF, AVIF, WebP or GIF images, or one MP4, MOV, M4V, WebM or MKV video"
 )
-_EBML = b"\x1a\x45\xdf\xa3"  # Matroska and WebM
-# Older QuickTime movies start with one of these boxes instead of ``ftyp``.
-_QUICKTIME_BOXES = {b"moov", b"mdat", b"wide", b"free", b"pnot"}
 UPLOAD_PREFIX = "imgstory-upload-"  # every upload's temp file starts so (see cleanup)
 
 
@@ -61,20 +46,6 @@ class UploadError(Exception):
 
 class SlowUpload(Exception):
     """The body stalled or took too long to arrive (HTTP 408); the message is for the client."""
-
-
-def sniff(head: bytes) -> MediaKind | None:
-    """The media kind the first bytes of a file announce, or None if unsupported."""
-    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")):
-        return MediaKind.IMAGE
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return MediaKind.IMAGE
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        # ISO base media: HEIF, HEIC and AVIF photos, or MP4, MOV and M4V videos.
-        return MediaKind.IMAGE if head[8:12] in _ISOBMFF_IMAGE_BRANDS else MediaKind.VIDEO
-    if head[4:8] in _QUICKTIME_BOXES or head.startswith(_EBML):
-        return MediaKind.VIDEO
-    return None
 
 
 def megabytes(n: int) -> str:
