@@ -9,6 +9,7 @@ import hashlib
 import io
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -165,6 +166,14 @@ async def fetch_bytes(store: BlobStore, name: str) -> bytes:
         return buf.getvalue()
 
     return await through_elections(fetch, f"fetching {name}")
+
+
+async def copy_object(store: BlobStore, source: str, target: str, directory: str | None) -> None:
+    """Store a copy of object ``source`` as ``target``, through a temp file in
+    ``directory`` (a 50 MB video is never whole in memory). Raises NotFoundError."""
+    with tempfile.NamedTemporaryFile(prefix="imgstory-copy-", dir=directory) as file:
+        await fetch_to_file(store, source, file.name)
+        await put_file(store, target, file.name)
 
 
 async def read_object(store: BlobStore, name: str, write: Callable[[bytes], object]) -> None:

@@ -173,6 +173,23 @@ class FramesExtracted(Message, frozen=True, tag="FramesExtracted"):
 # --- story_service ------------------------------------------------------------------
 
 
+class Length(StrEnum):
+    """How long a story the person asked for; the story service turns it into words and a
+    token cap (a small local model keeps its own, shorter limits)."""
+
+    SHORT = "short"
+    MEDIUM = "medium"
+    LONG = "long"
+
+
+class CastMember(Part, frozen=True):
+    """Someone or something in the pictures, named by the person: "Pumpkin: the orange
+    cat". Data for the story, never instructions to the model."""
+
+    name: str  # in any script; used as given
+    who: str  # how to recognise them in the pictures
+
+
 class WriteStory(StageRequest, frozen=True, kw_only=True, tag="WriteStory"):
     """Write the English story; with ``progress`` set, its text is published as written.
 
@@ -190,6 +207,8 @@ class WriteStory(StageRequest, frozen=True, kw_only=True, tag="WriteStory"):
     # The photos are in the order they were taken (each frame's ``taken_at``), not the
     # order they were uploaded: the model is told so, and the time between them.
     by_capture: bool = False
+    length: Length | None = None  # None: the service's default (medium)
+    cast: list[CastMember] = []
 
 
 class StoryWritten(Message, frozen=True, tag="StoryWritten"):
@@ -199,6 +218,9 @@ class StoryWritten(Message, frozen=True, tag="StoryWritten"):
     # Whether the model saw the pictures themselves, or wrote from the scene facts
     # measured in them (a text-only model); None: a replica too old to say.
     saw_pictures: bool | None = None
+    # What the reader should know about how the story was written, in plain words (a
+    # long story the local model wrote shorter); [] when nothing.
+    warnings: list[str] = []
 
 
 # --- translation_service ------------------------------------------------------------
@@ -217,6 +239,9 @@ class Translate(StageRequest, frozen=True, kw_only=True, tag="Translate"):
     text: str
     target_language: str = "th"
     context: TranslationContext | None = None
+    # The names the person gave the story's cast: each is spelt one way throughout the
+    # Thai, and one already in Thai script is kept exactly as given.
+    names: list[str] = []
 
 
 class Translated(Message, frozen=True, tag="Translated"):
@@ -347,6 +372,8 @@ class JobRecord(Message, frozen=True, tag="JobRecord"):
     uploads: list[JobUpload]
     owner: str | None = None  # the API key's id when keys are on
     prompt: str | None = None
+    length: Length | None = None
+    cast: list[CastMember] = []
     stage: Stage | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -364,6 +391,13 @@ class JobRecord(Message, frozen=True, tag="JobRecord"):
     # The submission's trace context (W3C traceparent): the run's spans are its children.
     trace: dict[str, str] = {}
     webhook: WebhookState | None = None
+    # A kept job's frames, stored under its uploads' names, once its frame stage is done:
+    # another take of it (``again_of``) reads them instead of paying for that stage again.
+    frames: list[Frame] = []
+    video: VideoInfo | None = None
+    # Its uploads and frames are gone (kept for another take for a while after it ended).
+    media_removed: bool = False
+    again_of: str | None = None  # the job whose media this one was told from again
 
 
 class RunJob(Message, frozen=True, tag="RunJob"):

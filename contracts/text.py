@@ -152,3 +152,9 @@ def story_names(english: str) -> list[str]:
     title is capitalised, names or not), of at most MAX_NAME_WORDS words."""
     found = names_in(p for p in split_paragraphs(english) if not is_title(p))
     return [name for name in found if len(name.split()) <= MAX_NAME_WORDS]
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether ``text`` holds ``name`` as a whole word or words (a name the person gave
+    need not be capitalised or stand mid-sentence, as ``names_in`` wants)."""
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) is not None

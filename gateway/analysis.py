@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -24,9 +25,11 @@ from bus.liveness import Liveness
 from contracts.capture import capture_order
 from contracts.messages import (
     Cancel,
+    CastMember,
     ExtractFrames,
     Frame,
     JobUpload,
+    Length,
     MediaKind,
     Stage,
     StoryWritten,
@@ -75,10 +78,18 @@ class Media:
     kind: MediaKind
     uploads: list[JobUpload]
     prompt: str | None = None
+    length: Length | None = None
+    cast: list[CastMember] = field(default_factory=list)
     request_id: str | None = None  # the id the answer carries; the current one if None
     # The key of this run's calls and stored objects (what a Cancel names); a new one
     # made from the request id if None.
     pipeline_key: str | None = None
+    # Frames an earlier run of the same uploads kept (another take): no frame stage.
+    frames: list[Frame] | None = None
+    video: VideoInfo | None = None
+    # Told the frames once the frame stage made them, which then keeps them (stored, not
+    # inline, and not removed): their owner (a kept job) removes them.
+    on_frames: Callable[[list[Frame], VideoInfo | None], None] | None = None
 
 
 @dataclass
@@ -145,6 +156,7 @@ class Analyzer:
             on_thai=lambda piece: channel.text(Stage.TRANSLATING, piece),
             on_start=lambda: _announce(channel, Stage.TRANSLATING),
             by_paragraph=by_paragraph,
+            names=[member.name for member in media.cast],
         )
         if by_paragraph:
             channel.on_paragraph(thai.heard)
@@ -152,7 +164,12 @@ class Analyzer:
         finished = False
         async with channel:
             try:
-                frames, video = await self._frames(request_id, media, stored, channel, liveness)
+                if media.frames:
+                    frames, video = list(media.frames), media.video
+                else:
+                    frames, video = await self._frames(request_id, media, stored, channel, liveness)
+                    if media.on_frames is not None:
+                        media.on_frames(frames, video)
                 by_capture = False
                 if media.kind is MediaKind.IMAGE:  # one frame a photo, in upload order
                     order = capture_order([frame.taken_at for frame in frames])
@@ -172,6 +189,8 @@ class Analyzer:
                     paragraphs=by_paragraph,
                     stream_text=on_progress is not None,  # pieces only for someone watching
                     by_capture=by_capture,
+                    length=media.length,
+                    cast=media.cast,
                 )
                 story = await self._story(request, liveness, thai)
                 clock.append(time.perf_counter())
@@ -196,7 +215,7 @@ class Analyzer:
             paragraphs,
             thai.usage,
         )
-        warnings = thai.warnings
+        warnings = story.warnings + thai.warnings
         for warning in warnings:
             log.warning("request %s: %s", request_id, warning)
         return AnalyzeResponse(
@@ -282,7 +301,7 @@ class Analyzer:
         max_frames = self.settings.max_frames if media.kind is MediaKind.VIDEO else 1
         # Frames come back inline while all of them fit the story request together.
         frames_budget = 0
-        if caps.inline_frames:
+        if caps.inline_frames and media.on_frames is None:
             frames_budget = self._inline_limit() // len(uploads)
         _announce(channel, Stage.EXTRACTING_FRAMES)
         requests = [
@@ -311,7 +330,8 @@ class Analyzer:
             )
             raise
         frames = [frame for reply in replies for frame in reply.frames]
-        stored.frames.extend(frame.object for frame in frames if frame.object)
+        if media.on_frames is None:  # else kept, by whoever hears them
+            stored.frames.extend(frame.object for frame in frames if frame.object)
         video = next((reply.video for reply in replies if reply.video is not None), None)
         return frames, video
 

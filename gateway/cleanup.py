@@ -23,7 +23,7 @@ from nats.js.object_store import ObjectStore
 from bus import blobs
 from gateway.uploads import UPLOAD_PREFIX
 
-JOBS_MEDIA_PREFIX = "jobs/"  # see gateway.jobs.service.media_name
+JOBS_MEDIA_PREFIX = "jobs/"  # see gateway.jobs.media.media_name
 
 log = logging.getLogger(__name__)
 

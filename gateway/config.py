@@ -55,6 +55,9 @@ class Jobs:
     max_queued: int = 1000  # jobs queued or running in all; past it 503; 0: no bound
     max_queued_per_key: int = 0  # ... per API key (per address with keys off); 0: no bound
     inline_bytes: int = 512 * 1024  # an unkept job's uploads up to this ride the queue
+    # Seconds a kept job's uploads and frames stay after it ended, for another take
+    # (POST /jobs/{id}/again); 0: removed as soon as it ends.
+    keep_media: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,13 @@ def _jobs(read: Env, bucket: Bucket) -> Jobs:
         max_queued_per_key=read.integer(
             "IMGSTORY_MAX_QUEUED_PER_KEY", Jobs.max_queued_per_key, minimum=0
         ),
+        keep_media=read.number("IMGSTORY_JOB_KEEP_MEDIA", Jobs.keep_media, minimum=0),
     )
+    if jobs.keep_media > jobs.ttl:
+        raise SettingsError(
+            f"IMGSTORY_JOB_KEEP_MEDIA ({jobs.keep_media:g} s) must be at most IMGSTORY_JOB_TTL "
+            f"({jobs.ttl:g} s): a job's media go with it"
+        )
     if bucket.ttl < jobs.ttl:
         raise SettingsError(
             f"IMGSTORY_BLOB_TTL ({bucket.ttl:g} s) must be at least IMGSTORY_JOB_TTL "

@@ -23,7 +23,9 @@ from bus.jobs import JobNotFound
 from bus.logs import REQUEST_ID
 from bus.rpc import CallError, RemoteFailure
 from gateway.disconnect import ClientGone
-from gateway.jobs.service import JobFinished, KeyInUse, KeyReused, QueueFull
+from gateway.jobs.admission import QueueFull
+from gateway.jobs.media import MediaGone
+from gateway.jobs.service import JobFinished, KeyInUse, KeyReused
 from gateway.jobs.webhooks import WebhookRefused
 from gateway.jobs.worker import JobFailed
 from gateway.request_ids import HEADER, from_header
@@ -39,6 +41,7 @@ ERROR_RESPONSES = {
     404: "No such job (never made, deleted, expired, or another key's)",
     408: "The upload stalled or took too long to arrive",
     409: "The job has ended already",
+    410: "The job's photos or video are no longer kept: upload them again",
     422: "The media is valid but holds nothing usable (e.g. no video stream); for POST "
     "/jobs also an Idempotency-Key sent before with another request",
     429: "The model provider's rate limit was hit, or this client's rate limit; see Retry-After",
@@ -86,6 +89,11 @@ def problem_of(exc: BaseException) -> Problem:
             return Problem(status_codes.HTTP_409_CONFLICT, str(exc))
         case KeyReused():
             return Problem(status_codes.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
+        case MediaGone():
+            return Problem(
+                status_codes.HTTP_410_GONE,
+                "this job's photos or video are no longer kept for another take: upload them again",
+            )
         case QueueFull(retry_after=wait):
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
             return Problem(HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers, "queue_full")
@@ -179,6 +187,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = dict.fromkeys(
         JobFinished,
         KeyInUse,
         KeyReused,
+        MediaGone,
         QueueFull,
         HTTPException,
         Exception,

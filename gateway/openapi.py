@@ -32,10 +32,12 @@ from litestar.openapi.spec import (
 
 from gateway.config import Limits, Settings
 from gateway.schemas import ErrorResponse
+from gateway.steering import CAST_FIELD, CAST_SCHEMA, LENGTH_FIELD, LENGTH_SCHEMA
 from gateway.uploads import FILES_FIELD, KEEP_FIELD, PROMPT_FIELD, SUPPORTED, megabytes
 
 UPLOAD_BODY = "Upload"
 JOB_BODY = "JobUpload"
+AGAIN_BODY = "Again"
 WEBHOOK_FIELD = "webhook_url"
 # What the file parts are; the server goes by their first bytes, not by this header.
 FILE_TYPES = "image/jpeg, image/png, video/mp4"
@@ -168,6 +170,42 @@ class JobOperation(DocumentedOperation):
 
 
 @dataclass
+class AgainOperation(JobOperation):
+    """POST /jobs/{id}/again: what to change, as JSON."""
+
+    def __post_init__(self) -> None:
+        self.request_body = Reference(ref=f"#/components/requestBodies/{AGAIN_BODY}")
+        super().__post_init__()
+
+
+def again_body(limits: Limits) -> RequestBody:
+    """What another take of a job may change: each field absent keeps the original's."""
+    return RequestBody(
+        required=False,
+        description="Optional JSON: any of `prompt`, `length` and `cast`, each as the upload "
+        "form takes it; a field left out keeps the original job's, an empty prompt or cast "
+        "clears it. No body keeps everything (another take of the same story).",
+        content={
+            "application/json": OpenAPIMediaType(
+                schema=Schema(
+                    type=OpenAPIType.OBJECT,
+                    properties={
+                        PROMPT_FIELD: Schema(
+                            type=OpenAPIType.STRING,
+                            max_length=limits.max_prompt_chars,
+                            description="The style prompt; empty for the default one.",
+                        ),
+                        LENGTH_FIELD: LENGTH_SCHEMA,
+                        CAST_FIELD: CAST_SCHEMA,
+                    },
+                    examples=[{LENGTH_FIELD: "long", CAST_FIELD: "Pumpkin: the orange cat"}],
+                )
+            )
+        },
+    )
+
+
+@dataclass
 class SubmitJobOperation(JobOperation):
     """POST /jobs: the upload form with a webhook_url."""
 
@@ -241,6 +279,8 @@ def upload_body(limits: Limits, job: bool = False, webhook: bool = False) -> Req
                             "Anthony Bourdain'. A default prompt is used when absent or blank.",
                             examples=[SEED_PROMPT],
                         ),
+                        LENGTH_FIELD: LENGTH_SCHEMA,
+                        CAST_FIELD: CAST_SCHEMA,
                         **extra,
                     },
                 ),
@@ -276,6 +316,7 @@ def openapi_config(settings: Settings) -> OpenAPIConfig:
             request_bodies={
                 UPLOAD_BODY: upload_body(settings.limits),
                 JOB_BODY: upload_body(settings.limits, job=True, webhook=settings.webhooks.enabled),
+                AGAIN_BODY: again_body(settings.limits),
             },
             security_schemes=_SECURITY_SCHEMES if keys else None,
         ),

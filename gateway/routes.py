@@ -21,7 +21,9 @@ from contracts.subjects import SERVICES, ServiceSpec, ping_subject
 from gateway.config import MIB, Limits, Settings
 from gateway.disconnect import until_disconnected
 from gateway.errors import ERROR_RESPONSES
-from gateway.jobs.service import AwaitedJob, JobService, Submitter
+from gateway.jobs.admission import Submitter
+from gateway.jobs.awaiting import AwaitedJob
+from gateway.jobs.service import JobService
 from gateway.limits import caller
 from gateway.metrics import STATS_WINDOW, Metrics
 from gateway.openapi import (
@@ -32,6 +34,7 @@ from gateway.openapi import (
 )
 from gateway.request_ids import current
 from gateway.schemas import AnalyzeResponse, Health
+from gateway.steering import STEERING_FIELDS, steer
 from gateway.streaming import stream_analysis
 from gateway.uploads import KEEP_FIELD, ReceivedForm, UploadError, receive_form
 
@@ -42,7 +45,7 @@ _answers = msgspec.json.Decoder(AnalyzeResponse)
 def _keep(form: ReceivedForm) -> bool:
     """The form's ``keep`` field: keep the analysis's job rather than remove it once
     answered. Raises UploadError for a value that is not a yes or a no."""
-    value = form.fields.get(KEEP_FIELD, "false")
+    value = form.fields.get(KEEP_FIELD, "").strip() or "false"
     if value not in ("true", "false"):  # a JSON boolean, as the document says
         raise UploadError(f"'{KEEP_FIELD}' is true or false")
     return value == "true"
@@ -139,13 +142,15 @@ async def analyze_stream(request: Request, state: State) -> ServerSentEvent:
 
 async def _received(request: Request, settings: Settings) -> ReceivedForm:
     """The upload form of /analyze/ and /analyze/stream, on disk under the limits."""
-    return await receive_form(
+    form = await receive_form(
         request.headers.get("content-type"),
         request.stream(),
         settings.limits,
         settings.upload_dir,
-        extra_fields=(KEEP_FIELD,),
+        extra_fields=(KEEP_FIELD, *STEERING_FIELDS),
     )
+    steer(form)
+    return form
 
 
 def _kept(waiting: AwaitedJob) -> dict[str, str]:

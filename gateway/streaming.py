@@ -10,7 +10,9 @@ from litestar.response import ServerSentEventMessage
 
 from contracts.messages import JobEvent
 from gateway.errors import log_problem, problem_of
-from gateway.jobs.service import AwaitedJob, JobService, Submitter
+from gateway.jobs.admission import Submitter
+from gateway.jobs.awaiting import AwaitedJob
+from gateway.jobs.service import JobService
 from gateway.request_ids import current
 from gateway.uploads import ReceivedForm
 

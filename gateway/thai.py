@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from contracts.messages import Translate, Translated, TranslationContext, Usage
@@ -41,8 +41,10 @@ class StoryTranslation:
         on_thai: Callable[[str], None] | None = None,
         on_start: Callable[[], None] | None = None,
         by_paragraph: bool = True,
+        names: Sequence[str] = (),
     ) -> None:
         self._translate = translate
+        self._names = list(names)  # the cast's names, spelt one way throughout
         # False: the whole story in one call once it is written (a local model on the
         # CPU, which gains nothing from calls side by side).
         self._by_paragraph = by_paragraph
@@ -120,7 +122,10 @@ class StoryTranslation:
         self._thai.pop(start, None)
         self._doubts.pop(start, None)
         request = Translate(
-            request_id=self._request_id, text=text, context=self._context(start, paragraphs)
+            request_id=self._request_id,
+            text=text,
+            context=self._context(start, paragraphs),
+            names=[name for name in self._names if name in text],
         )
         call = asyncio.create_task(self._translate(request))
         self._calls[start] = call

@@ -20,7 +20,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from contracts.media import HEAD_BYTES, sniff
-from contracts.messages import MediaKind
+from contracts.messages import CastMember, Length, MediaKind
 from gateway.config import Limits
 
 if TYPE_CHECKING:  # a TypedDict the library declares for type checkers only
@@ -67,7 +67,12 @@ class ReceivedForm:
 
     files: list[ReceivedFile] = field(default_factory=list)
     prompt: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)  # the extra text fields asked for
+    # The extra text fields asked for, as sent (blank space kept: a field's rules are on
+    # the text as sent, as the OpenAPI document states them).
+    fields: dict[str, str] = field(default_factory=dict)
+    # How the story is steered (gateway.steering reads them from ``fields``).
+    length: Length | None = None
+    cast: list[CastMember] = field(default_factory=list)
 
     @property
     def kind(self) -> MediaKind:
@@ -136,6 +141,8 @@ class _FormSink:
             if self._prompt_seen:
                 raise UploadError("send at most one 'prompt' field")
             self._prompt_seen = True
+        if self._name in self.extra_fields:
+            self._extra.setdefault(self._name, bytearray())  # sent, even if empty
         if self._name != FILES_FIELD:
             return
         images = sum(1 for f in self.form.files if f.kind is MediaKind.IMAGE)
@@ -248,11 +255,9 @@ class _FormSink:
             self.form.prompt = prompt.strip() or None
         for name, raw in self._extra.items():
             try:
-                value = raw.decode("utf-8").strip()
+                self.form.fields[name] = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise UploadError(f"'{name}' is not valid UTF-8 text") from err
-            if value:
-                self.form.fields[name] = value
         return self.form
 
     def abort(self) -> None:

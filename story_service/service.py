@@ -18,6 +18,7 @@ from llm.errors import ModelRejected, ModelUnavailable, RateLimited
 from llm.provider import build_chat
 from story_service.config import Settings
 from story_service.paragraphs import ParagraphCutter
+from story_service.steering import plan
 from story_service.story import StoryFrame, VideoFacts, tidy_paragraphs, write_story
 
 ERRORS = {
@@ -73,14 +74,20 @@ class StoryWriter:
             if cutter is not None:
                 cutter.feed(piece)
 
+        steering = plan(
+            request.length,
+            self.settings.words,
+            self.settings.max_tokens,
+            small=self.chat.profile.small,
+        )
         story = await write_story(
             self.chat,
             frames,
             request.prompt,
             video,
             detail=self.settings.image_detail,
-            max_tokens=self.settings.max_tokens,
-            words=self.settings.words,
+            max_tokens=steering.max_tokens,
+            words=steering.words,
             temperature=self.settings.temperature,
             on_text=hear if request.progress else None,
             # A first answer that was garbage: its last paragraph, still in the cutter, is
@@ -88,6 +95,8 @@ class StoryWriter:
             on_retry=cutter.discard if cutter is not None else None,
             deadline=request.deadline,
             by_capture=request.by_capture,
+            words_asked=request.length is not None,
+            cast=request.cast,
         )
         if cutter is not None:
             cutter.close()
@@ -96,6 +105,7 @@ class StoryWriter:
             usage=story.usage,
             model=story.model,
             saw_pictures=self.chat.profile.sees_images,
+            warnings=list(steering.warnings),
         )
 
 

@@ -10,7 +10,6 @@ and follows GET /jobs/{id}/events; the job goes on when the page is closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import json
 import re
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from nats.aio.client import Client
 from PIL import Image
 from playwright.async_api import (
     Browser,
@@ -34,8 +32,6 @@ from playwright.async_api import (
     expect,
 )
 
-from bus import blobs
-from bus.jobs import JobNotFound, JobStore
 from devstack.fake_answers import Delay, Reply, Status
 from devstack.gateway import running_gateway
 from devstack.processes import ROOT, free_port
@@ -146,16 +142,8 @@ async def site(nats_url, services, tmp_path_factory) -> AsyncIterator[str]:
 
 
 @pytest.fixture(autouse=True)
-async def no_job_left(nc: Client, blob_store) -> AsyncIterator[None]:
-    """Each test's jobs are deleted after it, as their owner would, with their media (before
-    the blob store is checked for leftovers: this fixture ends first)."""
-    yield
-    store = await JobStore.open(nc.jetstream())
-    for job_id in await store.job_ids():
-        with contextlib.suppress(JobNotFound):
-            record = (await store.get(job_id)).record
-            await blobs.delete_quietly(blob_store, [u.name for u in record.uploads if u.stored])
-            await store.delete(job_id)
+def _no_job_left(no_job_left: None) -> None:
+    """Each test's jobs are deleted after it (tests/support/fixtures.py)."""
 
 
 @dataclass
@@ -1057,8 +1045,10 @@ async def test_keyboard_reaches_the_picker_presets_prompt_and_submit(new_tab, op
     await page.focus("#prompt")
     await page.keyboard.type("A short tale about a cup of coffee.")
     await expect(page.locator("#prompt-used")).to_have_text("35")
-    await page.keyboard.press("Tab")
-    await expect(page.locator("#submit")).to_be_focused()
+    # Then the length (one stop for the three), the cast's button, and the submit.
+    for stop in ("#length-medium", "#cast-add", "#submit"):
+        await page.keyboard.press("Tab")
+        await expect(page.locator(stop)).to_be_focused()
     await page.keyboard.press("Enter")
     await expect(page.locator("#results")).to_be_visible(timeout=60_000)
     await expect(page.locator("#english-title")).to_be_focused()
@@ -1201,3 +1191,83 @@ async def test_the_page_asks_for_the_api_key_once_and_keeps_it_for_the_tab(
         assert shared.problems == []
         await shared.page.context.close()
         await tab.page.context.close()
+
+
+async def test_length_and_names_steer_the_story_and_write_another_retells_it(
+    new_tab, openai, blob_store
+):
+    tab = await new_tab()
+    page = tab.page
+    await page.set_input_files("#files", sample_photo("rocket.jpg"))
+    # The length is three radio buttons, reached and changed by keyboard.
+    await expect(page.get_by_role("radio", name="Medium")).to_be_checked()
+    await page.get_by_role("radio", name="Medium").focus()
+    await page.keyboard.press("ArrowLeft")
+    await expect(page.get_by_role("radio", name="Short")).to_be_checked()
+    # The cast: a row per name, each field named for a screen reader.
+    await page.get_by_role("button", name="+ Add a name").click()
+    await expect(page.get_by_label("Name 1", exact=True)).to_be_focused()
+    await page.keyboard.type("Pumpkin")
+    await page.get_by_label("Who is name 1").fill("the orange cat")
+    await page.get_by_role("button", name="+ Add a name").click()
+    await page.get_by_label("Name 2", exact=True).fill("ยายสมศรี")
+    # A name with nobody described is said before anything is sent.
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page.locator("#files-error")).to_contain_text("Say who or what ยายสมศรี is")
+    assert tab.submissions() == []
+    await page.get_by_label("Who is name 2").fill("the woman in the blue dress")
+    await tab.shot("steer-1-ready")
+
+    await page.get_by_role("button", name="Write my story").click()
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+    first_job = job_id_of(page)
+    asked_for = (await until_ended(tab.base, first_job))["request"]
+    assert asked_for == {
+        "prompt": None,
+        "length": "short",
+        "cast": ["Pumpkin: the orange cat", "ยายสมศรี: the woman in the blue dress"],
+    }
+    first = openai.requests[0]
+    assert "<cast>\nPumpkin: the orange cat\nยายสมศรี: the woman in the blue dress\n</cast>" in (
+        first.text
+    )
+    assert "80 to 120 words" in first.text
+
+    # Another take: longer, from the same photo, nothing uploaded again.
+    another = page.get_by_role("button", name="Write another")
+    await expect(another).to_be_visible()
+    await page.get_by_role("radio", name="Long").check()
+    asked = len(openai.requests)
+    async with page.expect_response(lambda r: r.url.endswith("/again")) as info:
+        await another.click()
+    answer = await info.value
+    assert answer.status == 202
+    sent = json.loads(answer.request.post_data or "{}")
+    assert sent == {
+        "prompt": "",
+        "length": "long",
+        "cast": "Pumpkin: the orange cat\nยายสมศรี: the woman in the blue dress",
+    }
+    await expect(page.locator("#results")).to_be_visible(timeout=60_000)
+    assert job_id_of(page) != first_job
+    job = await until_ended(tab.base, job_id_of(page))
+    assert job["again_of"] == first_job and job["status"] == "succeeded"
+    assert "350 to 450 words" in openai.requests[asked].text
+    assert len(tab.submissions()) == 1  # no second upload
+    await tab.shot("steer-2-another")
+
+
+async def test_the_length_and_names_fit_a_360px_phone(new_tab):
+    tab = await new_tab(width=360, height=740)
+    page = tab.page
+    for _ in range(3):
+        await page.get_by_role("button", name="+ Add a name").click()
+    await page.get_by_label("Who is name 3").fill("a very long description of who is in the photo")
+    await expect(page.get_by_role("radio", name="Long")).to_be_visible()
+    assert await tab.scroll_width() <= 360
+    await page.get_by_role("button", name="Remove name 2").click()
+    await expect(page.locator("#cast li")).to_have_count(2)
+    await expect(page.get_by_label("Who is name 2")).to_have_value(
+        "a very long description of who is in the photo"
+    )
+    await tab.shot("phone-steer")

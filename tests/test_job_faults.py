@@ -430,6 +430,7 @@ async def test_an_expired_job_is_gone_though_no_gateway_ran_to_sweep_it(
         await eventually(lambda: _nothing_left(empty_nats_url, job["id"]), timeout=TTL + 5)
         left = await leftovers(empty_nats_url, job["id"])
     assert done["status"] == "succeeded"
-    # Its story told, its upload was removed at once; the record and events stay till expiry.
-    assert kept["record"] == 1 and kept["events"] > 0 and kept["media"] == 0, kept
+    # Its story told, its upload and the frame read from it are kept for another take;
+    # the record, the events and those stay till expiry.
+    assert kept["record"] == 1 and kept["events"] > 0 and kept["media"] == 2, kept
     assert left == {"record": 0, "events": 0, "work": 0, "media": 0}, left

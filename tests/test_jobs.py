@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from nats.aio.client import Client
 from standardwebhooks import Webhook
 
 from bus import blobs
-from bus.jobs import JobNotFound, JobStore
 from contracts.messages import JobEvent, Progress
 from contracts.subjects import JOB_EVENTS_STREAM, JOB_LIVE_PREFIX, JOBS_BUCKET, JOBS_STREAM
 from devstack.fake_answers import Reply
@@ -28,17 +26,7 @@ from tests.support.receiver import running_receiver
 KEY_A, KEY_B = "key-a-" + "a" * 20, "key-b-" + "b" * 20
 
 
-@pytest.fixture(autouse=True)
-async def no_job_left(nc: Client, services) -> AsyncIterator[None]:
-    """Each test's kept jobs are deleted after it, as their owner would, with their media."""
-    yield
-    store = await JobStore.open(nc.jetstream())
-    media = await blobs.open_bucket(nc.jetstream())
-    for job_id in await store.job_ids():
-        with contextlib.suppress(JobNotFound):
-            record = (await store.get(job_id)).record
-            await blobs.delete_quietly(media, [u.name for u in record.uploads if u.stored])
-            await store.delete(job_id)
+pytestmark = pytest.mark.usefixtures("no_job_left")
 
 
 def files_of(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -85,12 +73,17 @@ async def test_a_job_is_accepted_then_answers_what_analyze_would(gateway, openai
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
     assert done["attempts"] == 1 and done["stage"] is None
     assert done["created_at"] <= done["started_at"] <= done["finished_at"] < done["expires_at"]
-    assert done["media"] == {"kind": "image", "files": 1}
+    kept_until = done["media"].pop("kept_until")
+    assert done["media"] == {"kind": "image", "files": 1, "kept": True}
+    # Kept an hour after it ended, for another take (IMGSTORY_JOB_KEEP_MEDIA).
+    assert kept_until > done["finished_at"]
     assert done["urls"] == {
         "self": f"/jobs/{job['id']}",
         "events": f"/jobs/{job['id']}/events",
         "cancel": f"/jobs/{job['id']}/cancel",
+        "again": f"/jobs/{job['id']}/again",
     }
+    assert done["request"] == {"prompt": None, "length": None, "cast": []}
 
 
 async def test_an_upload_error_is_400_before_any_job_exists(gateway, nc: Client):
@@ -163,13 +156,12 @@ async def test_delete_leaves_nothing_in_the_bucket_the_streams_or_the_kv(
             name.startswith(f"jobs/{job['id']}/") for name in await blobs.list_names(blob_store)
         )
         await _until_finished(client, job["urls"]["self"])
-        # Its story told, nothing reads its upload: gone at once, not at expiry.
-        for _ in range(50):
-            names = await blobs.list_names(blob_store)
-            if not any(name.startswith(f"jobs/{job['id']}/") for name in names):
-                break
-            await asyncio.sleep(0.05)
-        assert not any(name.startswith(f"jobs/{job['id']}/") for name in names)
+        # Kept for another take: the upload and the frame read from it.
+        names = await blobs.list_names(blob_store)
+        assert sorted(n for n in names if n.startswith(f"jobs/{job['id']}/")) == [
+            f"jobs/{job['id']}/upload-0",
+            f"jobs/{job['id']}/upload-0/frame-0",
+        ]
         deleted = await client.delete(job["urls"]["self"])
         gone = await client.get(job["urls"]["self"])
         events_gone = await client.get(job["urls"]["events"])

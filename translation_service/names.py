@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from contracts.messages import Usage
-from contracts.text import story_names
+from contracts.text import mentions, story_names
 from llm.chat import ChatModel
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,11 @@ def _squeezed(thai: str) -> str:
 
 
 def misspelt_names(english: str, thai: str, spellings: Mapping[str, str]) -> list[str]:
-    """The names of `english` with a spelling in `spellings` that `thai` does not hold."""
+    """The names of `english` (its own, and any other in `spellings` it mentions, as
+    the cast's) with a spelling in `spellings` that `thai` does not hold."""
     held = _squeezed(thai)
-    return [
-        name
-        for name in story_names(english)
-        if name in spellings and _squeezed(spellings[name]) not in held
-    ]
+    named = dict.fromkeys([*story_names(english), *(n for n in spellings if mentions(english, n))])
+    return [name for name in named if name in spellings and _squeezed(spellings[name]) not in held]
 
 
 def spelling_instruction(spellings: Mapping[str, str]) -> str:

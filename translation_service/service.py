@@ -50,6 +50,7 @@ class Translator:
             deadline=request.deadline,
             speller=self.speller,
             explain_retry=not self.small,
+            names=request.names,
         )
         return Translated(
             text=thai.text, usage=thai.usage, model=thai.model, warnings=list(thai.problems)

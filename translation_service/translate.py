@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import math
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.messages import TranslationContext, Usage
-from contracts.text import PARAGRAPH_SEPARATOR, cut_paragraphs, names_in, story_names
+from contracts.text import PARAGRAPH_SEPARATOR, cut_paragraphs, mentions, names_in, story_names
 from llm.chat import ChatModel, Completion
 from llm.second_try import Attempt, second_try
 from translation_service.faithful import paragraph_count, problems
@@ -185,6 +185,7 @@ async def translate_to_thai(
     deadline: float | None = None,
     speller: NameSpeller | None = None,
     explain_retry: bool = True,
+    names: Sequence[str] = (),
 ) -> Translation:
     """Translate `english` into Thai, checking the answer and retrying once if it fails.
 
@@ -210,14 +211,20 @@ async def translate_to_thai(
     `explain_retry` False (the small local model, which translates a correction into its
     answer: "your answer does not match the English" came back in Thai), the second
     attempt is the same request sampled at RETRY_TEMPERATURE, so that it differs from
-    the first, and the better answer is kept.
+    the first, and the better answer is kept. ``names`` are the names the person gave
+    the story's cast: one in Thai script is to be written exactly as given, and (with a
+    `speller`) one in other letters is spelt as the story's own names are, and both are
+    checked in the answer.
     Raises ValueError for empty text, NotThai when no answer reached `min_share` Thai
     letters, and the model's llm.errors.ModelError subclasses.
     """
     if not english.strip():
         raise ValueError("there is no English text to translate")
-    spelt = await speller.spell(story_names(english)) if speller is not None else Spelt({})
-    spellings = spelt.spellings
+    cast = [name for name in names if mentions(english, name)]
+    given = {name: name for name in cast if thai_share(name) >= 0.5}  # kept as given
+    to_spell = [*story_names(english), *(name for name in cast if name not in given)]
+    spelt = await speller.spell(to_spell) if speller is not None else Spelt({})
+    spellings = {**spelt.spellings, **given}
     messages = build_translation_messages(english, context, spellings)
     budget = answer_budget(english, max_tokens)
     max_paragraphs = paragraph_count(english) if trim_extra_paragraphs else None

@@ -13,19 +13,17 @@ from collections.abc import AsyncIterator
 import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.object_store import ObjectStore
 
 from bus import blobs
+from bus.blobs import BlobStore
 from bus.job_keys import JobKeys
 from bus.jobs import JobsConfig, JobStore
-from contracts.messages import JobRecord
 from gateway.analysis import Analyzer
 from gateway.config import Settings
 from gateway.jobs.deliveries import Senders, open_deliveries
 from gateway.jobs.loops import stopped
 from gateway.jobs.runner import AnalysisRunner
 from gateway.jobs.service import JobService
-from gateway.jobs.views import job_view
 from gateway.jobs.worker import Workers, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -37,7 +35,7 @@ STOP_GRACE = 30.0
 
 @contextlib.asynccontextmanager
 async def running_jobs(
-    nc: Client, media: ObjectStore, analyzer: Analyzer, settings: Settings
+    nc: Client, media: BlobStore, analyzer: Analyzer, settings: Settings
 ) -> AsyncIterator[JobService]:
     """The job service, with this gateway's workers running and its sweep going."""
     jobs = settings.jobs
@@ -52,13 +50,24 @@ async def running_jobs(
     store = await JobStore.open(js, config)
     await open_deliveries(js, config)
     keys = await JobKeys.open(js, config)
-    service = JobService(nc, store, keys, media, jobs, on_ended=analyzer.metrics.job_ended)
-    senders = Senders(store, settings.webhooks, render=_render)
+    service = JobService(
+        nc,
+        store,
+        keys,
+        media,
+        jobs,
+        on_ended=analyzer.metrics.job_ended,
+        scratch=settings.upload_dir,
+    )
+    # A webhook's body: the job as GET /jobs/{id} shows it.
+    senders = Senders(
+        store, settings.webhooks, render=lambda record: _json.encode(service.view(record))
+    )
     name = f"gateway-{socket.gethostname()}-{os.getpid()}"
     workers = Workers(
         nc,
         store,
-        AnalysisRunner(analyzer),
+        AnalysisRunner(analyzer, keep_frames=jobs.keep_media > 0),
         WorkerSettings(
             workers=jobs.workers,
             max_attempts=jobs.max_attempts,
@@ -78,11 +87,6 @@ async def running_jobs(
         await workers.close(grace=STOP_GRACE)
         await senders.close()
         await service.close()
-
-
-def _render(record: JobRecord) -> bytes:
-    """A webhook's body: the job as GET /jobs/{id} shows it."""
-    return _json.encode(job_view(record))
 
 
 async def _sweep_forever(service: JobService, every: float, stop: asyncio.Event) -> None:

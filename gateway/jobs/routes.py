@@ -18,13 +18,28 @@ from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 from bus.jobs import JobNotFound, JobStore
 from contracts.messages import JobStatus
 from gateway.errors import ERROR_RESPONSES
-from gateway.jobs.service import JobService, Submitter
-from gateway.jobs.views import JobPage, JobView, job_view
+from gateway.jobs.admission import Submitter
+from gateway.jobs.service import JobService, Steering
+from gateway.jobs.views import JobPage, JobView
 from gateway.jobs.webhooks import check_target
 from gateway.limits import caller
-from gateway.openapi import WEBHOOK_FIELD, JobOperation, SubmitJobOperation, error_responses
+from gateway.openapi import (
+    WEBHOOK_FIELD,
+    AgainOperation,
+    JobOperation,
+    SubmitJobOperation,
+    error_responses,
+)
 from gateway.request_ids import current
-from gateway.uploads import ReceivedForm, receive_form
+from gateway.steering import (
+    CAST_FIELD,
+    LENGTH_FIELD,
+    STEERING_FIELDS,
+    read_cast,
+    read_length,
+    steer,
+)
+from gateway.uploads import ReceivedForm, UploadError, receive_form
 
 # Any text: an id that names no job (or not the caller's) is 404, as an unknown one is.
 JobId = Annotated[str, Parameter(description="The job's id, as POST /jobs answered it")]
@@ -40,9 +55,10 @@ def _owner(request: Request, state: State) -> str | None:
 
 
 def _fingerprint(form: ReceivedForm, webhook_url: str | None) -> str:
-    """A digest of what a submission asks for: its files' bytes, prompt and webhook."""
+    """A digest of what a submission asks for: its files' bytes, prompt, steering and webhook."""
     digest = hashlib.sha256()
-    for part in (form.prompt or "", webhook_url or ""):
+    cast = "\n".join(f"{member.name}:{member.who}" for member in form.cast)
+    for part in (form.prompt or "", webhook_url or "", form.length or "", cast):
         digest.update(part.encode() + b"\0")
     for received in form.files:
         digest.update(f"{received.size}\0".encode())
@@ -91,11 +107,12 @@ async def submit_job(
         request.stream(),
         settings.limits,
         settings.upload_dir,
-        extra_fields=(WEBHOOK_FIELD,),
+        extra_fields=(WEBHOOK_FIELD, *STEERING_FIELDS),
     )
+    steer(form)
     jobs: JobService = state.jobs
     try:
-        webhook_url = form.fields.get(WEBHOOK_FIELD)
+        webhook_url = form.fields.get(WEBHOOK_FIELD, "").strip() or None
         if webhook_url is not None:
             webhook_url = await check_target(webhook_url, settings.webhooks)
         submitter = Submitter.of(caller(request.scope), bool(settings.admission.api_keys))
@@ -113,8 +130,76 @@ async def submit_job(
             )
     finally:
         form.discard()
-    view = job_view(job.record)
+    view = jobs.view(job.record)
     return Response(view, status_code=202, headers={"Location": view.urls.self_})
+
+
+class AgainBody(msgspec.Struct, forbid_unknown_fields=False):
+    """What another take changes (gateway.openapi.again_body documents it)."""
+
+    prompt: str | msgspec.UnsetType = msgspec.UNSET
+    length: str | msgspec.UnsetType = msgspec.UNSET
+    cast: str | msgspec.UnsetType = msgspec.UNSET
+
+
+MAX_AGAIN_BODY = 16 * 1024
+
+
+@post(
+    "/jobs/{job_id:str}/again",
+    summary="Another take of a job: a new job on the same photos or video, no upload",
+    description=(
+        "While the job's media are kept (until `media_kept_until`, an hour after it ended by "
+        "default), starts a new job on copies of them, with any of `prompt`, `length` and "
+        "`cast` changed; the frames the first job read are reused, so the new job goes "
+        "straight to the story. Answers 202 with the new job (its `again_of` names this "
+        "one), as POST /jobs does; 410 once the media are gone."
+    ),
+    status_code=202,
+    operation_class=AgainOperation,
+    responses=_errors(400, 401, 404, 410, 503),
+)
+async def again_job(request: Request, state: State, job_id: JobId) -> Response[JobView]:
+    settings = state.settings
+    steering = _steering(await _small_body(request), settings.limits.max_prompt_chars)
+    jobs: JobService = state.jobs
+    submitter = Submitter.of(caller(request.scope), bool(settings.admission.api_keys))
+    job = await jobs.again(job_id, submitter, steering, request_id=current())
+    view = jobs.view(job.record)
+    return Response(view, status_code=202, headers={"Location": view.urls.self_})
+
+
+async def _small_body(request: Request) -> bytes:
+    """The request's body, refused (400) past MAX_AGAIN_BODY bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_AGAIN_BODY:
+            raise UploadError("the body is too large: send a small JSON object")
+    return bytes(body)
+
+
+def _steering(body: bytes, max_prompt_chars: int) -> Steering:
+    """What the JSON ``body`` (maybe empty) asks to change. Raises UploadError."""
+    try:
+        asked = msgspec.json.decode(body or b"{}", type=AgainBody)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise UploadError(
+            f"send a JSON object with any of 'prompt', 'length' and 'cast' ({err})"
+        ) from None
+    fields = {
+        name: value
+        for name, value in ((LENGTH_FIELD, asked.length), (CAST_FIELD, asked.cast))
+        if isinstance(value, str)
+    }
+    prompt = asked.prompt if isinstance(asked.prompt, str) else None
+    if prompt is not None and len(prompt) > max_prompt_chars:
+        raise UploadError(f"prompt is too long: at most {max_prompt_chars} characters")
+    return Steering(
+        prompt=None if prompt is None else prompt.strip(),
+        length=read_length(fields),
+        cast=read_cast(fields) if CAST_FIELD in fields else None,
+    )
 
 
 @get(
@@ -125,7 +210,7 @@ async def submit_job(
 )
 async def get_job(request: Request, state: State, job_id: JobId) -> JobView:
     jobs: JobService = state.jobs
-    return job_view((await jobs.get(job_id, _owner(request, state))).record)
+    return jobs.view((await jobs.get(job_id, _owner(request, state))).record)
 
 
 @get(
@@ -151,7 +236,7 @@ async def list_jobs(
     page = records[:limit]
     more = len(records) > limit
     return JobPage(
-        jobs=[job_view(record) for record in page], next_cursor=page[-1].id if more else None
+        jobs=[jobs.view(record) for record in page], next_cursor=page[-1].id if more else None
     )
 
 
@@ -212,7 +297,7 @@ async def _replay(
 )
 async def cancel_job(request: Request, state: State, job_id: JobId) -> JobView:
     jobs: JobService = state.jobs
-    return job_view((await jobs.cancel(job_id, _owner(request, state))).record)
+    return jobs.view((await jobs.cancel(job_id, _owner(request, state))).record)
 
 
 @delete(
@@ -249,4 +334,4 @@ def job_routes(keys_on: bool) -> list[HTTPRouteHandler]:
     routes = [_allow("/jobs/{job_id:str}", ["DELETE", "GET", "OPTIONS"])]
     if keys_on:
         routes += [_allow("/jobs", ["GET", "OPTIONS", "POST"]), list_jobs]
-    return [*routes, submit_job, get_job, delete_job, job_events, cancel_job]
+    return [*routes, submit_job, get_job, delete_job, job_events, cancel_job, again_job]

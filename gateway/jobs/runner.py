@@ -75,10 +75,15 @@ def attempt_key(record: JobRecord, attempt: int) -> str:
 
 
 class AnalysisRunner:
-    """Runs a job as the synchronous call would, and answers with its JSON."""
+    """Runs a job as the synchronous call would, and answers with its JSON.
 
-    def __init__(self, analyzer: Analyzer) -> None:
+    With ``keep_frames``, a kept job keeps the frames its frame stage made (recorded on
+    the job, removed with its media) for another take, which reads them instead.
+    """
+
+    def __init__(self, analyzer: Analyzer, keep_frames: bool = False) -> None:
         self.analyzer = analyzer
+        self.keep_frames = keep_frames
 
     async def __call__(self, record: JobRecord, uploads: list[JobUpload], job: JobRun) -> bytes:
         """Raises JobFailed with what the synchronous call would have answered
@@ -95,8 +100,13 @@ class AnalysisRunner:
             kind=record.kind,
             uploads=uploads,
             prompt=record.prompt,
+            length=record.length,
+            cast=record.cast,
             request_id=request_id,
             pipeline_key=attempt_key(record, record.attempts),
+            frames=record.frames or None,
+            video=record.video if record.frames else None,
+            on_frames=job.frames_soon if self.keep_frames and record.keep else None,
         )
         try:
             with tracing.continued(record.trace):

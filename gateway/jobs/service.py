@@ -17,46 +17,41 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
-from nats.js.object_store import ObjectStore
+from nats.js.errors import ObjectNotFoundError
 
 from bus import blobs, tracing
+from bus.blobs import BlobStore
 from bus.job_keys import JobKeys, KeyClaim
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
 from bus.rpc import BusUnavailable
-from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUpload, RunJob
-from contracts.subjects import job_cancel_subject, job_events_subject, job_live_subject
-from gateway.cleanup import JOBS_MEDIA_PREFIX
+from contracts.messages import (
+    CastMember,
+    JobEvent,
+    JobRecord,
+    JobStatus,
+    JobUpload,
+    Length,
+    RunJob,
+)
+from contracts.subjects import job_cancel_subject
 from gateway.config import Jobs
+from gateway.jobs.admission import Submitter, admit
+from gateway.jobs.awaiting import AwaitedJob, Follower
 from gateway.jobs.deliveries import pending_webhook, request_delivery
-from gateway.jobs.worker import JobFailed, status_event, tell
+from gateway.jobs.media import MediaGone, Retake, media_kept, media_name, stored_objects
+from gateway.jobs.views import JobView, job_view
+from gateway.jobs.worker import status_event, tell
 from gateway.uploads import ReceivedForm
 
 log = logging.getLogger(__name__)
 
-_events = msgspec.msgpack.Decoder(JobEvent)
-_status = msgspec.json.Decoder(dict[str, object])
-_SUBMITTER_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-# How often a synchronous caller reads the record, besides hearing the job's events:
-# an event missed while the connection to NATS was re-established is not waited for.
-_RECHECK_SECONDS = 5.0
 # Uploads a gateway copies into the bucket at once; the other submissions wait their turn
 # with their upload on disk. Each store holds a few copies of a 256 kB chunk: 500
 # submissions at once took the gateway from 90 MiB to 599 MiB unbounded, to 165 MiB
 # with 8 (2: 182, 16: 185), and submitted faster (p50 1.4 s against 1.8 s; bench.jobs).
 STORES_AT_ONCE = 8
-
-
-class QueueFull(Exception):
-    """Too many jobs wait already (in all, or the caller's): the message is for the client."""
-
-    def __init__(self, detail: str, retry_after: float) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
 
 
 class JobFinished(Exception):
@@ -72,16 +67,12 @@ class KeyInUse(Exception):
 
 
 @dataclass(frozen=True)
-class Submitter:
-    """Who submits: the owner a job is kept for (None with keys off), and whose queue."""
+class Steering:
+    """What another take of a job changes; None keeps the original's."""
 
-    owner: str | None
-    queue: str
-
-    @classmethod
-    def of(cls, caller: str | None, keys_on: bool) -> Submitter:
-        token = _SUBMITTER_UNSAFE.sub("_", caller or "anyone")[:64] or "anyone"
-        return cls(owner=caller if keys_on else None, queue=token)
+    prompt: str | None = None  # "" asks for the default prompt
+    length: Length | None = None
+    cast: list[CastMember] | None = None
 
 
 _JOB_ID = re.compile(r"job_[0-9a-f]{32}")
@@ -92,22 +83,19 @@ def new_job_id() -> str:
     return "job_" + secrets.token_hex(16)
 
 
-def media_name(job_id: str, index: int) -> str:
-    """A job's stored upload: named under ``jobs/`` so per-request sweeps leave it alone."""
-    return f"{JOBS_MEDIA_PREFIX}{job_id}/upload-{index}"
-
-
 class JobService:
     def __init__(
         self,
         nc: Client,
         store: JobStore,
         keys: JobKeys,
-        media: ObjectStore,
+        media: BlobStore,
         settings: Jobs,
         on_ended: Callable[[str], None] | None = None,
+        scratch: str | None = None,
     ) -> None:
         self.on_ended = on_ended
+        self.scratch = scratch  # where copies pass through (the uploads' directory)
         self.nc = nc
         self.store = store
         self.keys = keys
@@ -137,7 +125,7 @@ class JobService:
         """
         if not self.nc.is_connected:
             raise BusUnavailable()  # at once, rather than after the bucket's time-outs
-        await self._admit(submitter)
+        await admit(self.store, self.settings, submitter)
         job_id = job_id or new_job_id()
         now = time.time()
         budget = 0 if keep else min(self.settings.inline_bytes, self.nc.max_payload // 2)
@@ -167,6 +155,8 @@ class JobService:
                 ],
                 owner=submitter.owner,
                 prompt=form.prompt,
+                length=form.length,
+                cast=form.cast,
                 keep=keep,
                 watched=watched,
                 request_id=request_id,
@@ -174,19 +164,80 @@ class JobService:
                 idempotency_key=idempotency_key,
                 trace=tracing.with_context({}) or {},
             )
-            created = await self.store.create(record)
         except BaseException:
             await blobs.delete_quietly(self.media, stored)
+            raise
+        return await self._queue(record, uploads, submitter)
+
+    async def _queue(
+        self, record: JobRecord, uploads: list[JobUpload], submitter: Submitter
+    ) -> Versioned:
+        """Create the job's record, tell its first status and queue its work. Whatever
+        fails, nothing of the job is left (its stored objects included)."""
+        try:
+            created = await self.store.create(record)
+        except BaseException:
+            await blobs.delete_quietly(self.media, stored_objects(record))
             with contextlib.suppress(NatsError, blobs.BlobsUnavailable, JobNotFound):
-                await self.store.delete(job_id)  # a create that went through unanswered
+                await self.store.delete(record.id)  # a create that went through unanswered
             raise
         try:
             await tell(self.nc, self.store, record, status_event(record))
-            await self.store.enqueue(RunJob(job_id=job_id, uploads=uploads), submitter.queue)
+            await self.store.enqueue(RunJob(job_id=record.id, uploads=uploads), submitter.queue)
         except BaseException:
             await self._remove(record)
             raise
         return created
+
+    async def again(
+        self, job_id: str, submitter: Submitter, steering: Steering, request_id: str | None
+    ) -> Versioned:
+        """Another take of job ``job_id``: a new kept job on copies of its media (and of
+        the frames it kept, so its frame stage is not run again), with ``steering`` in
+        place of the original's prompt, length or cast where it says.
+
+        Raises JobNotFound as ``get``, MediaGone when the media are no longer kept,
+        QueueFull, and the bucket's or the bus's errors (nothing left behind).
+        """
+        source = (await self.get(job_id, submitter.owner)).record
+        if not self.media_kept(source):
+            raise MediaGone(job_id)
+        if not self.nc.is_connected:
+            raise BusUnavailable()
+        await admit(self.store, self.settings, submitter)
+        new_id = new_job_id()
+        now = time.time()
+        retake = Retake.of(source, new_id)
+        record = JobRecord(
+            id=new_id,
+            status=JobStatus.QUEUED,
+            created_at=now,
+            expires_at=now + self.settings.ttl,
+            kind=source.kind,
+            uploads=retake.uploads,
+            owner=submitter.owner,
+            prompt=(steering.prompt or None) if steering.prompt is not None else source.prompt,
+            length=steering.length if steering.length is not None else source.length,
+            cast=steering.cast if steering.cast is not None else source.cast,
+            request_id=request_id,
+            trace=tracing.with_context({}) or {},
+            frames=retake.frames,
+            video=source.video if retake.frames else None,
+            again_of=source.id,
+        )
+        copied: list[str] = []
+        try:
+            for original, copy in retake.copies:
+                async with self._storing:
+                    await blobs.copy_object(self.media, original, copy, self.scratch)
+                copied.append(copy)
+        except ObjectNotFoundError as err:
+            await blobs.delete_quietly(self.media, copied)
+            raise MediaGone(job_id) from err
+        except BaseException:
+            await blobs.delete_quietly(self.media, copied)
+            raise
+        return await self._queue(record, retake.uploads, submitter)
 
     async def submit_once(
         self,
@@ -229,22 +280,6 @@ class JobService:
             await asyncio.sleep(0.1)
         raise KeyInUse("a request with this Idempotency-Key is still being accepted; retry")
 
-    async def _admit(self, submitter: Submitter) -> None:
-        limits = self.settings
-        if not (limits.max_queued or limits.max_queued_per_key):
-            return
-        overall, mine = await self.store.unfinished(submitter.queue)
-        if limits.max_queued_per_key and mine >= limits.max_queued_per_key:
-            raise QueueFull(
-                f"this caller already has {mine} jobs queued or running; wait for one to end",
-                retry_after=10,
-            )
-        if limits.max_queued and overall >= limits.max_queued:
-            raise QueueFull(
-                "the queue is full; try again shortly",
-                retry_after=10,
-            )
-
     async def get(self, job_id: str, owner: str | None) -> Versioned:
         """The job as it is now. Raises JobNotFound when it does not exist, has expired
         or belongs to another key (whose existence is not revealed)."""
@@ -276,6 +311,7 @@ class JobService:
                     finished_at=time.time(),
                     stage=None,
                     webhook=pending_webhook(record),
+                    media_removed=True,
                 )
             except JobConflict:
                 continue  # it moved on meanwhile: look again
@@ -285,7 +321,7 @@ class JobService:
         with contextlib.suppress(NatsError):
             await self.nc.publish(job_cancel_subject(job_id), b"")
         await tell(self.nc, self.store, canceled.record, status_event(canceled.record))
-        await blobs.delete_quietly(self.media, _stored(canceled.record))
+        await blobs.delete_quietly(self.media, stored_objects(canceled.record))
         await request_delivery(self.store, job_id, canceled.record)
         return canceled
 
@@ -298,11 +334,32 @@ class JobService:
         await self._remove(current.record)
 
     async def release(self, record: JobRecord) -> None:
-        """Remove an ended job's stored uploads: its story is told, nothing reads them."""
-        await blobs.delete_quietly(self.media, _stored(record))
+        """Remove an ended job's stored uploads and frames: its story is told. A kept
+        job's stay for another take until ``keep_media`` after it ended (the sweep
+        removes them then)."""
+        if not self.media_kept(record):
+            await blobs.delete_quietly(self.media, stored_objects(record))
+
+    def view(self, record: JobRecord) -> JobView:
+        """The job as the API shows it, with whether its media are kept for another take."""
+        kept = self.media_kept(record)
+        until = None
+        if kept and record.finished_at is not None:
+            until = record.finished_at + self.settings.keep_media
+        return job_view(record, kept, until)
+
+    def _media_expired(self, record: JobRecord, now: float) -> bool:
+        """Whether an ended job still holds media no longer kept for another take."""
+        return (
+            record.status.finished and not record.media_removed and not self.media_kept(record, now)
+        )
+
+    def media_kept(self, record: JobRecord, now: float | None = None) -> bool:
+        """Whether the job's uploads are still kept for another take of it."""
+        return media_kept(record, self.settings.keep_media, now or time.time())
 
     async def _remove(self, record: JobRecord) -> None:
-        await blobs.delete_quietly(self.media, _stored(record))
+        await blobs.delete_quietly(self.media, stored_objects(record))
         if record.idempotency_key is not None:
             await self.keys.forget(record.idempotency_key)
         await self.store.delete(record.id, events=record.keep)
@@ -326,12 +383,18 @@ class JobService:
         swept = 0
         for job_id in await self.store.job_ids():
             try:
-                record = (await self.store.get(job_id)).record
+                current = await self.store.get(job_id)
             except JobNotFound:
                 continue
+            record = current.record
             if record.expires_at <= now:
                 await self._remove(record)
                 swept += 1
+            elif self._media_expired(record, now):
+                # Kept for another take until now: the job stays, its media go.
+                await blobs.delete_quietly(self.media, stored_objects(record))
+                with contextlib.suppress(JobConflict, JobNotFound):
+                    await self.store.update(current, media_removed=True)
         if swept:
             log.info("swept %d expired job(s)", swept)
         return swept
@@ -362,16 +425,6 @@ class JobService:
             raise
         return AwaitedJob(self, job_id, follower, keep)
 
-    async def outcome(self, job_id: str, heard: asyncio.Event) -> JobRecord:
-        """Wait until the job ends; ``heard`` is set by whoever hears its events."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(heard.wait(), _RECHECK_SECONDS)
-            heard.clear()
-            record = (await self.store.get(job_id)).record
-            if record.status.finished:
-                return record
-
     def discard_soon(self, job_id: str, ended: JobRecord | None = None) -> None:
         """Cancel the job if it still runs and remove it, whatever befalls the caller;
         ``ended`` is its record when it is known to have ended (nothing to read again)."""
@@ -393,72 +446,3 @@ class JobService:
     async def close(self) -> None:
         """Finish removing the jobs whose callers are done with them."""
         await asyncio.gather(*self._discarding, return_exceptions=True)
-
-
-def _stored(record: JobRecord) -> list[str]:
-    return [upload.name for upload in record.uploads if upload.stored]
-
-
-class AwaitedJob:
-    """A job and the caller waiting for it; unless kept, removed once the wait ends."""
-
-    def __init__(
-        self, service: JobService, job_id: str, follower: Follower, keep: bool = False
-    ) -> None:
-        self.service = service
-        self.job_id = job_id
-        self.follower = follower
-        self.keep = keep
-
-    async def result(self) -> bytes:
-        """The answer's JSON. Raises JobFailed with what the job ended with (canceled:
-        503). Unless kept, the job is removed either way, cancelled first when this wait
-        is (its caller left); a kept job runs on and stays for GET /jobs/{id}."""
-        record: JobRecord | None = None
-        try:
-            record = await self.service.outcome(self.job_id, self.follower.ended)
-        finally:
-            await self.follower.close()
-            if not self.keep:
-                self.service.discard_soon(self.job_id, record)
-        if record.result is not None:
-            return record.result
-        error = record.error or JobError(status=503, detail="the job was canceled")
-        raise JobFailed(error.status, error.detail, error.retry_after)
-
-
-class Follower:
-    """A synchronous caller's ear on one job: its events as they are published.
-
-    A core NATS subscription hears each event as it is published, without a consumer:
-    a kept job's on the subject its events are stored under, an unkept job's on the
-    subject they are only told on. ``ended`` is set when a status event says the job
-    is over (the record is then read for the outcome).
-    """
-
-    def __init__(self, nc: Client, on_event: Callable[[JobEvent], None] | None = None) -> None:
-        self.nc = nc
-        self.on_event = on_event
-        self.ended = asyncio.Event()
-        self._subscription: Subscription | None = None
-
-    async def follow(self, job_id: str, kept: bool) -> None:
-        subject = job_events_subject(job_id) if kept else job_live_subject(job_id)
-        self._subscription = await self.nc.subscribe(subject, cb=self._heard)
-
-    async def _heard(self, msg: Msg) -> None:
-        try:
-            event = _events.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return
-        if self.on_event is not None:
-            self.on_event(event)
-        if event.name == "status":
-            status = _status.decode(event.data).get("status")
-            if status in {s.value for s in JobStatus if s.finished}:
-                self.ended.set()
-
-    async def close(self) -> None:
-        if self._subscription is not None:
-            with contextlib.suppress(NatsError):
-                await self._subscription.unsubscribe()

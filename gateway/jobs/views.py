@@ -23,6 +23,7 @@ class JobLinks(msgspec.Struct, kw_only=True):
     self_: str = msgspec.field(name="self")
     events: str
     cancel: str
+    again: str | None = None  # POST here for another take, while the media are kept
 
 
 class WebhookView(msgspec.Struct, kw_only=True):
@@ -37,10 +38,21 @@ class WebhookView(msgspec.Struct, kw_only=True):
 
 
 class JobMedia(msgspec.Struct, kw_only=True):
-    """What was uploaded: its kind (image or video) and how many files."""
+    """What was uploaded: its kind (image or video) and how many files, and until when
+    they are kept for another take (null: while it runs, or no longer kept)."""
 
     kind: str
     files: int
+    kept: bool = False  # POST urls.again takes another take of them
+    kept_until: datetime | None = None
+
+
+class JobRequest(msgspec.Struct, kw_only=True):
+    """How the story was asked for: the prompt, the length and the cast as read."""
+
+    prompt: str | None = None
+    length: str | None = None
+    cast: list[str] = msgspec.field(default_factory=list)  # "Name: who or what" lines
 
 
 class JobView(msgspec.Struct, kw_only=True):
@@ -57,6 +69,8 @@ class JobView(msgspec.Struct, kw_only=True):
     urls: JobLinks
     media: JobMedia
     webhook: WebhookView | None = None
+    request: JobRequest | None = None
+    again_of: str | None = None  # the job this is another take of
 
 
 class JobPage(msgspec.Struct, kw_only=True):
@@ -70,7 +84,9 @@ def _time(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
-def job_view(record: JobRecord) -> JobView:
+def job_view(record: JobRecord, kept: bool = False, kept_until: float | None = None) -> JobView:
+    """The job as the API shows it; ``kept``: its media are kept for another take (until
+    ``kept_until``, once it ended)."""
     base = f"/jobs/{record.id}"
     webhook = None
     if record.webhook_url is not None:
@@ -95,7 +111,23 @@ def job_view(record: JobRecord) -> JobView:
         attempts=record.attempts,
         result=_results.decode(record.result) if record.result is not None else None,
         error=JobFailure(status=error.status, detail=error.detail) if error else None,
-        urls=JobLinks(self_=base, events=f"{base}/events", cancel=f"{base}/cancel"),
-        media=JobMedia(kind=record.kind.value, files=len(record.uploads)),
+        urls=JobLinks(
+            self_=base,
+            events=f"{base}/events",
+            cancel=f"{base}/cancel",
+            again=f"{base}/again" if kept else None,
+        ),
+        media=JobMedia(
+            kind=record.kind.value,
+            files=len(record.uploads),
+            kept=kept,
+            kept_until=_time(kept_until) if kept else None,
+        ),
         webhook=webhook,
+        request=JobRequest(
+            prompt=record.prompt,
+            length=record.length.value if record.length else None,
+            cast=[f"{member.name}: {member.who}" for member in record.cast],
+        ),
+        again_of=record.again_of,
     )

@@ -25,7 +25,17 @@ from nats.js.client import JetStreamContext
 
 from bus.blobs import BlobsUnavailable, through_elections
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
-from contracts.messages import JobError, JobEvent, JobRecord, JobStatus, JobUpload, RunJob, Stage
+from contracts.messages import (
+    Frame,
+    JobError,
+    JobEvent,
+    JobRecord,
+    JobStatus,
+    JobUpload,
+    RunJob,
+    Stage,
+    VideoInfo,
+)
 from contracts.subjects import job_cancel_subject, job_live_subject
 from gateway.jobs.deliveries import pending_webhook, request_delivery
 from gateway.jobs.loops import stopped
@@ -146,22 +156,30 @@ class JobRun:
     def stage_soon(self, stage: Stage) -> None:
         """Record the stage in order, without holding up the job; a job found lost stops.
         An unkept job's stage is not recorded: only its caller follows it, by its events."""
-        if not self.current.record.keep:
-            return
-        previous = self._stage_written
-        self._stage_written = asyncio.ensure_future(self._stage_after(previous, stage))
+        if self.current.record.keep:
+            self._write_soon("stage", stage=stage)
 
-    async def _stage_after(self, previous: asyncio.Future[None] | None, stage: Stage) -> None:
+    def frames_soon(self, frames: list[Frame], video: VideoInfo | None) -> None:
+        """Record the frames the frame stage kept, in order with the stages."""
+        self._write_soon("frames", frames=frames, video=video)
+
+    def _write_soon(self, what: str, **changes: object) -> None:
+        previous = self._stage_written
+        self._stage_written = asyncio.ensure_future(self._write_after(previous, what, changes))
+
+    async def _write_after(
+        self, previous: asyncio.Future[None] | None, what: str, changes: dict[str, object]
+    ) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         if self.stopped:
             return
         try:
-            await self.stage(stage)
+            self.current = await self.store.update(self.current, **changes)
         except (JobConflict, JobNotFound):
             self.lost()
         except NatsError as err:
-            log.warning("job %s: its stage was not recorded (%s)", self.job_id, err)
+            log.warning("job %s: its %s was not recorded (%s)", self.job_id, what, err)
 
     def lost(self) -> None:
         """The job is no longer this worker's (cancelled, deleted or taken over): stop."""

@@ -4,19 +4,21 @@
 // (`/#job=<id>`): a reload, a bookmark or a shared link shows its progress, then its story.
 // This entry module wires the page's controls to the modules that do the work:
 // limits.js (the checks), selection.js (the chosen files), controls.js (prompt, presets, busy),
+// steering.js (length and cast),
 // request.js (the upload), follow.js (the job's events), address.js (the job in the address),
 // progress.js (the stages), results.js (the stories), notices.js (errors).
 
 import { clearAddress, jobInAddress, jobLink } from "./address.js";
 import { $, copyText, scrollBehavior } from "./dom.js";
 import { clearPrompt, isBusy, syncPrompt, wirePresets } from "./controls.js";
-import { nudge, openJob, shownJob, stopFollowing } from "./follow.js";
+import { nudge, openJob, shownJob, shownWhat, stopFollowing } from "./follow.js";
 import { LIMITS, showLimits } from "./limits.js";
 import { hideError } from "./notices.js";
 import { announce, closeProgress } from "./progress.js";
 import { cancelRequest, send, uploading } from "./request.js";
 import { clearResult, copyStory, download } from "./results.js";
 import { addFiles, clearSelection, selectedItems, showFileProblems } from "./selection.js";
+import { addSteering, castProblems, clearSteering, steeringBody, wireSteering } from "./steering.js";
 
 const form = $("#story-form");
 const fileInput = $("#files");
@@ -71,6 +73,7 @@ document.addEventListener("paste", (event) => {
 // ---- the prompt and sending ------------------------------------------------------------
 
 wirePresets();
+wireSteering();
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -87,13 +90,37 @@ form.addEventListener("submit", (event) => {
     prompt.focus();
     return;
   }
+  const problems = castProblems();
+  if (problems.length) {
+    showFileProblems(problems);
+    $("#cast input")?.focus();
+    return;
+  }
   const data = new FormData();
   for (const item of items) data.append("files", item.file, item.file.name);
   if (text) data.append("prompt", text);
+  addSteering(data);
   send(data, { isVideo: items[0].kind === "video", photos: items.length });
 });
 
 $("#cancel").addEventListener("click", cancelRequest);
+
+// Another take of the story shown: the same media, with the style, length and names set now.
+$("#write-another").addEventListener("click", () => {
+  const jobId = shownJob();
+  if (isBusy() || !jobId) return;
+  const text = prompt.value.trim();
+  const problems = castProblems();
+  if (text.length > LIMITS.maxPrompt) {
+    problems.push(`The style text is ${text.length} characters long; at most ${LIMITS.maxPrompt} are allowed.`);
+  }
+  if (problems.length) {
+    showFileProblems(problems);
+    return;
+  }
+  stopFollowing();
+  send(null, shownWhat() || { isVideo: false, photos: 1 }, { jobId, body: steeringBody(text) });
+});
 
 // ---- the job in the address ------------------------------------------------------------
 
@@ -140,6 +167,7 @@ $("#again").addEventListener("click", () => {
   clearAddress();
   clearSelection();
   clearPrompt();
+  clearSteering();
   clearResult();
   hideError();
   window.scrollTo({ top: 0, behavior: scrollBehavior() });

@@ -2,6 +2,7 @@
 
 import { $ } from "./dom.js";
 import { LIMITS } from "./limits.js";
+import { steeringControls } from "./steering.js";
 
 const form = $("#story-form");
 const prompt = $("#prompt");
@@ -23,7 +24,9 @@ export function setBusy(value) {
   $("#cancel").hidden = !value;
   $("#files").disabled = value;
   prompt.readOnly = value;
-  for (const button of [...chips, ...$("#previews").querySelectorAll("button")]) button.disabled = value;
+  for (const button of [...chips, ...$("#previews").querySelectorAll("button"), ...steeringControls()]) {
+    button.disabled = value;
+  }
   form.setAttribute("aria-busy", String(value));
   $("#progress").classList.toggle("is-working", value);
 }

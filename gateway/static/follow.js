@@ -29,6 +29,11 @@ export function shownJob() {
   return run ? run.id : null;
 }
 
+/** What the job shown was made from, {isVideo, photos}, for another take of it. */
+export function shownWhat() {
+  return run ? run.what : null;
+}
+
 function live(current) {
   return run === current && !current.over;
 }
@@ -38,6 +43,7 @@ function newRun(id, what, key) {
   run = {
     id, what, key, lastId: "", attempt: 0, heard: false, over: false, settling: false,
     controller: null, silence: null, wake: null, canceling: false,
+    again: null, // where to ask for another take, while the server keeps the media
   };
   return run;
 }
@@ -84,6 +90,7 @@ async function detailOf(response, fallback) {
 /** Follow the job `job` (the 202 answer) just submitted from this page. */
 export function follow(job, what, key) {
   const current = newRun(job.id, what, key);
+  current.again = job.urls?.again || null;
   setBusy(true);
   showLeaveNote(job.expires_at);
   if (job.status === "queued") waitingInLine();
@@ -108,6 +115,7 @@ export async function openJob(id) {
   openProgress(null, true);
   const job = await readJob(current);
   if (!job || !live(current)) return;
+  current.again = job.urls?.again || null;
   if (FINISHED.has(job.status)) {
     showEnded(current, job);
     return;
@@ -346,6 +354,11 @@ async function settleFromJob(current) {
 /** The job ended: show its story, its error, or that it was cancelled (said `inStream`?). */
 function showEnded(current, job, inStream = false) {
   end(current, inStream);
+  if (!current.what && job.media) {
+    current.what = { isVideo: job.media.kind === "video", photos: job.media.files };
+  }
+  // Another take is offered while the server keeps the photos or video.
+  $("#write-another").hidden = !(job.urls ? job.urls.again : current.again);
   if (job.status === "succeeded" && job.result) {
     finishStages();
     showResult(job.result, current.what?.photos);

@@ -29,8 +29,12 @@ export function uploading() {
 
 const NO_KEY = "This ImgStory server needs an API key to write stories. Ask whoever runs it for one.";
 
-/** Send the form `data`; `what` is {isVideo, photos}, for the stages and the result. */
-export async function send(data, what) {
+/**
+ * Send the form `data` as a new job; `what` is {isVideo, photos}, for the stages and the
+ * result. With `again` ({jobId, body}), ask instead for another take of that job: the
+ * same photos or video, none uploaded, with the JSON `body`'s prompt, length and cast.
+ */
+export async function send(data, what, again = null) {
   showFileProblems([]);
   hideError();
   stopFollowing(); // a story shown before goes on on the server, at its own address
@@ -43,7 +47,7 @@ export async function send(data, what) {
     }
   }
   clearResult();
-  const current = { data, what, key, closed: false };
+  const current = { data, what, key, again, closed: false };
   run = current;
   setBusy(true);
   openProgress(what.isVideo);
@@ -54,8 +58,9 @@ export async function send(data, what) {
   const guarded = (handler) => (event) => {
     if (run === current && !current.closed) handler(event);
   };
-  xhr.open("POST", "/jobs");
+  xhr.open("POST", again ? `/jobs/${encodeURIComponent(again.jobId)}/again` : "/jobs");
   xhr.setRequestHeader("Accept", "application/json");
+  if (again) xhr.setRequestHeader("Content-Type", "application/json");
   if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`);
   xhr.upload.addEventListener("progress", guarded((event) => {
     if (event.lengthComputable) showUploaded(event.loaded, event.total);
@@ -72,7 +77,7 @@ export async function send(data, what) {
     setBusy(false);
     $("#submit").focus();
   }));
-  xhr.send(data);
+  xhr.send(again ? JSON.stringify(again.body) : data);
 }
 
 /** The upload is over (answered, failed or cancelled). */
@@ -125,7 +130,7 @@ async function askAgain(current, detail) {
     fail(401, detail);
     return;
   }
-  send(current.data, current.what);
+  send(current.data, current.what, current.again);
 }
 
 function fail(status, detail, retryAfter) {

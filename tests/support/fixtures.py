@@ -4,6 +4,7 @@ gateway (what they run lives in devstack)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -16,12 +17,13 @@ from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
 from bus import blobs, connection
-from bus.jobs import JobsConfig, JobStore
+from bus.jobs import JobNotFound, JobsConfig, JobStore
 from devstack.fake_openai import FAKE_API_KEY, FakeOpenAI
 from devstack.gateway import gateway_client
 from devstack.nats_server import NatsServer
 from devstack.services import services_on_fake
 from gateway import config as gateway_config
+from gateway.jobs.media import stored_objects
 
 ClientFactory = Callable[..., openai_sdk.AsyncOpenAI]
 
@@ -136,6 +138,19 @@ async def blob_store(nc: Client, services: dict) -> AsyncIterator[ObjectStore]:
     while (left := await blobs.list_names(store)) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert left == [], "a request left objects in the blob store"
+
+
+@pytest.fixture
+async def no_job_left(nc: Client, blob_store: ObjectStore) -> AsyncIterator[None]:
+    """Each test's jobs are deleted after it, as their owner would, with all they own
+    (before the blob store is checked for leftovers: this fixture ends first)."""
+    yield
+    store = await JobStore.open(nc.jetstream())
+    for job_id in await store.job_ids():
+        with contextlib.suppress(JobNotFound):
+            record = (await store.get(job_id)).record
+            await blobs.delete_quietly(blob_store, stored_objects(record))
+            await store.delete(job_id)
 
 
 @pytest.fixture
