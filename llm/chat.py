@@ -3,7 +3,7 @@ each backend declares its model to be."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ class ChatModel(Protocol):
         script: str | None = None,
         on_text: Callable[[str], None] | None = None,
         max_paragraphs: int | None = None,
+        names: Sequence[str] = (),
     ) -> Completion:
         """Return the model's answer; raise a `llm.errors.ModelError` subclass on failure.
 
@@ -68,5 +69,7 @@ class ChatModel(Protocol):
         `max_paragraphs`-th: a backend that watches its output stops generating there
         (nobody reads the rest), and the returned text never holds more (see
         `contracts.text.cut_paragraphs`). Lines within a paragraph are not limited.
+        `names` (the cast's names) may be written as given whatever their script, where a
+        backend constrains the answer's characters (an English story holding ยายสมศรี).
         """
         ...

@@ -151,6 +151,7 @@ class LlamaChat:
         script: str | None = None,
         on_text: Callable[[str], None] | None = None,
         max_paragraphs: int | None = None,
+        names: Sequence[str] = (),
     ) -> Completion:
         """Generate the answer to `messages` and return it with the real token counts.
 
@@ -159,7 +160,8 @@ class LlamaChat:
         generated; it must be quick and thread-safe (e.g. `loop.call_soon_threadsafe`).
         The pieces are a preview: the returned Completion is authoritative (a loop cut
         off at the end may have been previewed). With `max_paragraphs`, generation stops as
-        soon as a paragraph past the `max_paragraphs`-th begins.
+        soon as a paragraph past the `max_paragraphs`-th begins. `names` need nothing here:
+        only a Thai answer's characters are constrained.
         Raises ValueError for image parts when the model has no vision projector,
         for image URLs that are not data URLs, for an unknown `script` or a
         non-positive `max_tokens`; ModelRejected when the prompt does not fit the

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import PurePath
 from typing import Any
@@ -42,11 +44,15 @@ DRY = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 6, "dry_pe
 _PROSE_CHARACTERS = r"!-\"$-)+-;=?-Z\\^-~\u00A0-\u024F\u2013\u2014\u2018-\u201F\u2026"
 _PROSE_FIRST = f"[{_PROSE_CHARACTERS}]"
 _PROSE_REST = f"[ {_PROSE_CHARACTERS}]"
+_PROSE_NAME = re.compile(f"[ {_PROSE_CHARACTERS}]*")  # a name English prose may hold anyway
 
 
-def answer_grammar(script: str | None, max_paragraphs: int | None) -> str:
+def answer_grammar(
+    script: str | None, max_paragraphs: int | None, names: Sequence[str] = ()
+) -> str:
     """The GBNF grammar for a prose answer in `script` ("thai"; None: English, without markup) of at
-    most `max_paragraphs` paragraphs, parted by a blank line.
+    most `max_paragraphs` paragraphs, parted by a blank line. English may hold `names` (the
+    cast's) as written, whatever their script: "ยายสมศรี" in an English story.
 
     Within an English paragraph line breaks are free. A Thai paragraph (a translation of
     a story's paragraph) is one line: the local model put its notes on lines of their own
@@ -63,24 +69,30 @@ def answer_grammar(script: str | None, max_paragraphs: int | None) -> str:
         root = "para gap?"
     else:
         root = f"para (gap para){{0,{max_paragraphs - 1}}} gap?"
+    rules = [
+        f"root ::= {root}",
+        'gap ::= "\\n\\n"',
+        "para ::= line" if thai else 'para ::= line ("\\n" line)*',
+    ]
+    foreign = [name for name in dict.fromkeys(names) if not _PROSE_NAME.fullmatch(name)]
+    if thai or not foreign:
+        return "\n".join([*rules, f"line ::= {first} {rest}*"])
+    literals = " | ".join(json.dumps(name, ensure_ascii=False) for name in foreign)
     return "\n".join(
-        [
-            f"root ::= {root}",
-            'gap ::= "\\n\\n"',
-            "para ::= line" if thai else 'para ::= line ("\\n" line)*',
-            f"line ::= {first} {rest}*",
-        ]
+        [*rules, f"line ::= ({first} | name) ({rest} | name)*", f"name ::= {literals}"]
     )
 
 
-def sampling_fields(script: str | None, max_paragraphs: int | None) -> dict[str, Any]:
+def sampling_fields(
+    script: str | None, max_paragraphs: int | None, names: Sequence[str] = ()
+) -> dict[str, Any]:
     """The fields beyond the OpenAI API every request to the engine carries: the repeat
     penalty llama.cpp in process samples with (llm.llama_chat; small models fall into loops
     without it, and llama-server's default is none), DRY, and the answer's grammar."""
     return {
         "repeat_penalty": REPEAT_PENALTY,
         **DRY,
-        "grammar": answer_grammar(script, max_paragraphs),
+        "grammar": answer_grammar(script, max_paragraphs, names),
     }
 
 
@@ -91,8 +103,10 @@ class LlamaServerChat(OpenAIChat):
     # sees images when the server says so (build_llama_server_chat).
     profile = ModelProfile(small=True)
 
-    def _extra_body(self, script: str | None, max_paragraphs: int | None) -> dict[str, Any] | None:
-        return sampling_fields(script, max_paragraphs)
+    def _extra_body(
+        self, script: str | None, max_paragraphs: int | None, names: Sequence[str] = ()
+    ) -> dict[str, Any] | None:
+        return sampling_fields(script, max_paragraphs, names)
 
     def _finish(
         self, completion: Completion, script: str | None, max_paragraphs: int | None

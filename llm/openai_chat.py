@@ -8,7 +8,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -128,11 +128,12 @@ class OpenAIChat:
         script: str | None = None,
         on_text: Callable[[str], None] | None = None,
         max_paragraphs: int | None = None,
+        names: Sequence[str] = (),
     ) -> Completion:
         """Send `messages` and return the first answer with its token usage.
 
-        `script` is accepted for the ChatModel protocol and ignored: the prompt asks for
-        the script. With `on_text` the answer is streamed and each piece passed to it
+        `script` and `names` are accepted for the ChatModel protocol and ignored: the
+        prompt asks for the script. With `on_text` the answer is streamed and each piece passed to it
         as it arrives (on the event loop); usage then comes from the stream's last chunk.
         `max_paragraphs` cuts the answer after that many paragraphs; the server still
         writes the rest (it is billed, and its usage counted).
@@ -148,7 +149,11 @@ class OpenAIChat:
             attributes=self._request_attributes(max_tokens, temperature, on_text is not None),
         ) as span:
             completion = await self._complete(
-                messages, max_tokens, temperature, on_text, self._extra_body(script, max_paragraphs)
+                messages,
+                max_tokens,
+                temperature,
+                on_text,
+                self._extra_body(script, max_paragraphs, names),
             )
             completion = self._finish(completion, script, max_paragraphs)
             span.set_attributes(
@@ -160,7 +165,9 @@ class OpenAIChat:
             )
             return completion
 
-    def _extra_body(self, script: str | None, max_paragraphs: int | None) -> dict[str, Any] | None:
+    def _extra_body(
+        self, script: str | None, max_paragraphs: int | None, names: Sequence[str] = ()
+    ) -> dict[str, Any] | None:
         """Fields beyond the OpenAI API to send with a request; OpenAI takes none."""
         return None
 

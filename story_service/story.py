@@ -352,6 +352,7 @@ async def write_story(
             cast=cast,
         )
     source = prompt_source(messages)
+    names = [member.name for member in cast]  # written as given, whatever their script
 
     async def ask_again(first: Attempt[Review]) -> Completion:
         log.info(
@@ -365,11 +366,12 @@ async def write_story(
             [*messages, correction(first.verdict.unresolved)],
             max_tokens=max_tokens,
             temperature=temperature,
+            names=names,
         )
 
     outcome = await second_try(
         lambda: chat.complete(
-            messages, max_tokens=max_tokens, temperature=temperature, on_text=on_text
+            messages, max_tokens=max_tokens, temperature=temperature, on_text=on_text, names=names
         ),
         lambda answer: review(answer.text, source),
         lambda verdict: verdict.usable,

@@ -90,6 +90,15 @@ def test_the_grammar_keeps_the_script_and_the_paragraph_count(
         assert r"line ::= [!-\"$-)+-;=?-Z" in grammar  # no # * < > [ ]
 
 
+def test_an_english_answer_may_hold_the_casts_names_in_their_own_script() -> None:
+    grammar = answer_grammar(None, None, ["ยายสมศรี", "Pumpkin", 'Ma "ศรี"'])
+    assert 'name ::= "ยายสมศรี" | "Ma \\"ศรี\\""' in grammar.splitlines()
+    assert "line ::= ([!-" in grammar and "| name)*" in grammar
+    # A name English prose holds anyway needs nothing; a Thai answer takes none.
+    assert "name" not in answer_grammar(None, None, ["Pumpkin"])
+    assert "name" not in answer_grammar("thai", None, ["ยายสมศรี"])
+
+
 slow = pytest.mark.slow
 
 
@@ -245,3 +254,14 @@ async def test_a_cancelled_call_stops_its_generation(
     predicted = metric(gemma_engine, "tokens_predicted_total")
     await asyncio.sleep(0.5)
     assert metric(gemma_engine, "tokens_predicted_total") == predicted
+
+
+@slow
+async def test_the_engine_writes_a_thai_name_in_english_only_when_it_is_the_casts(
+    chat: LlamaServerChat,
+) -> None:
+    asked = [{"role": "user", "content": "Repeat exactly: Grandma ยายสมศรี smiled."}]
+    named = await chat.complete(asked, max_tokens=24, temperature=0.0, names=["ยายสมศรี"])
+    plain = await chat.complete(asked, max_tokens=24, temperature=0.0)
+    assert "ยายสมศรี" in named.text, named.text
+    assert not re.search("[\u0e00-\u0e7f]", plain.text), plain.text

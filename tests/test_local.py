@@ -71,6 +71,31 @@ async def test_photo_story_in_english_and_thai_with_no_key(local_stack, gateway_
     )
 
 
+async def test_a_cast_and_a_length_steer_the_local_story(local_stack, gateway_settings):
+    settings = replace(gateway_settings, nats_url=local_stack)
+    photo = sample_photo("chelsea.png")
+    files = [("files", (photo.name, photo.read_bytes(), "image/png"))]
+    answers = {}
+    async with gateway_client(settings) as client:
+        for length in ("short", "long"):
+            data = {"length": length, "cast": "Pumpkin: the cat"}
+            response = await client.post("/analyze/", files=files, data=data)
+            assert response.status_code == 200, response.text
+            answers[length] = response.json()
+    short, long = answers["short"], answers["long"]
+    # The story calls the cat by the name it was given.
+    assert "Pumpkin" in short["english"] and "Pumpkin" in long["english"]
+    # Every Thai paragraph of an English one naming Pumpkin holds the one spelling the
+    # translator chose, or the answer says which does not.
+    for body in answers.values():
+        assert thai_share(body["thai"]) >= 0.95
+        assert not [w for w in body["warnings"] if "Pumpkin" in w], body["warnings"]
+    assert len(short["english"].split()) < len(long["english"].split())
+    # The offline model writes a long story shorter than asked, and says so.
+    assert any("shorter than a long one" in w for w in long["warnings"])
+    assert not any("shorter than a long one" in w for w in short["warnings"])
+
+
 async def test_video_story_uses_what_is_said(local_stack, gateway_settings, tmp_path):
     sentence = "The red lighthouse keeper feeds seven orange cats every morning."
     video = write_speech_video(tmp_path / "speech.mp4", sentence)
