@@ -50,7 +50,7 @@ from gateway.capabilities import Capabilities
 from gateway.cleanup import Janitor
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.schemas import AnalyzeResponse, Models, StageUsage, Timings, TokenUsage
+from gateway.schemas import AnalyzeResponse, Models, StageUsage, Timings, TokenUsage, title_of
 from gateway.thai import StoryTranslation
 
 log = logging.getLogger(__name__)
@@ -242,6 +242,7 @@ class Analyzer:
             ),
             estimated_cost_usd=self._cost(story, thai),
             warnings=warnings,
+            title=title_of(story.text, thai_text),
         )
 
     def _cost(self, story: StoryWritten, thai: StoryTranslation) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from contracts.messages import Usage
+from contracts.text import is_title, split_paragraphs
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):
@@ -46,6 +47,13 @@ class Timings(msgspec.Struct, kw_only=True):
     total: float
 
 
+class Title(msgspec.Struct, kw_only=True):
+    """The story's title, in both languages: its first line, and that line's translation."""
+
+    english: str
+    thai: str | None = None  # null when the Thai's first paragraph is not the title's
+
+
 class AnalyzeResponse(msgspec.Struct, kw_only=True):
     """The seed contract (english, thai, token_usage) plus additive detail."""
 
@@ -68,6 +76,19 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
     # or a colour lost) even after they were translated again, in plain words: the
     # Thai is then a rough draft. Empty when every check passed.
     warnings: list[str] = msgspec.field(default_factory=list)
+    # The story's title line, and its Thai; null when the story has no title line.
+    title: Title | None = None
+
+
+def title_of(english: str, thai: str) -> Title | None:
+    """The title of a story and of its translation, which has as many paragraphs when
+    it is faithful (the title is its first one)."""
+    paragraphs = split_paragraphs(english)
+    if len(paragraphs) < 2 or not is_title(paragraphs[0]):
+        return None
+    translated = split_paragraphs(thai)
+    same_shape = len(translated) == len(paragraphs)
+    return Title(english=paragraphs[0], thai=translated[0] if same_shape else None)
 
 
 class ErrorResponse(msgspec.Struct, kw_only=True):

@@ -14,6 +14,7 @@ from gateway.uploads import UploadError
 from story_service import config as story_config
 from story_service.steering import CAST_RULE, LOCAL_LONG_WORDS, plan
 from tests.media import write_jpeg
+from translation_service.translate import thai_share
 
 pytestmark = pytest.mark.usefixtures("blob_store")
 
@@ -125,6 +126,17 @@ async def test_the_story_model_gets_the_cast_as_data_and_the_length_as_words(
         if "ยายสมศรี" in t.text.split("<story>")[-1]
     )
     assert list(upload_dir.iterdir()) == []
+    title = response.json()["title"]
+    assert title["english"] == "The Porch"
+    assert thai_share(title["thai"]) >= 0.95 and title["thai"] in response.json()["thai"]
+
+
+async def test_a_story_without_a_title_line_has_no_title(gateway, openai, tmp_path):
+    openai.script(Reply("Pumpkin watched the ferns grow all afternoon, and then slept."))
+    async with gateway() as client:
+        response = await client.post("/analyze/", files=_photo(tmp_path))
+    assert response.status_code == 200, response.text
+    assert response.json()["title"] is None
 
 
 async def test_long_asks_for_more_and_no_length_asks_as_before(gateway, openai, tmp_path):
