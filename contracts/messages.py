@@ -221,6 +221,9 @@ class StoryWritten(Message, frozen=True, tag="StoryWritten"):
     # What the reader should know about how the story was written, in plain words (a
     # long story the local model wrote shorter); [] when nothing.
     warnings: list[str] = []
+    # A plain sentence of what each picture shows, in story order (one for a video), for
+    # screen readers; [] when the replica wrote none.
+    alt_text: list[str] = []
 
 
 # --- translation_service ------------------------------------------------------------

@@ -33,6 +33,7 @@ from contracts.messages import (
     MediaKind,
     Stage,
     StoryWritten,
+    Usage,
     VideoInfo,
     WriteStory,
 )
@@ -50,8 +51,16 @@ from gateway.capabilities import Capabilities
 from gateway.cleanup import Janitor
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.schemas import AnalyzeResponse, Models, StageUsage, Timings, TokenUsage, title_of
-from gateway.thai import StoryTranslation
+from gateway.schemas import (
+    AltText,
+    AnalyzeResponse,
+    Models,
+    StageUsage,
+    Timings,
+    TokenUsage,
+    title_of,
+)
+from gateway.thai import StoryTranslation, translate_lines
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +171,7 @@ class Analyzer:
             channel.on_paragraph(thai.heard)
         clock = [time.perf_counter()]
         finished = False
+        alt_call: asyncio.Future[tuple[list[str | None], Usage]] | None = None
         async with channel:
             try:
                 if media.frames:
@@ -196,14 +206,26 @@ class Analyzer:
                 clock.append(time.perf_counter())
                 self.metrics.stage_ended("story", clock[2] - clock[1])
                 self.metrics.tokens_used("story", story.model, story.usage)
+                # The alt text is translated beside the story's last paragraphs.
+                alt_call = asyncio.ensure_future(
+                    translate_lines(
+                        lambda request: self._call(TRANSLATE, request, liveness),
+                        request_id,
+                        story.alt_text,
+                    )
+                )
                 thai_text, paragraphs = await thai.finish(story.text)
+                alt_thai, alt_usage = await alt_call
                 clock.append(time.perf_counter())
                 self.metrics.stage_ended("translation", clock[3] - clock[2])
                 self.metrics.stage_ended("total", clock[3] - clock[0])
-                self.metrics.tokens_used("translation", thai.model, thai.usage)
+                self.metrics.tokens_used("translation", thai.model, thai.usage + alt_usage)
                 finished = True
             finally:
                 await thai.close()
+                if alt_call is not None and not alt_call.done():
+                    alt_call.cancel()
+                    await asyncio.gather(alt_call, return_exceptions=True)
                 if not finished:
                     await self._abandon(request_id)
                 self.janitor.remove(stored.uploads + stored.frames)
@@ -221,9 +243,10 @@ class Analyzer:
         return AnalyzeResponse(
             english=story.text,
             thai=thai_text,
-            token_usage=TokenUsage.of(story.usage + thai.usage),
+            token_usage=TokenUsage.of(story.usage + thai.usage + alt_usage),
             usage_by_stage=StageUsage(
-                story=TokenUsage.of(story.usage), translation=TokenUsage.of(thai.usage)
+                story=TokenUsage.of(story.usage),
+                translation=TokenUsage.of(thai.usage + alt_usage),
             ),
             models=Models(
                 story=story.model,
@@ -243,6 +266,10 @@ class Analyzer:
             estimated_cost_usd=self._cost(story, thai),
             warnings=warnings,
             title=title_of(story.text, thai_text),
+            alt_text=[
+                AltText(english=english, thai=thai)
+                for english, thai in zip(story.alt_text, alt_thai, strict=True)
+            ],
         )
 
     def _cost(self, story: StoryWritten, thai: StoryTranslation) -> float | None:

@@ -54,6 +54,13 @@ class Title(msgspec.Struct, kw_only=True):
     thai: str | None = None  # null when the Thai's first paragraph is not the title's
 
 
+class AltText(msgspec.Struct, kw_only=True):
+    """What one picture shows, plainly, for screen readers and photo libraries."""
+
+    english: str
+    thai: str | None = None  # null when its translation failed or did not line up
+
+
 class AnalyzeResponse(msgspec.Struct, kw_only=True):
     """The seed contract (english, thai, token_usage) plus additive detail."""
 
@@ -78,6 +85,8 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
     warnings: list[str] = msgspec.field(default_factory=list)
     # The story's title line, and its Thai; null when the story has no title line.
     title: Title | None = None
+    # A plain sentence of what each picture shows, in story order (one for a video).
+    alt_text: list[AltText] = msgspec.field(default_factory=list)
 
 
 def title_of(english: str, thai: str) -> Title | None:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from bus.rpc import CallError, RemoteFailure
 from contracts.messages import Translate, Translated, TranslationContext, Usage
 from contracts.text import PARAGRAPH_SEPARATOR, is_title, split_paragraphs
 
@@ -212,3 +213,23 @@ def _part_name(start: int, span: int, titled: bool) -> str:
     if titled and start == 0:
         return "The title and first paragraph" if span == 2 else "The title"
     return f"Paragraph {start if titled else start + 1}"
+
+
+async def translate_lines(
+    translate: TranslateCall, request_id: str, lines: Sequence[str]
+) -> tuple[list[str | None], Usage]:
+    """The Thai of each of ``lines`` (alt texts), in one call, each line a paragraph; a
+    line is None when the answer's paragraphs do not line up with them, or the call
+    failed (a story is not lost for its alt text)."""
+    if not lines:
+        return [], Usage()
+    request = Translate(request_id=request_id, text=PARAGRAPH_SEPARATOR.join(lines))
+    try:
+        reply = await translate(request)
+    except (RemoteFailure, CallError) as err:
+        log.warning("request %s: the alt text was not translated (%s)", request_id, err)
+        return [None] * len(lines), Usage()
+    thai = split_paragraphs(reply.text)
+    if len(thai) != len(lines):
+        return [None] * len(lines), reply.usage
+    return list(thai), reply.usage

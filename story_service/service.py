@@ -16,6 +16,7 @@ from contracts.subjects import INLINE_FRAMES, SEES_IMAGES, STORY, WRITE_STORY
 from llm.chat import ChatModel
 from llm.errors import ModelRejected, ModelUnavailable, RateLimited
 from llm.provider import build_chat
+from story_service.alt_text import describe, describe_video
 from story_service.config import Settings
 from story_service.paragraphs import ParagraphCutter
 from story_service.steering import plan
@@ -106,7 +107,20 @@ class StoryWriter:
             model=story.model,
             saw_pictures=self.chat.profile.sees_images,
             warnings=list(steering.warnings),
+            alt_text=alt_texts(request),
         )
+
+
+def alt_texts(request: WriteStory) -> list[str]:
+    """Alt text from what perception measured in the pictures (a text-only model's scene
+    facts): one sentence a photo in story order, or one for the video; [] without facts."""
+    facts = [frame.facts for frame in request.frames]
+    if not facts or any(f is None for f in facts):
+        return []
+    measured = [f for f in facts if f is not None]
+    if request.video is not None:
+        return [describe_video(measured, request.video.duration)]
+    return [describe(f) for f in measured]
 
 
 async def start_service(nc: Client, settings: Settings, chat: ChatModel | None = None) -> Server:

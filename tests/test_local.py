@@ -69,6 +69,12 @@ async def test_photo_story_in_english_and_thai_with_no_key(local_stack, gateway_
     assert body["token_usage"]["total_tokens"] == sum(
         stage["input_tokens"] + stage["output_tokens"] for stage in usage.values()
     )
+    # Alt text from the scene sheet, in both languages; the title line and its Thai.
+    (alt,) = body["alt_text"]
+    assert alt["english"].startswith("A photo") and "cat" in alt["english"]
+    assert alt["thai"] and thai_share(alt["thai"]) >= 0.95
+    if body["title"] is not None:
+        assert english.startswith(body["title"]["english"])
 
 
 async def test_a_cast_and_a_length_steer_the_local_story(local_stack, gateway_settings):
