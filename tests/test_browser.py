@@ -425,7 +425,17 @@ async def test_a_story_model_that_cannot_see_is_said_kindly(new_tab, openai, blo
         "media": "image",
         "frames_used": 1,
         "request_id": "text-only-1",
-        "warnings": [],
+        "warnings": [
+            "The offline model writes at most about 260 words: this story is shorter than "
+            "a long one (350 to 450 words)."
+        ],
+        "title": {"english": "The Quiet Cup", "thai": "ถ้วยที่เงียบสงบ"},
+        "alt_text": [
+            {
+                "english": "A photo of an espresso, in warm light, mostly brown and white.",
+                "thai": "ภาพถ่ายของเอสเปรสโซ ในแสงอบอุ่น ส่วนใหญ่เป็นสีน้ำตาลและสีขาว",
+            }
+        ],
     }
 
     job_id = "job_" + "7" * 32
@@ -452,6 +462,20 @@ async def test_a_story_model_that_cannot_see_is_said_kindly(new_tab, openai, blo
     await expect(note).to_contain_text("OPENAI_API_KEY")
     assert await page.locator("#english").get_attribute("aria-describedby") == "sight-note"
     await expect(page.locator("#media-line")).to_contain_text("described to the model")
+    # A note about the story is said with the story, not as a doubt about the Thai.
+    await expect(note).to_contain_text("shorter than a long one")
+    await expect(page.locator("#thai-draft")).to_have_count(0)
+    # The alt text, in both languages, under the stories and in the downloads.
+    await page.get_by_text("What the pictures show").click()
+    alt = page.locator("#alt-text-list li")
+    await expect(alt).to_have_count(1)
+    await expect(alt).to_contain_text("A photo of an espresso")
+    assert await alt.locator("[lang=th]").inner_text() == result["alt_text"][0]["thai"]
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Download .md").click()
+    markdown = Path(await (await info.value).path()).read_text(encoding="utf-8")
+    assert markdown.startswith("# The Quiet Cup · ถ้วยที่เงียบสงบ\n")
+    assert "## What the pictures show (alt text)\n\n- 1. A photo of an espresso" in markdown
     await tab.shot("photo-text-only-model")
 
     # A model that sees gets no such note.

@@ -82,10 +82,10 @@ function showDoubts(warnings) {
  * Say so, kindly, when the story model could not see the pictures (the offline default
  * writes from what ImgStory measured in them), and how to get one that can.
  */
-function showSight(result) {
+function showSight(result, notes = []) {
   const english = $("#english");
   $("#sight-note")?.remove();
-  if (result.models?.story_saw_pictures !== false) {
+  if (result.models?.story_saw_pictures !== false && !notes.length) {
     english.removeAttribute("aria-describedby");
     return;
   }
@@ -93,6 +93,12 @@ function showSight(result) {
   note.id = "sight-note";
   note.className = "sight-note";
   note.setAttribute("role", "note");
+  for (const text of notes) note.append(Object.assign(document.createElement("p"), { textContent: text }));
+  if (result.models?.story_saw_pictures !== false) {
+    english.before(note);
+    english.setAttribute("aria-describedby", "sight-note");
+    return;
+  }
   const what = document.createElement("p");
   what.textContent =
     "Written by the offline model, which cannot see pictures: it wrote from what ImgStory " +
@@ -106,6 +112,24 @@ function showSight(result) {
   english.setAttribute("aria-describedby", "sight-note");
 }
 
+/** The pictures' alt text, in both languages, under the stories (hidden when none). */
+function showAltText(result) {
+  const alts = Array.isArray(result.alt_text) ? result.alt_text : [];
+  const box = $("#alt-text");
+  const list = $("#alt-text-list");
+  list.replaceChildren();
+  box.hidden = !alts.length;
+  for (const alt of alts) {
+    const item = document.createElement("li");
+    item.append(Object.assign(document.createElement("span"), { textContent: alt.english, lang: "en" }));
+    if (alt.thai) {
+      item.append(document.createElement("br"));
+      item.append(Object.assign(document.createElement("span"), { textContent: alt.thai, lang: "th", className: "thai" }));
+    }
+    list.append(item);
+  }
+}
+
 /**
  * Show the stories of `result`, made from `photos` photos (or a video). Unknown for a job
  * opened from its address: each photo is one picture shown to the model.
@@ -116,8 +140,11 @@ export function showResult(result, photos = null) {
   renderStory($("#english"), result.english, titled);
   renderStory($("#thai"), result.thai, titled && hasTitle(result.thai));
   const warnings = Array.isArray(result.warnings) ? result.warnings : [];
-  showDoubts(warnings);
-  showSight(result);
+  // Doubts about the Thai mark it a rough draft; anything else is about the story.
+  const doubts = warnings.filter((w) => /\bthe Thai\b/.test(w));
+  showDoubts(doubts);
+  showSight(result, warnings.filter((w) => !doubts.includes(w)));
+  showAltText(result);
   showUsage(result);
 
   const media = result.media === "video" ? "1 video" : plural(photos ?? result.frames_used, "photo");
@@ -127,7 +154,7 @@ export function showResult(result, photos = null) {
   $("#media-line").textContent = `${media}${frames}. Request ${result.request_id || "–"}.`;
 
   results.hidden = false;
-  announce(warnings.length
+  announce(doubts.length
     ? "Your story is ready, in English and Thai; the Thai is a rough draft."
     : "Your story is ready, in English and Thai.");
   const heading = $("#english-title");

@@ -43,7 +43,14 @@ export function renderStory(element, text, withTitle) {
 }
 
 function storyTitle(result) {
+  if (result.title?.english) return result.title.english;
   return hasTitle(result.english) ? result.english.trim().split("\n")[0].trim() : "A story from ImgStory";
+}
+
+/** The pictures' alt text, a line each in both languages ([] when there is none). */
+function altLines(result, bullet) {
+  const alts = Array.isArray(result.alt_text) ? result.alt_text : [];
+  return alts.map((alt, i) => `${bullet}${i + 1}. ${alt.english}${alt.thai ? ` / ${alt.thai}` : ""}`);
 }
 
 /** A file name without extension, from the title (or the request id). */
@@ -59,19 +66,24 @@ function usageLine(result) {
 
 export function asText(result) {
   const rule = (s) => `${s}\n${"=".repeat(s.length)}`;
+  const alts = altLines(result, "");
   return [
     rule("English"), "", result.english.trim(), "",
     rule("Thai (ภาษาไทย)"), "", result.thai.trim(), "",
+    ...(alts.length ? [rule("What the pictures show (alt text)"), "", ...alts, ""] : []),
     usageLine(result), "",
   ].join("\n");
 }
 
 export function asMarkdown(result) {
   const models = result.models ? ` (story: \`${result.models.story}\`, translation: \`${result.models.translation}\`)` : "";
+  const alts = altLines(result, "- ");
+  const thaiTitle = result.title?.thai ? ` · ${result.title.thai}` : "";
   return [
-    `# ${storyTitle(result)}`, "",
+    `# ${storyTitle(result)}${thaiTitle}`, "",
     "## English", "", result.english.trim(), "",
     "## ภาษาไทย (Thai)", "", result.thai.trim(), "",
+    ...(alts.length ? ["## What the pictures show (alt text)", "", ...alts, ""] : []),
     "---", "", `${usageLine(result)}${models}`, "",
   ].join("\n");
 }
