@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from frame_service.cancellation import CancelToken
 from frame_service.frames import FrameBounds, MediaError, Picture
+from frame_service.heic import decode_heic
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def prepare_image(
     # Opened here rather than by Pillow so a missing file stays an OSError (a
     # server fault) instead of being reported as a bad upload.
     with open(path, "rb") as fh:
+        # Most HEICs are decoded straight to the target size (heic.py); others by Pillow.
+        reduced = decode_heic(fh, bounds, cancel or CancelToken())
+        if reduced is not None:
+            return to_picture(reduced, reduced.size, bounds.jpeg_quality, cancel=cancel)
         try:
             with Image.open(fh, formats=IMAGE_PLUGINS) as img:
                 return _prepare_opened(img, bounds, cancel or CancelToken())
