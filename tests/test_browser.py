@@ -406,6 +406,10 @@ async def test_a_doubtful_thai_translation_is_marked_as_a_rough_draft(new_tab, o
     await tab.shot("photo-rough-thai")
 
 
+ALT_ENGLISH = "A photo of an espresso, in warm light, mostly brown and white."
+ALT_THAI = "ภาพถ่ายของเอสเปรสโซ ในแสงอบอุ่น ส่วนใหญ่เป็นสีน้ำตาลและสีขาว"
+
+
 async def test_a_story_model_that_cannot_see_is_said_kindly(new_tab, openai, blob_store):
     tab = await new_tab()
     page = tab.page
@@ -430,12 +434,7 @@ async def test_a_story_model_that_cannot_see_is_said_kindly(new_tab, openai, blo
             "a long one (350 to 450 words)."
         ],
         "title": {"english": "The Quiet Cup", "thai": "ถ้วยที่เงียบสงบ"},
-        "alt_text": [
-            {
-                "english": "A photo of an espresso, in warm light, mostly brown and white.",
-                "thai": "ภาพถ่ายของเอสเปรสโซ ในแสงอบอุ่น ส่วนใหญ่เป็นสีน้ำตาลและสีขาว",
-            }
-        ],
+        "alt_text": [{"english": ALT_ENGLISH, "thai": ALT_THAI}],
     }
 
     job_id = "job_" + "7" * 32
@@ -470,7 +469,7 @@ async def test_a_story_model_that_cannot_see_is_said_kindly(new_tab, openai, blo
     alt = page.locator("#alt-text-list li")
     await expect(alt).to_have_count(1)
     await expect(alt).to_contain_text("A photo of an espresso")
-    assert await alt.locator("[lang=th]").inner_text() == result["alt_text"][0]["thai"]
+    assert await alt.locator("[lang=th]").inner_text() == ALT_THAI
     async with page.expect_download() as info:
         await page.get_by_role("button", name="Download .md").click()
     markdown = Path(await (await info.value).path()).read_text(encoding="utf-8")
