@@ -85,7 +85,6 @@ def extract_animation(
     timeline: Timeline,
     max_frames: int,
     bounds: FrameBounds,
-    stats: DecodeStats | None = None,
     *,
     budget: DecodeBudget | None = None,
     cancel: CancelToken | None = None,
@@ -111,9 +110,7 @@ def extract_animation(
         {bisect.bisect_right(starts, t) - 1 for t in frame_times(timeline.duration, count)}
     )
     _check_cost(timeline, wanted[-1] + 1, bounds, budget)
-    stats = stats if stats is not None else DecodeStats()
-    stats.candidates = len(wanted)
-    meter = DecodeMeter(budget, cancel or CancelToken(), stats)
+    meter = DecodeMeter(budget, cancel or CancelToken(), DecodeStats(candidates=len(wanted)))
     with open(path, "rb") as fh:
         try:
             with Image.open(fh, formats=("GIF", "WEBP")) as img:

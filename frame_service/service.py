@@ -33,7 +33,7 @@ from contracts.messages import (
     VideoInfo,
 )
 from contracts.subjects import EXTRACT_FRAMES, FRAMES, INLINE_UPLOADS
-from frame_service.animation import extract_animation, read_timeline
+from frame_service.animation import Timeline, extract_animation, read_timeline
 from frame_service.cancellation import CancelToken
 from frame_service.capture import Capture, read_capture
 from frame_service.config import Settings
@@ -141,16 +141,7 @@ class FrameExtractor:
                     pictures, video = await self._video(request, path, reporter, cancel)
                     capture = None
                 elif timeline is not None:
-                    meta, pictures = await self._blocking(
-                        cancel,
-                        extract_animation,
-                        path,
-                        timeline,
-                        request.max_frames,
-                        self.settings.video_bounds,
-                        budget=self.settings.video_budget,
-                        cancel=cancel,
-                    )
+                    meta, pictures = await self._moving(request, path, cancel, timeline)
                     video, capture = _video_info(meta, None), None
                 else:
                     bounds = self.settings.bounds
@@ -182,15 +173,7 @@ class FrameExtractor:
             # says; it runs beside the frames rather than after them.
             listening = asyncio.create_task(self._blocking(cancel, self._transcribe, path, cancel))
         try:
-            meta, pictures = await self._blocking(
-                cancel,
-                extract_video,
-                path,
-                request.max_frames,
-                self.settings.video_bounds,
-                budget=self.settings.video_budget,
-                cancel=cancel,
-            )
+            meta, pictures = await self._moving(request, path, cancel)
             transcript = None
             if listening is not None:
                 if meta.has_audio and not listening.done():
@@ -203,6 +186,27 @@ class FrameExtractor:
                 await asyncio.gather(listening, return_exceptions=True)
             raise
         return pictures, _video_info(meta, transcript)
+
+    async def _moving(
+        self,
+        request: ExtractFrames,
+        path: Path,
+        cancel: CancelToken,
+        timeline: Timeline | None = None,
+    ) -> tuple[VideoMeta, list[Picture]]:
+        """A video's frames, or an animation's (given its timeline), in the video bounds and budget."""
+        if timeline is None:
+            extract = functools.partial(extract_video, path)
+        else:
+            extract = functools.partial(extract_animation, path, timeline)
+        return await self._blocking(
+            cancel,
+            extract,
+            request.max_frames,
+            self.settings.video_bounds,
+            budget=self.settings.video_budget,
+            cancel=cancel,
+        )
 
     async def _blocking(
         self, cancel: CancelToken, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
