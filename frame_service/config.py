@@ -86,6 +86,12 @@ def _video_budget(read: Env) -> DecodeBudget:
         frames=read.integer(
             "IMGSTORY_VIDEO_DECODE_FRAMES", defaults.frames, minimum=1, maximum=10_000_000
         ),
+        megapixels=read.integer(
+            "IMGSTORY_ANIMATION_DECODE_MEGAPIXELS",
+            defaults.megapixels,
+            minimum=1,
+            maximum=1_000_000,
+        ),
     )
 
 

@@ -9,6 +9,17 @@ from collections.abc import Sequence
 # thumbnails, 0 to 1) must exceed its neighbours' for it to count as a cut;
 # measured motion within one shot stays well below this, real cuts well above.
 _MIN_CUT = 0.08
+# Candidates looked at for each frame kept, and at most: the scene choice needs a few
+# more moments than it keeps.
+_CANDIDATES_PER_FRAME = 3
+_MAX_CANDIDATES = 48
+
+
+def candidate_count(max_frames: int, frames: int | None = None) -> int:
+    """How many candidate moments to look at to keep max_frames, never more than the
+    frames there are (when known)."""
+    count = max(max_frames, min(_CANDIDATES_PER_FRAME * max_frames, _MAX_CANDIDATES))
+    return count if frames is None else min(count, frames)
 
 
 def frame_times(duration: float, count: int) -> list[float]:

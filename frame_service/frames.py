@@ -80,9 +80,13 @@ class DecodeBudget:
 
     seconds: float = 20.0
     frames: int = 9000
+    # An animated GIF or WebP is decoded whole, each frame in turn (every one is drawn
+    # over the one before): at most this many million pixels in all, refused from its
+    # header past that. Pillow decodes 50-100 a second on one core.
+    megapixels: int = 1000
 
     def __post_init__(self) -> None:
-        if not self.seconds > 0 or self.frames < 1:
+        if not self.seconds > 0 or min(self.frames, self.megapixels) < 1:
             raise ValueError("DecodeBudget limits must be positive")
 
 

@@ -2,7 +2,9 @@
 
 JPEG, PNG, WebP, GIF and AVIF are Pillow's own decoders; HEIC and HEIF are pillow-heif's
 (libheif with libde265), which applies the file's rotation and mirroring (``irot``,
-``imir``) and brings 10- and 12-bit pictures down to 8 bits as it decodes.
+``imir``) and brings 10- and 12-bit pictures down to 8 bits as it decodes. Wide-gamut
+pictures (an ICC profile or HEIF colour primaries other than sRGB's) are brought to sRGB
+once reduced (colour_spaces.py).
 """
 
 import io
@@ -13,6 +15,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from frame_service.cancellation import CancelToken
+from frame_service.colour_spaces import source_profile, to_srgb
 from frame_service.frames import FrameBounds, MediaError, Picture
 from frame_service.heic import decode_heic
 
@@ -85,7 +88,10 @@ def to_picture(
     timestamp: float | None = None,
     cancel: CancelToken | None = None,
 ) -> Picture:
-    """Convert to RGB, downscale to size and encode as a metadata-free baseline JPEG."""
+    """Convert to RGB, downscale to size, bring to sRGB and encode as a metadata-free
+    baseline JPEG."""
+    # Read first: the conversions below make pictures without img's info.
+    profile = source_profile(img.info)
     # The region of img to resample: all of it, in reduced pixels once reduced.
     box = (0.0, 0.0, float(img.width), float(img.height))
     if _needs_conversion(img):
@@ -95,7 +101,8 @@ def to_picture(
     if img.size != size:
         # reducing_gap lets Pillow box-reduce first, so huge images stay cheap.
         img = img.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP)
-    img = _to_rgb(img)
+    # Converted at the size sent, not the decoded size: a few ms for 960x720.
+    img = to_srgb(to_rgb(img), profile)
     # resize/convert copy info, and Pillow writes info["comment"] back into the
     # JPEG; emptying it guarantees nothing from the upload travels upstream.
     img.info = {}
@@ -169,7 +176,7 @@ def _decoding_bytes(img: Image.Image, target: tuple[int, int]) -> int:
 
 
 def _to_rgb_reduced(img: Image.Image, factor: tuple[int, int], cancel: CancelToken) -> Image.Image:
-    """_to_rgb, then Image.reduce by factor, a strip at a time.
+    """to_rgb, then Image.reduce by factor, a strip at a time.
 
     Converting a palette or 16-bit picture makes four-byte copies of it (RGBA to
     flatten transparency, then RGB); done whole, a 6000x6600 palette PNG took 660 MB.
@@ -183,14 +190,15 @@ def _to_rgb_reduced(img: Image.Image, factor: tuple[int, int], cancel: CancelTok
     rows = down * max(1, _STRIP_PIXELS // (width * down))
     for top in range(0, height, rows):
         cancel.check()
-        strip = _to_rgb(img.crop((0, top, width, min(height, top + rows))))
+        strip = to_rgb(img.crop((0, top, width, min(height, top + rows))))
         if factor != (1, 1):
             strip = strip.reduce(factor)
         reduced.paste(strip, (0, top // down))
     return reduced
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """img in RGB: 16-bit grey scaled to 8 bits, transparency flattened onto white."""
     if img.mode == "RGB":
         return img
     if img.mode == "I" or img.mode.startswith("I;16"):

@@ -33,6 +33,7 @@ from contracts.messages import (
     VideoInfo,
 )
 from contracts.subjects import EXTRACT_FRAMES, FRAMES, INLINE_UPLOADS
+from frame_service.animation import Timeline, extract_animation, read_timeline
 from frame_service.cancellation import CancelToken
 from frame_service.capture import Capture, read_capture
 from frame_service.config import Settings
@@ -130,10 +131,18 @@ class FrameExtractor:
             # The slot covers the CPU work only: fetching and storing are waits on the
             # bus, and other calls decode meanwhile (a 1080p photo: 7 ms of decoding in
             # 22 ms of call; 32 at once took 292 ms each with the slot held throughout).
-            async with self._slots[request.kind]:
+            timeline = None
+            if request.kind is MediaKind.IMAGE and request.max_frames > 1:
+                # Several frames asked of a photo (it is the only one): an animated GIF
+                # or WebP is told as a short video, and decoded in a video's slot.
+                timeline = await self._blocking(cancel, read_timeline, path)
+            async with self._slots[MediaKind.VIDEO if timeline else request.kind]:
                 if request.kind is MediaKind.VIDEO:
                     pictures, video = await self._video(request, path, reporter, cancel)
                     capture = None
+                elif timeline is not None:
+                    meta, pictures = await self._moving(request, path, cancel, timeline)
+                    video, capture = _video_info(meta, None), None
                 else:
                     bounds = self.settings.bounds
                     picture = await self._blocking(cancel, prepare_image, path, bounds, cancel)
@@ -164,15 +173,7 @@ class FrameExtractor:
             # says; it runs beside the frames rather than after them.
             listening = asyncio.create_task(self._blocking(cancel, self._transcribe, path, cancel))
         try:
-            meta, pictures = await self._blocking(
-                cancel,
-                extract_video,
-                path,
-                request.max_frames,
-                self.settings.video_bounds,
-                budget=self.settings.video_budget,
-                cancel=cancel,
-            )
+            meta, pictures = await self._moving(request, path, cancel)
             transcript = None
             if listening is not None:
                 if meta.has_audio and not listening.done():
@@ -185,6 +186,27 @@ class FrameExtractor:
                 await asyncio.gather(listening, return_exceptions=True)
             raise
         return pictures, _video_info(meta, transcript)
+
+    async def _moving(
+        self,
+        request: ExtractFrames,
+        path: Path,
+        cancel: CancelToken,
+        timeline: Timeline | None = None,
+    ) -> tuple[VideoMeta, list[Picture]]:
+        """A video's frames, or an animation's (given its timeline), in the video bounds and budget."""
+        if timeline is None:
+            extract = functools.partial(extract_video, path)
+        else:
+            extract = functools.partial(extract_animation, path, timeline)
+        return await self._blocking(
+            cancel,
+            extract,
+            request.max_frames,
+            self.settings.video_bounds,
+            budget=self.settings.video_budget,
+            cancel=cancel,
+        )
 
     async def _blocking(
         self, cancel: CancelToken, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs

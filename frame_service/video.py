@@ -19,7 +19,7 @@ from contracts.media import HEAD_BYTES, video_demuxer
 from frame_service import decoding
 from frame_service.cancellation import CancelToken
 from frame_service.decoding import DecodeMeter, DecodeStats
-from frame_service.frame_choice import frame_times, pick_scene_frames
+from frame_service.frame_choice import candidate_count, frame_times, pick_scene_frames
 from frame_service.frames import (
     DecodeBudget,
     FrameBounds,
@@ -33,8 +33,6 @@ from frame_service.images import to_picture
 log = logging.getLogger(__name__)
 
 
-_CANDIDATES_PER_FRAME = 3
-_MAX_CANDIDATES = 48
 _SIGNATURE_SIZE = 16
 
 
@@ -114,10 +112,8 @@ def _extract_from_container(
     if duration is None:
         duration = _scanned_duration(container, stream, start, meter)
 
-    count = max(max_frames, min(_CANDIDATES_PER_FRAME * max_frames, _MAX_CANDIDATES))
-    if stream.frames > 0:
-        # No point seeking for more candidates than the container says it has frames.
-        count = min(count, stream.frames)
+    # No point seeking for more candidates than the container says it has frames.
+    count = candidate_count(max_frames, stream.frames if stream.frames > 0 else None)
     times = frame_times(duration, count)
     targets = [start + int(seconds / time_base) for seconds in times]
     meter.stats.candidates = len(targets)
@@ -140,19 +136,7 @@ def _extract_from_container(
         candidates.append((seconds, _frame_image(frame, rotation, bounds)))
     if not candidates:
         raise UnprocessableMedia("no frame of the video could be decoded")
-    candidates.sort(key=lambda candidate: candidate[0])
-
-    scores: list[float] = []
-    previous: Image.Image | None = None
-    for _, image in candidates:
-        signature = image.resize((_SIGNATURE_SIZE, _SIGNATURE_SIZE), Image.Resampling.BOX)
-        scores.append(0.0 if previous is None else _difference(previous, signature))
-        previous = signature
-    # Only the chosen candidates are encoded: the others were only ever compared.
-    pictures = [
-        to_picture(image, image.size, bounds.jpeg_quality, timestamp=seconds)
-        for seconds, image in (candidates[index] for index in pick_scene_frames(scores, max_frames))
-    ]
+    pictures = choose_pictures(candidates, max_frames, bounds.jpeg_quality)
 
     width, height = stream.codec_context.width, stream.codec_context.height
     if rotation % 2:
@@ -165,6 +149,24 @@ def _extract_from_container(
         has_audio=bool(container.streams.audio),
     )
     return meta, pictures
+
+
+def choose_pictures(
+    candidates: list[tuple[float, Image.Image]], max_frames: int, quality: int
+) -> list[Picture]:
+    """Up to max_frames of the candidates (seconds, RGB image), favouring new scenes, as
+    pictures in time order; only the chosen ones are encoded."""
+    candidates = sorted(candidates, key=lambda candidate: candidate[0])
+    scores: list[float] = []
+    previous: Image.Image | None = None
+    for _, image in candidates:
+        signature = image.resize((_SIGNATURE_SIZE, _SIGNATURE_SIZE), Image.Resampling.BOX)
+        scores.append(0.0 if previous is None else _difference(previous, signature))
+        previous = signature
+    return [
+        to_picture(image, image.size, quality, timestamp=seconds)
+        for seconds, image in (candidates[index] for index in pick_scene_frames(scores, max_frames))
+    ]
 
 
 def _video_stream(container: InputContainer) -> VideoStream:

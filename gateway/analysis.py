@@ -181,7 +181,7 @@ class Analyzer:
                     if media.on_frames is not None:
                         media.on_frames(frames, video)
                 by_capture = False
-                if media.kind is MediaKind.IMAGE:  # one frame a photo, in upload order
+                if video is None:  # photos, one frame each, in upload order
                     order = capture_order([frame.taken_at for frame in frames])
                     if order is not None:
                         frames, by_capture = [frames[i] for i in order], True
@@ -253,7 +253,8 @@ class Analyzer:
                 translation=thai.model,
                 story_saw_pictures=story.saw_pictures,
             ),
-            media=media.kind.value,
+            # A lone animated GIF or WebP was told as the short video it is.
+            media=media.kind.value if video is None else MediaKind.VIDEO.value,
             frames_used=len(frames),
             order=None if video is not None else ("captured" if by_capture else "uploaded"),
             request_id=visible_id,
@@ -326,7 +327,9 @@ class Analyzer:
                 stored.uploads.append(name)
                 await blobs.put_bytes(self.store, name, upload.data)
                 uploads.append((name, None))
-        max_frames = self.settings.max_frames if media.kind is MediaKind.VIDEO else 1
+        # A lone photo may be an animation, which the frame service tells as a video.
+        several = media.kind is MediaKind.VIDEO or len(uploads) == 1
+        max_frames = self.settings.max_frames if several else 1
         # Frames come back inline while all of them fit the story request together.
         frames_budget = 0
         if caps.inline_frames and media.on_frames is None:

@@ -69,7 +69,7 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
     token_usage: TokenUsage  # story + translation, summed
     usage_by_stage: StageUsage
     models: Models
-    media: str  # "image" or "video"
+    media: str  # "image" or "video"; "video" too for one animated GIF or WebP, told as one
     frames_used: int
     # Photos: "captured" when every one carried its capture time and they were told in
     # the order they were taken, else "uploaded" (the order they were sent). Null for a video.

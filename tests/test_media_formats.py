@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pillow_heif
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from contracts.messages import MediaKind
+from frame_service.colour_spaces import rgb_profile
 from frame_service.frames import FrameBounds, MediaError
 from frame_service.images import prepare_image
 from frame_service.video import extract_video
@@ -87,6 +88,68 @@ def test_a_10_bit_heic_comes_out_as_the_same_8_bit_colours(tmp_path):
     assert pillow_heif.open_heif(path, convert_hdr_to_8bit=False).info["bit_depth"] > 8
     top, bottom = top_and_bottom(prepare_image(path, BOUNDS).jpeg)
     assert near(top, RED) and near(bottom, BLUE), (top, bottom)
+
+
+# Display P3's primaries and white (D65), and the published matrix from linear P3 to
+# linear sRGB: the expected colours are worked out here, not by the code under test.
+P3 = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.3127, 0.3290))
+P3_TO_SRGB = np.array([[1.2249, -0.2247, 0.0], [-0.0420, 1.0419, 0.0], [-0.0197, -0.0786, 1.0979]])
+P3_COLOURS = [(200, 60, 60), (60, 180, 60), (40, 80, 200)]
+
+
+def p3_as_srgb(color: tuple[int, int, int]) -> np.ndarray:
+    encoded = np.array(color) / 255
+    linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
+    out = np.clip(P3_TO_SRGB @ linear, 0, 1)
+    return 255 * np.where(out <= 0.0031308, 12.92 * out, 1.055 * out ** (1 / 2.4) - 0.055)
+
+
+def p3_picture() -> Image.Image:
+    """Three bands of P3 colours, 600x400."""
+    pixels = np.zeros((400, 600, 3), np.uint8)
+    for index, color in enumerate(P3_COLOURS):
+        pixels[:, index * 200 : (index + 1) * 200] = color
+    return Image.fromarray(pixels)
+
+
+def band_colours(jpeg: bytes) -> list[np.ndarray]:
+    pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=float)
+    third = pixels.shape[1] // 3
+    return [pixels[:, i * third + 20 : (i + 1) * third - 20].mean(axis=(0, 1)) for i in range(3)]
+
+
+@pytest.mark.parametrize(("image_format", "ext"), PHOTO_FORMATS)
+def test_a_display_p3_photo_comes_out_in_srgb(tmp_path, image_format, ext):
+    path = tmp_path / f"iphone.{ext}"
+    icc = rgb_profile(*P3, name="Display P3")
+    extra = {"quality": 95} if image_format in ("JPEG", "WEBP", "AVIF", "HEIF") else {}
+    p3_picture().save(path, format=image_format, icc_profile=icc, **extra)
+    for seen, color in zip(band_colours(prepare_image(path, BOUNDS).jpeg), P3_COLOURS, strict=True):
+        expected = p3_as_srgb(color)
+        # P3's (200, 60, 60) is sRGB's (217, 42, 52): read as sRGB it would be 18 off.
+        assert np.abs(expected - np.array(color)).max() > 15
+        assert np.abs(seen - expected).max() <= 5, (color, seen, expected)
+
+
+def test_a_heic_with_p3_primaries_and_no_icc_profile_comes_out_in_srgb(tmp_path):
+    path = tmp_path / "android.heic"
+    # NCLX: P3 primaries (12), the sRGB curve (13), BT.601 matrix (6).
+    options = {"color_primaries": 12, "transfer_characteristic": 13, "matrix_coefficients": 6}
+    p3_picture().save(path, format="HEIF", quality=95, **options)
+    with Image.open(path) as written:
+        assert "icc_profile" not in written.info
+        assert written.info["nclx_profile"]["color_primaries"] == 12
+    for seen, color in zip(band_colours(prepare_image(path, BOUNDS).jpeg), P3_COLOURS, strict=True):
+        assert np.abs(seen - p3_as_srgb(color)).max() <= 6, (color, seen)
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "HEIF"])
+def test_an_srgb_photo_keeps_its_colours(tmp_path, image_format):
+    path = tmp_path / "srgb.img"
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    p3_picture().save(path, format=image_format, quality=95, icc_profile=srgb)
+    for seen, color in zip(band_colours(prepare_image(path, BOUNDS).jpeg), P3_COLOURS, strict=True):
+        assert np.abs(seen - np.array(color)).max() <= 5, (color, seen)
 
 
 def test_a_heic_past_the_limits_is_refused_naming_them_before_it_is_decoded(tmp_path):
