@@ -1,8 +1,9 @@
 """Photos to pictures: Pillow decodes, orients, converts to RGB and re-encodes without metadata.
 
-JPEG, PNG, WebP, GIF and AVIF are Pillow's own decoders; HEIC and HEIF are pillow-heif's
-(libheif with libde265), which applies the file's rotation and mirroring (``irot``,
-``imir``) and brings 10- and 12-bit pictures down to 8 bits as it decodes. Wide-gamut
+JPEG, PNG, WebP, GIF and AVIF are Pillow's own decoders. Most HEICs are decoded by
+FFmpeg tile by tile straight to the size sent (heic.py); the rest by pillow-heif (libheif
+with libde265). Both apply the file's rotation and mirroring (``irot``, ``imir``) and
+bring 10- and 12-bit pictures down to 8 bits. Wide-gamut
 pictures (an ICC profile or HEIF colour primaries other than sRGB's) are brought to sRGB
 once reduced (colour_spaces.py).
 """
