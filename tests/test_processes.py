@@ -191,8 +191,9 @@ async def test_gateway_pages_and_openapi(gateway):
     # Both upload routes refer to one shared body.
     shared = analyze["requestBody"]["$ref"].removeprefix("#/components/requestBodies/")
     body = schema["components"]["requestBodies"][shared]["content"]["multipart/form-data"]["schema"]
-    # The seed's two fields, required as the seed says; `keep` (jobs) is an optional addition.
-    assert set(body["properties"]) == {"files", "prompt", "keep"}
+    # The seed's two fields, required as the seed says; `keep` (jobs), `length` and `cast`
+    # (steering the story) are optional additions.
+    assert set(body["properties"]) == {"files", "prompt", "keep", "length", "cast"}
     assert body["required"] == ["files"]
     assert {"200", "400", "422", "429", "500", "503"} <= set(analyze["responses"])
 
