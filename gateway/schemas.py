@@ -91,13 +91,16 @@ class AnalyzeResponse(msgspec.Struct, kw_only=True):
 
 def title_of(english: str, thai: str) -> Title | None:
     """The title of a story and of its translation, which has as many paragraphs when
-    it is faithful (the title is its first one)."""
+    it is faithful (the title is its first one). The Thai's first paragraph is taken for
+    the title only when it is as short as a title: a small model has dropped the title
+    and added a note, which kept the count and moved every paragraph up one."""
     paragraphs = split_paragraphs(english)
     if len(paragraphs) < 2 or not is_title(paragraphs[0]):
         return None
     translated = split_paragraphs(thai)
-    same_shape = len(translated) == len(paragraphs)
-    return Title(english=paragraphs[0], thai=translated[0] if same_shape else None)
+    first = translated[0] if len(translated) == len(paragraphs) else ""
+    short = "\n" not in first and len(first) <= max(40, 2 * len(paragraphs[0]))
+    return Title(english=paragraphs[0], thai=first if first and short else None)
 
 
 class ErrorResponse(msgspec.Struct, kw_only=True):

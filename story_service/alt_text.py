@@ -14,6 +14,13 @@ from contracts.messages import Label, SceneFacts
 from story_service.scene import LIKELY, POSSIBLE
 
 _OCR_CHARS = 60  # of the text seen in the picture, quoted
+# The frame service's words for the light (frame_service.colours), as a sentence says them.
+_LIGHT = {
+    "bright daylight": "in bright daylight",
+    "daylight/indoor light": "in daylight or indoor light",
+    "dim": "in dim light",
+    "night/dark": "in the dark",
+}
 
 
 def _article(noun: str) -> str:
@@ -54,7 +61,7 @@ def describe(facts: SceneFacts, what: str = "A photo") -> str:
         sentence = f"{what} whose subject could not be made out"
     look = []
     if facts.light:
-        look.append(f"in {facts.light} light")
+        look.append(_LIGHT.get(facts.light, f"in {facts.light} light"))
     if facts.colors:
         look.append("mostly " + " and ".join(facts.colors[:2]))
     if look:

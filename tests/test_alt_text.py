@@ -41,6 +41,15 @@ def test_a_likely_thing_is_said_plainly_and_a_possible_one_as_maybe():
     )
 
 
+def test_the_light_is_named_once():
+    facts = SceneFacts(faces=1, light="daylight/indoor light")
+    assert describe(facts) == "A photo of one person, in daylight or indoor light."
+    assert (
+        describe(SceneFacts(faces=1, light="night/dark"))
+        == "A photo of one person, in night or dark."
+    )
+
+
 def test_a_guess_is_not_claimed():
     guess = SceneFacts(labels=[Label(name="bobsled", confidence=0.19)], faces=1, light="bright")
     assert describe(guess) == "A photo of one person, in bright light."

@@ -9,6 +9,7 @@ import pytest
 
 from contracts.messages import CastMember, Length
 from devstack.fake_answers import Reply
+from gateway.schemas import Title, title_of
 from gateway.steering import CAST_PATTERN, read_cast, read_length
 from gateway.uploads import UploadError
 from story_service import config as story_config
@@ -129,6 +130,16 @@ async def test_the_story_model_gets_the_cast_as_data_and_the_length_as_words(
     title = response.json()["title"]
     assert title["english"] == "The Porch"
     assert thai_share(title["thai"]) >= 0.95 and title["thai"] in response.json()["thai"]
+
+
+def test_a_thai_that_lost_its_title_gives_none_rather_than_a_paragraph():
+    english = "The Porch\n\nPumpkin slept.\n\nThen she woke."
+    assert title_of(english, "ระเบียง\n\nพัมพ์กินหลับ\n\nแล้วเธอก็ตื่น") == Title(
+        english="The Porch", thai="ระเบียง"
+    )
+    moved_up = "พัมพ์กินหลับอยู่บนระเบียงทั้งบ่ายจนแดดร่มลมตก\n\nหมายเหตุ\n\nแล้วเธอก็ตื่น"
+    assert title_of(english, moved_up) == Title(english="The Porch", thai=None)
+    assert title_of("Pumpkin slept.\n\nThen she woke.", "x\n\ny") is None
 
 
 async def test_a_story_without_a_title_line_has_no_title(gateway, openai, tmp_path):
