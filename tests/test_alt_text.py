@@ -45,8 +45,7 @@ def test_the_light_is_named_once():
     facts = SceneFacts(faces=1, light="daylight/indoor light")
     assert describe(facts) == "A photo of one person, in daylight or indoor light."
     assert (
-        describe(SceneFacts(faces=1, light="night/dark"))
-        == "A photo of one person, in night or dark."
+        describe(SceneFacts(faces=1, light="night/dark")) == "A photo of one person, in the dark."
     )
 
 
