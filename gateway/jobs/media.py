@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from contracts.messages import Frame, JobRecord, JobStatus, JobUpload
+from contracts.messages import CastMember, Frame, JobRecord, JobStatus, JobUpload, Length
 from gateway.cleanup import JOBS_MEDIA_PREFIX
 
 
@@ -36,6 +36,15 @@ def media_kept(record: JobRecord, keep_media: float, now: float) -> bool:
     if not record.status.finished or record.finished_at is None:
         return True
     return record.finished_at + keep_media > now
+
+
+@dataclass(frozen=True)
+class Steering:
+    """What another take of a job changes; None keeps the original's."""
+
+    prompt: str | None = None  # "" asks for the default prompt
+    length: Length | None = None
+    cast: list[CastMember] | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from bus.jobs import JobNotFound, JobStore
 from contracts.messages import JobStatus
 from gateway.errors import ERROR_RESPONSES
 from gateway.jobs.admission import Submitter
-from gateway.jobs.service import JobService, Steering
+from gateway.jobs.media import Steering
+from gateway.jobs.service import JobService
 from gateway.jobs.views import JobPage, JobView
 from gateway.jobs.webhooks import check_target
 from gateway.limits import caller

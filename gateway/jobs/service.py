@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -27,12 +27,10 @@ from bus.job_keys import JobKeys, KeyClaim
 from bus.jobs import JobConflict, JobNotFound, JobStore, Versioned
 from bus.rpc import BusUnavailable
 from contracts.messages import (
-    CastMember,
     JobEvent,
     JobRecord,
     JobStatus,
     JobUpload,
-    Length,
     RunJob,
 )
 from contracts.subjects import job_cancel_subject
@@ -40,7 +38,7 @@ from gateway.config import Jobs
 from gateway.jobs.admission import Submitter, admit
 from gateway.jobs.awaiting import AwaitedJob, Follower
 from gateway.jobs.deliveries import pending_webhook, request_delivery
-from gateway.jobs.media import MediaGone, Retake, media_kept, media_name, stored_objects
+from gateway.jobs.media import MediaGone, Retake, Steering, media_kept, media_name, stored_objects
 from gateway.jobs.views import JobView, job_view
 from gateway.jobs.worker import status_event, tell
 from gateway.uploads import ReceivedForm
@@ -64,15 +62,6 @@ class KeyReused(Exception):
 
 class KeyInUse(Exception):
     """An Idempotency-Key's first request is still making its job (409)."""
-
-
-@dataclass(frozen=True)
-class Steering:
-    """What another take of a job changes; None keeps the original's."""
-
-    prompt: str | None = None  # "" asks for the default prompt
-    length: Length | None = None
-    cast: list[CastMember] | None = None
 
 
 _JOB_ID = re.compile(r"job_[0-9a-f]{32}")
@@ -144,11 +133,9 @@ class JobService:
                         await blobs.put_file(self.media, name, received.path)
                     uploads.append(JobUpload(name=name, size=received.size))
                 received.path.unlink(missing_ok=True)  # in the bucket or in memory now
-            record = JobRecord(
-                id=job_id,
-                status=JobStatus.QUEUED,
-                created_at=now,
-                expires_at=now + self.settings.ttl,
+            record = self._new_record(
+                job_id,
+                now,
                 kind=form.kind,
                 uploads=[
                     JobUpload(name=u.name, size=u.size, stored=u.data is None) for u in uploads
@@ -162,12 +149,22 @@ class JobService:
                 request_id=request_id,
                 webhook_url=webhook_url,
                 idempotency_key=idempotency_key,
-                trace=tracing.with_context({}) or {},
             )
         except BaseException:
             await blobs.delete_quietly(self.media, stored)
             raise
         return await self._queue(record, uploads, submitter)
+
+    def _new_record(self, job_id: str, now: float, **fields: Any) -> JobRecord:
+        """A queued job's first record, living ``ttl`` from ``now``, in this trace."""
+        return JobRecord(
+            id=job_id,
+            status=JobStatus.QUEUED,
+            created_at=now,
+            expires_at=now + self.settings.ttl,
+            trace=tracing.with_context({}) or {},
+            **fields,
+        )
 
     async def _queue(
         self, record: JobRecord, uploads: list[JobUpload], submitter: Submitter
@@ -208,11 +205,9 @@ class JobService:
         new_id = new_job_id()
         now = time.time()
         retake = Retake.of(source, new_id)
-        record = JobRecord(
-            id=new_id,
-            status=JobStatus.QUEUED,
-            created_at=now,
-            expires_at=now + self.settings.ttl,
+        record = self._new_record(
+            new_id,
+            now,
             kind=source.kind,
             uploads=retake.uploads,
             owner=submitter.owner,
@@ -220,7 +215,6 @@ class JobService:
             length=steering.length if steering.length is not None else source.length,
             cast=steering.cast if steering.cast is not None else source.cast,
             request_id=request_id,
-            trace=tracing.with_context({}) or {},
             frames=retake.frames,
             video=source.video if retake.frames else None,
             again_of=source.id,

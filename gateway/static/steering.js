@@ -8,29 +8,26 @@ const MAX_CAST_CHARS = 400;
 const list = $("#cast");
 const add = $("#cast-add");
 
+/** A text field of a cast row; its label is set by syncCast. */
+function textField(field, maxLength, placeholder) {
+  const input = document.createElement("input");
+  input.type = "text";
+  input.dataset.field = field;
+  input.maxLength = maxLength;
+  input.placeholder = placeholder;
+  return input;
+}
+
 /** One row of the cast editor: a name, who it is, and a button to remove the row. */
-function castRow(name = "", who = "") {
-  const number = list.children.length + 1;
+function castRow() {
+  const first = list.children.length === 0;
   const row = document.createElement("li");
-  const nameInput = document.createElement("input");
-  nameInput.type = "text";
-  nameInput.dataset.field = "name";
-  nameInput.value = name;
-  nameInput.maxLength = 60;
-  nameInput.placeholder = number === 1 ? "Pumpkin" : "Name";
-  nameInput.setAttribute("aria-label", `Name ${number}`);
-  const whoInput = document.createElement("input");
-  whoInput.type = "text";
-  whoInput.dataset.field = "who";
-  whoInput.value = who;
-  whoInput.maxLength = 200;
-  whoInput.placeholder = number === 1 ? "the orange cat" : "who or what in the pictures";
-  whoInput.setAttribute("aria-label", `Who is name ${number}`);
+  const nameInput = textField("name", 60, first ? "Pumpkin" : "Name");
+  const whoInput = textField("who", 200, first ? "the orange cat" : "who or what in the pictures");
   const remove = document.createElement("button");
   remove.type = "button";
   remove.className = "button button--small";
   remove.textContent = "Remove";
-  remove.setAttribute("aria-label", `Remove name ${number}`);
   remove.addEventListener("click", () => {
     const next = row.nextElementSibling || row.previousElementSibling;
     row.remove();
