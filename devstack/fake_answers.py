@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -154,9 +155,12 @@ def wants_spelling(messages: list[dict[str, Any]]) -> bool:
     return "transliterate" in _system_text(messages).lower()
 
 
-def default_answer(messages: list[dict[str, Any]]) -> str:
+def default_answer(
+    messages: list[dict[str, Any]], response_format: dict[str, Any] | None = None
+) -> str:
     """What the fake says when no step is scripted: a name's Thai spelling when asked for
-    one, Thai for translations, else an English story."""
+    one, Thai for translations, else an English story; asked for JSON (structured
+    output), the story and a sentence of alt text per picture as a JSON object."""
     if wants_spelling(messages):
         name = _texts(messages)[-1].strip()
         return NAME_SPELLINGS.get(name, f"{name} has no Thai spelling here.")
@@ -164,12 +168,20 @@ def default_answer(messages: list[dict[str, Any]]) -> str:
         return thai_answer(messages)
     images = sum(1 for part in _parts(messages) if part.get("type") == "image_url")
     noun = "picture" if images == 1 else "pictures"
-    return (
+    story = (
         "The Quiet Harbour\n\n"
         f"This is a story about {images} {noun}. Morning light spilled over the harbour as "
         "Mara tied the last rope, and the gulls argued over the fishing boats.\n\n"
         "By evening the sea had turned to copper, and she walked home smiling."
     )
+    if not response_format or response_format.get("type") != "json_schema":
+        return story
+    video = "for the whole video" in "\n".join(_texts(messages))
+    alt = [
+        f"Picture {i} shows boats tied up in a harbour at sunrise." for i in range(1, images + 1)
+    ]
+    answer = {"story": story, "alt_text": alt[:1] if video else alt}
+    return json.dumps(answer, ensure_ascii=False)
 
 
 @dataclass(frozen=True)

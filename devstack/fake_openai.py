@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             step = step.then
         if step is None:
-            step = Reply(default_answer(request.messages))
+            step = Reply(default_answer(request.messages, request.get("response_format")))
         if isinstance(step, Status):
             self._send_error_json(step.code, step.headers, step.body, request)
         elif isinstance(step, Raw):

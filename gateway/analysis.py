@@ -264,7 +264,7 @@ class Analyzer:
                 translation=_ms(clock[3] - clock[2]),
                 total=_ms(clock[3] - clock[0]),
             ),
-            estimated_cost_usd=self._cost(story, thai),
+            estimated_cost_usd=self._cost(story, thai.model, thai.usage + alt_usage),
             warnings=warnings,
             title=title_of(story.text, thai_text),
             alt_text=[
@@ -273,15 +273,15 @@ class Analyzer:
             ],
         )
 
-    def _cost(self, story: StoryWritten, thai: StoryTranslation) -> float | None:
+    def _cost(self, story: StoryWritten, thai_model: str, thai_usage: Usage) -> float | None:
         if self.settings.prices is None:
             return None
-        cost = self.settings.prices.cost([(story.model, story.usage), (thai.model, thai.usage)])
+        cost = self.settings.prices.cost([(story.model, story.usage), (thai_model, thai_usage)])
         if cost is None:
             log.warning(
                 "IMGSTORY_PRICES has no price for %s or %s: no cost estimate",
                 story.model,
-                thai.model,
+                thai_model,
             )
         return cost
 

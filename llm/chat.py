@@ -57,6 +57,7 @@ class ChatModel(Protocol):
         on_text: Callable[[str], None] | None = None,
         max_paragraphs: int | None = None,
         names: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         """Return the model's answer; raise a `llm.errors.ModelError` subclass on failure.
 
@@ -71,5 +72,7 @@ class ChatModel(Protocol):
         `contracts.text.cut_paragraphs`). Lines within a paragraph are not limited.
         `names` (the cast's names) may be written as given whatever their script, where a
         backend constrains the answer's characters (an English story holding ยายสมศรี).
+        `json_schema` asks for a JSON answer following it where the backend can (a
+        provider's structured output); a backend that cannot answers as it would without.
         """
         ...

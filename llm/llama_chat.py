@@ -152,6 +152,7 @@ class LlamaChat:
         on_text: Callable[[str], None] | None = None,
         max_paragraphs: int | None = None,
         names: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         """Generate the answer to `messages` and return it with the real token counts.
 
@@ -161,7 +162,8 @@ class LlamaChat:
         The pieces are a preview: the returned Completion is authoritative (a loop cut
         off at the end may have been previewed). With `max_paragraphs`, generation stops as
         soon as a paragraph past the `max_paragraphs`-th begins. `names` need nothing here:
-        only a Thai answer's characters are constrained.
+        only a Thai answer's characters are constrained. `json_schema` is not followed:
+        the answer is plain text, which its caller reads as such.
         Raises ValueError for image parts when the model has no vision projector,
         for image URLs that are not data URLs, for an unknown `script` or a
         non-positive `max_tokens`; ModelRejected when the prompt does not fit the

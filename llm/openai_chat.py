@@ -23,6 +23,7 @@ from contracts.messages import Usage
 from contracts.text import cut_paragraphs
 from llm.chat import Completion, ModelProfile
 from llm.errors import ModelError, ModelRejected, ModelUnavailable, RateLimited
+from llm.structured import structured
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +130,13 @@ class OpenAIChat:
         on_text: Callable[[str], None] | None = None,
         max_paragraphs: int | None = None,
         names: Sequence[str] = (),
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         """Send `messages` and return the first answer with its token usage.
 
         `script` and `names` are accepted for the ChatModel protocol and ignored: the
-        prompt asks for the script. With `on_text` the answer is streamed and each piece passed to it
+        prompt asks for the script. `json_schema` is sent as the structured-output
+        `response_format` (in place of any grammar of the backend's own). With `on_text` the answer is streamed and each piece passed to it
         as it arrives (on the event loop); usage then comes from the stream's last chunk.
         `max_paragraphs` cuts the answer after that many paragraphs; the server still
         writes the rest (it is billed, and its usage counted).
@@ -153,7 +156,7 @@ class OpenAIChat:
                 max_tokens,
                 temperature,
                 on_text,
-                self._extra_body(script, max_paragraphs, names),
+                structured(self._extra_body(script, max_paragraphs, names), json_schema),
             )
             completion = self._finish(completion, script, max_paragraphs)
             span.set_attributes(

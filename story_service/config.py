@@ -21,6 +21,9 @@ class Settings:
     temperature: float = 0.8
     words: tuple[int, int] = WORDS  # the length asked for when the user's prompt is silent
     max_in_flight: int = 64  # I/O-bound calls; the local engine queues past its slots
+    # A model that sees the pictures writes their alt text in the story's call, as JSON
+    # with a schema; off for a compatible server without structured output.
+    alt_text: bool = True
     bucket: Bucket = field(default_factory=Bucket)
 
 
@@ -49,6 +52,7 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
             "IMGSTORY_STORY_TEMPERATURE", Settings.temperature, minimum=0, maximum=2
         ),
         max_in_flight=read.integer("IMGSTORY_STORY_IN_FLIGHT", Settings.max_in_flight, minimum=1),
+        alt_text=read.flag("IMGSTORY_STORY_ALT_TEXT", Settings.alt_text),
         bucket=bucket_settings(read),
     )
 

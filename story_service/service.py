@@ -98,6 +98,7 @@ class StoryWriter:
             by_capture=request.by_capture,
             words_asked=request.length is not None,
             cast=request.cast,
+            alt_text=self.settings.alt_text,
         )
         if cutter is not None:
             cutter.close()
@@ -107,7 +108,7 @@ class StoryWriter:
             model=story.model,
             saw_pictures=self.chat.profile.sees_images,
             warnings=list(steering.warnings),
-            alt_text=alt_texts(request),
+            alt_text=story.alt_text or alt_texts(request),
         )
 
 

@@ -15,9 +15,11 @@ from contracts.messages import CastMember, SceneFacts
 from llm.chat import ChatModel, Completion
 from llm.errors import ModelUnavailable
 from llm.second_try import Attempt, second_try
+from llm.structured import FieldStream
 from story_service.guards import Problem, Review, repair_paragraphs, review, story_block, strip_tags
 from story_service.scene import SheetPicture, format_clock, scene_sheet
 from story_service.steering import CAST_RULE, CAST_TAGS, cast_block
+from story_service.told import Told, extra_tokens, instruction, story_schema, told, with_alt_text
 
 log = logging.getLogger(__name__)
 
@@ -315,8 +317,13 @@ async def write_story(
     by_capture: bool = False,
     words_asked: bool = False,
     cast: Sequence[CastMember] = (),
-) -> Completion:
+    alt_text: bool = False,
+) -> Told:
     """Ask `chat` for a story about `frames` and return it (repaired) with its token usage.
+
+    With ``alt_text``, a model that sees the pictures is asked for the story and a
+    sentence of alt text per picture (one for a video) in one answer, as JSON with a
+    schema (story_service.told); the story is still streamed as it is written.
 
     A model that sees images gets the pictures; a text-only one gets the scene sheet.
     The answer is reviewed (``guards.review``): what can be repaired is; an answer
@@ -353,6 +360,28 @@ async def write_story(
         )
     source = prompt_source(messages)
     names = [member.name for member in cast]  # written as given, whatever their script
+    pictures = 1 if video is not None else len(frames)
+    schema = story_schema() if alt_text and chat.profile.sees_images else None
+    if schema is not None:
+        messages[-1]["content"].append(
+            {"type": "text", "text": instruction(pictures, video is not None)}
+        )
+        max_tokens += extra_tokens(pictures)
+        if on_text is not None:
+            on_text = FieldStream("story", on_text).feed
+    answers: list[Told] = []  # each answer as told, in order
+
+    async def ask(asked: list[dict[str, Any]], hear: Callable[[str], None] | None) -> Completion:
+        answer = await chat.complete(
+            asked,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            on_text=hear,
+            names=names,
+            json_schema=schema,
+        )
+        answers.append(told(answer, pictures))
+        return answers[-1]
 
     async def ask_again(first: Attempt[Review]) -> Completion:
         log.info(
@@ -362,17 +391,10 @@ async def write_story(
         )
         if on_retry is not None:
             on_retry()
-        return await chat.complete(
-            [*messages, correction(first.verdict.unresolved)],
-            max_tokens=max_tokens,
-            temperature=temperature,
-            names=names,
-        )
+        return await ask([*messages, correction(first.verdict.unresolved)], None)
 
     outcome = await second_try(
-        lambda: chat.complete(
-            messages, max_tokens=max_tokens, temperature=temperature, on_text=on_text, names=names
-        ),
+        lambda: ask(messages, on_text),
         lambda answer: review(answer.text, source),
         lambda verdict: verdict.usable,
         ask_again,
@@ -406,7 +428,9 @@ async def write_story(
         outcome.usage.input_tokens,
         outcome.usage.output_tokens,
     )
-    return Completion(text=verdict.text, usage=outcome.usage, model=outcome.model)
+    kept = answers[0 if outcome.kept is first else -1]
+    story = Completion(text=verdict.text, usage=outcome.usage, model=outcome.model)
+    return with_alt_text(story, kept.alt_text)
 
 
 def _better(candidate: Review, than: Review) -> bool:

@@ -34,7 +34,11 @@ def files_of(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
 def usage_of(fake, index: int, answer: str | None = None) -> tuple[int, int]:
     """(prompt, completion) tokens the fake charged for its index-th request."""
     request = fake.requests[index]
-    text = default_answer(request.messages) if answer is None else answer
+    text = (
+        default_answer(request.messages, request.get("response_format"))
+        if answer is None
+        else answer
+    )
     return count_prompt_tokens(request.messages), count_completion_tokens(text)
 
 
@@ -45,14 +49,16 @@ async def test_one_photo_gives_english_and_thai_with_summed_usage(gateway, opena
     body = response.json()
     assert "1 picture" in body["english"]
     assert thai_share(body["thai"]) >= 0.95
-    # The story, then a translation for each paragraph (the title with the first).
+    # The story (with its alt text), then a translation for each paragraph (the title
+    # with the first) and one for the alt text.
     story, *translations = openai.requests
-    assert len(story.image_urls) == 1 and len(translations) == 2
+    assert len(story.image_urls) == 1 and len(translations) == 3
     assert not any(t.image_urls for t in translations)
     assert body["thai"].count("\n\n") == body["english"].count("\n\n") == 2
+    assert len(body["alt_text"]) == 1 and body["alt_text"][0]["thai"]
     sp, sc = usage_of(openai, 0)
-    tp = sum(usage_of(openai, i)[0] for i in (1, 2))
-    tc = sum(usage_of(openai, i)[1] for i in (1, 2))
+    tp = sum(usage_of(openai, i)[0] for i in (1, 2, 3))
+    tc = sum(usage_of(openai, i)[1] for i in (1, 2, 3))
     assert body["token_usage"] == {
         "input_tokens": sp + tp,
         "output_tokens": sc + tc,

@@ -14,6 +14,7 @@ from gateway.steering import CAST_PATTERN, read_cast, read_length
 from gateway.uploads import UploadError
 from story_service import config as story_config
 from story_service.steering import CAST_RULE, LOCAL_LONG_WORDS, plan
+from story_service.told import extra_tokens
 from tests.media import write_jpeg
 from translation_service.translate import thai_share
 
@@ -118,7 +119,9 @@ async def test_the_story_model_gets_the_cast_as_data_and_the_length_as_words(
     assert "<style_guidance>\na bedtime story\n</style_guidance>" in user
     assert "Aim for 80 to 120 words." in user
     # The cap follows the words: 120 of the medium's most, in tokens.
-    assert story["max_completion_tokens"] == round(STORY.max_tokens * 120 / STORY.words[1])
+    # (and room for the JSON and the photo's alt text, asked for in the same call).
+    cap = round(STORY.max_tokens * 120 / STORY.words[1]) + extra_tokens(1)
+    assert story["max_completion_tokens"] == cap
     # The Thai keeps the name given in Thai as it is; the other names are the model's to spell.
     translations = openai.requests[1:]
     assert translations and all(
@@ -159,9 +162,9 @@ async def test_long_asks_for_more_and_no_length_asks_as_before(gateway, openai, 
             assert response.json()["warnings"] == []
     long, default = (r for r in openai.requests if "<style_guidance>" in r.text)
     low, high = STORY.words
-    assert long["max_completion_tokens"] == round(STORY.max_tokens * 450 / high)
+    assert long["max_completion_tokens"] == round(STORY.max_tokens * 450 / high) + extra_tokens(1)
     assert "350 to 450 words" in long.text
-    assert default["max_completion_tokens"] == STORY.max_tokens
+    assert default["max_completion_tokens"] == STORY.max_tokens + extra_tokens(1)
     assert f"{low} to {high} words" in default.text
     assert "<cast>" not in default.text and CAST_RULE not in default.text
 

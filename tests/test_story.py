@@ -12,7 +12,7 @@ from PIL import Image
 from contracts.messages import Label, SceneFacts, Usage
 from devstack.fake_answers import IMAGE_TOKENS, Reply, Status, count_prompt_tokens
 from devstack.fake_openai import FakeOpenAI
-from llm import Completion, OpenAIChat, RateLimited
+from llm import OpenAIChat, RateLimited
 from story_service.scene import SheetPicture, scene_sheet
 from story_service.story import (
     DEFAULT_PROMPT,
@@ -22,6 +22,7 @@ from story_service.story import (
     format_clock,
     write_story,
 )
+from story_service.told import Told
 from tests.support.fixtures import ClientFactory
 
 MODEL = "gpt-test-vision"
@@ -203,7 +204,7 @@ async def test_write_story_passes_usage_and_settings_through(
         chat, frames, None, video, detail="high", max_tokens=300, temperature=0.5
     )
 
-    assert story == Completion(
+    assert story == Told(
         text="The Red Door\n\nOnce upon a time.", usage=Usage(1234, 56), model=MODEL
     )
     [request] = fake.requests

@@ -155,9 +155,9 @@ async def test_one_request_is_one_trace_through_every_service_and_model_call(
     assert root.attributes[tracing.REQUEST_ID] == body["request_id"] == "traced-1"
 
     # Under it a span per stage call; the story's three paragraphs take two translation
-    # calls (the title goes with the first paragraph).
+    # calls (the title goes with the first paragraph), and its alt text one more.
     stages = [s for s in finished if s.parent and s.parent.span_id == root.context.span_id]
-    assert sorted(s.name for s in stages) == ["frames", "story", *["translation"] * 2]
+    assert sorted(s.name for s in stages) == ["frames", "story", *["translation"] * 3]
 
     # Each stage call sent once; the service's span is that send's child, through NATS.
     for stage, subject in (
@@ -183,7 +183,7 @@ async def test_one_request_is_one_trace_through_every_service_and_model_call(
     story_calls = named(finished, "chat fake-story")
     translate_calls = named(finished, "chat fake-translate")
     assert len(story_calls) + len(translate_calls) == len(openai.requests)
-    assert len(story_calls) == 1 and len(translate_calls) == 2
+    assert len(story_calls) == 1 and len(translate_calls) == 3  # the alt text is one
     for call in story_calls:
         assert parent_of(call, finished).name == f"process {WRITE_STORY.subject}"
     for call in translate_calls:
