@@ -126,7 +126,7 @@ class StoryTranslation:
             request_id=self._request_id,
             text=text,
             context=self._context(start, paragraphs),
-            names=[name for name in self._names if name in text],
+            names=self._names,
         )
         call = asyncio.create_task(self._translate(request))
         self._calls[start] = call

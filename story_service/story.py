@@ -19,7 +19,7 @@ from llm.structured import FieldStream
 from story_service.guards import Problem, Review, repair_paragraphs, review, story_block, strip_tags
 from story_service.scene import SheetPicture, format_clock, scene_sheet
 from story_service.steering import CAST_RULE, CAST_TAGS, cast_block
-from story_service.told import Told, extra_tokens, instruction, story_schema, told, with_alt_text
+from story_service.told import Told, extra_tokens, instruction, story_schema, told
 
 log = logging.getLogger(__name__)
 
@@ -429,8 +429,7 @@ async def write_story(
         outcome.usage.output_tokens,
     )
     kept = answers[0 if outcome.kept is first else -1]
-    story = Completion(text=verdict.text, usage=outcome.usage, model=outcome.model)
-    return with_alt_text(story, kept.alt_text)
+    return Told(text=verdict.text, usage=outcome.usage, model=outcome.model, alt_text=kept.alt_text)
 
 
 def _better(candidate: Review, than: Review) -> bool:

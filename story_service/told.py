@@ -75,10 +75,3 @@ def told(answer: Completion, wanted: int) -> Told:
         model=answer.model,
         alt_text=texts if len(texts) == wanted and all(texts) else [],
     )
-
-
-def with_alt_text(completion: Completion, alt_text: list[str]) -> Told:
-    """``completion`` (a story as repaired) with the alt text its answer held."""
-    return Told(
-        text=completion.text, usage=completion.usage, model=completion.model, alt_text=alt_text
-    )

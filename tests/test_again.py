@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import replace
 
 import pytest
@@ -16,18 +15,9 @@ from bus.jobs import JobsConfig, JobStore
 from contracts.subjects import EXTRACT_FRAMES
 from devstack.media import sample_photo
 from gateway.jobs.service import JobService
+from tests.support.jobs import submit_photo, until_finished
 
 pytestmark = pytest.mark.usefixtures("no_job_left")
-
-
-async def _finished(client, url: str, wait: float = 30) -> dict:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        job = (await client.get(url)).json()
-        if job["status"] in {"succeeded", "failed", "canceled"}:
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} did not finish: {job}")
 
 
 async def _frame_calls(nc: Client) -> int:
@@ -48,12 +38,8 @@ async def _names(store, job_id: str) -> list[str]:
 async def test_another_take_reuses_the_media_and_the_frames(gateway, openai, nc, blob_store):
     photo = sample_photo("astronaut.png")  # stored in the bucket, not inline
     async with gateway() as client:
-        first = (
-            await client.post(
-                "/jobs", files=[("files", (photo.name, photo.read_bytes(), "image/png"))]
-            )
-        ).json()
-        done = await _finished(client, first["urls"]["self"])
+        first = await submit_photo(client, photo)
+        done = await until_finished(client, first["urls"]["self"])
         assert done["status"] == "succeeded"
         assert (
             done["media"]["kept"] is True and done["urls"]["again"] == f"/jobs/{first['id']}/again"
@@ -75,7 +61,7 @@ async def test_another_take_reuses_the_media_and_the_frames(gateway, openai, nc,
             "length": "short",
             "cast": ["Neil: the astronaut"],
         }
-        second = await _finished(client, again["urls"]["self"])
+        second = await until_finished(client, again["urls"]["self"])
     assert second["status"] == "succeeded", second
     assert await _frame_calls(nc) == frames_before  # no second frame stage
     story = openai.requests[story_calls]
@@ -89,14 +75,8 @@ async def test_another_take_reuses_the_media_and_the_frames(gateway, openai, nc,
 async def test_an_unchanged_field_keeps_the_originals(gateway, openai):
     photo = sample_photo("coffee.png")
     async with gateway() as client:
-        first = (
-            await client.post(
-                "/jobs",
-                files=[("files", (photo.name, photo.read_bytes(), "image/png"))],
-                data={"prompt": "as a haiku", "cast": "Mo: the barista"},
-            )
-        ).json()
-        await _finished(client, first["urls"]["self"])
+        first = await submit_photo(client, photo, prompt="as a haiku", cast="Mo: the barista")
+        await until_finished(client, first["urls"]["self"])
         same = (await client.post(f"/jobs/{first['id']}/again")).json()
         cleared = (
             await client.post(f"/jobs/{first['id']}/again", json={"prompt": "", "cast": ""})
@@ -117,11 +97,7 @@ async def test_an_unchanged_field_keeps_the_originals(gateway, openai):
 async def test_a_wrong_change_is_400(gateway, openai, body, detail):
     photo = sample_photo("coffee.png")
     async with gateway() as client:
-        first = (
-            await client.post(
-                "/jobs", files=[("files", (photo.name, photo.read_bytes(), "image/png"))]
-            )
-        ).json()
+        first = await submit_photo(client, photo)
         answer = await client.post(f"/jobs/{first['id']}/again", json=body)
     assert answer.status_code == 400 and detail in answer.json()["detail"]
 
@@ -132,12 +108,8 @@ async def test_once_the_media_are_gone_it_is_410_and_nothing_is_made(
     settings = replace(gateway_settings, jobs=replace(gateway_settings.jobs, keep_media=0))
     photo = sample_photo("astronaut.png")
     async with gateway(settings) as client:
-        first = (
-            await client.post(
-                "/jobs", files=[("files", (photo.name, photo.read_bytes(), "image/png"))]
-            )
-        ).json()
-        done = await _finished(client, first["urls"]["self"])
+        first = await submit_photo(client, photo)
+        done = await until_finished(client, first["urls"]["self"])
         assert done["media"]["kept"] is False and done["urls"]["again"] is None
         for _ in range(50):  # removed as soon as it ended
             if not await _names(blob_store, first["id"]):
@@ -157,12 +129,8 @@ async def test_the_sweep_removes_kept_media_once_their_time_is_up(
 ):
     photo = sample_photo("astronaut.png")
     async with gateway() as client:
-        first = (
-            await client.post(
-                "/jobs", files=[("files", (photo.name, photo.read_bytes(), "image/png"))]
-            )
-        ).json()
-        await _finished(client, first["urls"]["self"])
+        first = await submit_photo(client, photo)
+        await until_finished(client, first["urls"]["self"])
         js = nc.jetstream()
         store, media = await JobStore.open(js), await blobs.open_bucket(js)
         keys = await JobKeys.open(js, JobsConfig())

@@ -21,6 +21,7 @@ from devstack.fake_answers import Reply
 from devstack.media import sample_photo
 from gateway.auth import ApiKeys
 from gateway.jobs.service import STORES_AT_ONCE
+from tests.support.jobs import until_finished
 from tests.support.receiver import running_receiver
 
 KEY_A, KEY_B = "key-a-" + "a" * 20, "key-b-" + "b" * 20
@@ -31,16 +32,6 @@ pytestmark = pytest.mark.usefixtures("no_job_left")
 
 def files_of(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
-
-
-async def _until_finished(client, url: str, headers: dict | None = None, wait: float = 30) -> dict:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        job = (await client.get(url, headers=headers)).json()
-        if job["status"] in {"succeeded", "failed", "canceled"}:
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} did not finish: {job}")
 
 
 def _events(text: str) -> list[tuple[str, str, dict]]:
@@ -65,7 +56,7 @@ async def test_a_job_is_accepted_then_answers_what_analyze_would(gateway, openai
         assert accepted.headers["location"] == f"/jobs/{job['id']}" == job["urls"]["self"]
         assert job["status"] in {"queued", "running"} and job["attempts"] in {0, 1}
         assert len(job["id"]) >= 32  # 128 random bits, hex
-        done = await _until_finished(client, job["urls"]["self"])
+        done = await until_finished(client, job["urls"]["self"])
     assert done["status"] == "succeeded" and done["error"] is None
     result = done["result"]
     assert result["english"] and result["thai"]
@@ -101,7 +92,7 @@ async def test_an_upload_error_is_400_before_any_job_exists(gateway, nc: Client)
 async def test_events_replay_with_ids_and_resume_after_the_last_seen(gateway, openai):
     async with gateway() as client:
         job = (await client.post("/jobs", files=files_of(sample_photo("coffee.png")))).json()
-        await _until_finished(client, job["urls"]["self"])
+        await until_finished(client, job["urls"]["self"])
         everything = _events((await client.get(job["urls"]["events"])).text)
         names = [name for _, name, _ in everything]
         assert names[0] == "status" and everything[0][2]["status"] == "queued"
@@ -140,7 +131,7 @@ async def test_cancel_mid_story_stops_the_model_calls(gateway, openai, blob_stor
 async def test_cancel_after_the_end_is_409(gateway, openai):
     async with gateway() as client:
         job = (await client.post("/jobs", files=files_of(sample_photo("coffee.png")))).json()
-        await _until_finished(client, job["urls"]["self"])
+        await until_finished(client, job["urls"]["self"])
         refused = await client.post(job["urls"]["cancel"])
     assert refused.status_code == 409
     assert refused.json()["detail"] == "the job has succeeded already"
@@ -155,7 +146,7 @@ async def test_delete_leaves_nothing_in_the_bucket_the_streams_or_the_kv(
         assert any(
             name.startswith(f"jobs/{job['id']}/") for name in await blobs.list_names(blob_store)
         )
-        await _until_finished(client, job["urls"]["self"])
+        await until_finished(client, job["urls"]["self"])
         # Kept for another take: the upload and the frame read from it.
         names = await blobs.list_names(blob_store)
         assert sorted(n for n in names if n.startswith(f"jobs/{job['id']}/")) == [
@@ -192,7 +183,7 @@ async def test_a_job_is_its_keys_and_only_listed_to_it(gateway, gateway_settings
         second = (
             await client.post("/jobs", files=files_of(sample_photo("coffee.png")), headers=a)
         ).json()
-        await _until_finished(client, first["urls"]["self"], a)
+        await until_finished(client, first["urls"]["self"], a)
         theirs = await client.get(first["urls"]["self"], headers=b)
         cancel_theirs = await client.post(first["urls"]["cancel"], headers=b)
         delete_theirs = await client.delete(first["urls"]["self"], headers=b)
@@ -222,7 +213,7 @@ async def test_past_the_queue_bound_is_503_with_retry_after(gateway, gateway_set
     async with gateway(bounded) as client:
         first = await client.post("/jobs", files=files_of(sample_photo("coffee.png")))
         refused = await client.post("/jobs", files=files_of(sample_photo("coffee.png")))
-        await _until_finished(client, first.json()["urls"]["self"])
+        await until_finished(client, first.json()["urls"]["self"])
     assert first.status_code == 202
     assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
     assert "queue is full" in refused.json()["detail"]
@@ -258,7 +249,7 @@ async def test_the_same_idempotency_key_and_body_answer_the_same_job_once(gatewa
     async with gateway() as client:
         first = await client.post("/jobs", files=photo, headers=key)
         again = await client.post("/jobs", files=photo, headers=key)
-        done = await _until_finished(client, first.json()["urls"]["self"])
+        done = await until_finished(client, first.json()["urls"]["self"])
         calls = openai.stats()["chat_calls"]
         late = await client.post("/jobs", files=photo, headers=key)
         other = await client.post("/jobs", files=files_of(sample_photo("chelsea.png")), headers=key)
@@ -279,17 +270,17 @@ async def test_a_deleted_jobs_idempotency_key_may_make_a_new_job(gateway, openai
     photo = files_of(sample_photo("coffee.png"))
     async with gateway() as client:
         first = (await client.post("/jobs", files=photo, headers=key)).json()
-        await _until_finished(client, first["urls"]["self"])
+        await until_finished(client, first["urls"]["self"])
         await client.delete(first["urls"]["self"])
         second = await client.post("/jobs", files=photo, headers=key)
-        await _until_finished(client, second.json()["urls"]["self"])
+        await until_finished(client, second.json()["urls"]["self"])
     assert second.status_code == 202 and second.json()["id"] != first["id"]
 
 
 async def test_metrics_show_the_queue_and_the_outcomes(gateway, openai):
     async with gateway() as client:
         job = (await client.post("/jobs", files=files_of(sample_photo("coffee.png")))).json()
-        await _until_finished(client, job["urls"]["self"])
+        await until_finished(client, job["urls"]["self"])
         page = (await client.get("/metrics")).text
     figures = {
         line.split(" ")[0]: float(line.split(" ")[1])
@@ -384,7 +375,7 @@ async def test_a_burst_of_submissions_stores_a_few_uploads_at_a_time(
             )
         )
         assert [r.status_code for r in sent] == [202] * count
-        ended = [await _until_finished(client, r.json()["urls"]["self"]) for r in sent]
+        ended = [await until_finished(client, r.json()["urls"]["self"]) for r in sent]
     assert {job["status"] for job in ended} == {"succeeded"}
     assert storing["most"] == STORES_AT_ONCE
 
@@ -409,7 +400,7 @@ async def test_a_webhook_is_signed_and_delivered_when_the_job_ends(
                     data={"webhook_url": receiver.url},
                 )
             ).json()
-            await _until_finished(client, job["urls"]["self"])
+            await until_finished(client, job["urls"]["self"])
             deadline = time.monotonic() + 15
             while (await client.get(job["urls"]["self"])).json()["webhook"][
                 "status"
