@@ -66,4 +66,7 @@ def cast_block(cast: Sequence[CastMember]) -> str:
     if not cast:
         return ""
     lines = "\n".join(f"{_data(member.name)}: {_data(member.who)}" for member in cast)
-    return f"{CAST_TAGS[0]}\n{lines}\n{CAST_TAGS[1]}"
+    # Said once more outside the block, plainly: the 1.5B model was seen to tell a whole
+    # story of "a family and their cats" with the cast above it.
+    names = ", ".join(_data(member.name) for member in cast)
+    return f"{CAST_TAGS[0]}\n{lines}\n{CAST_TAGS[1]}\nCall them by these names: {names}."
